@@ -1,0 +1,5 @@
+import sys
+
+from softseg.cli import main
+
+sys.exit(main())
