@@ -1,0 +1,95 @@
+"""Overlap counts of thresholded maps, all thresholds at once (private to metrics.py).
+
+A map binarised at ``>= t`` for every ``t`` of an increasing threshold vector is described
+by one small integer per pixel: its *bin*, the number of thresholds it reaches. A pixel is
+foreground at threshold ``k`` (0-based) exactly when ``bin > k``. Counting the joint
+(prediction bin, ground-truth bin) histogram once gives every confusion matrix by cumulative
+sums, so 9 (or 99) thresholds cost one pass over the image instead of 9 (or 99).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from softseg.errors import SoftsegError
+
+
+def as_map(values: np.ndarray, name: str) -> np.ndarray:
+    """``values`` as a float32/float64 array, checked to lie in [0, 1] (no NaN).
+
+    Float64 stays float64; everything else (float32, float16, integers, bool) becomes float32.
+    Keeping the map's own precision matters for ties: a float32 soft label 7/10 is
+    0.69999999 and must still count as ``>= 0.7``, so thresholds are cast to the map's dtype
+    before comparing (see :func:`threshold_bins`).
+    """
+    array = np.asarray(values)
+    if array.dtype != np.float64:
+        array = array.astype(np.float32, copy=False)
+    if array.size == 0:
+        raise SoftsegError(f"{name}: expected a non-empty array, got shape {array.shape}")
+    low, high = float(array.min()), float(array.max())
+    if not (low >= 0.0 and high <= 1.0):  # also false for NaN, which min/max propagate
+        raise SoftsegError(
+            f"{name}: expected values in [0, 1] without NaN, found min {low} and max {high}; "
+            "pass probabilities (after the sigmoid), not logits or percentages"
+        )
+    return array
+
+
+def check_same_shape(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> None:
+    if a.shape != b.shape:
+        raise SoftsegError(
+            f"{names[0]} shape {a.shape} != {names[1]} shape {b.shape}; "
+            "both must cover the same pixels (same spatial axes, same order)"
+        )
+
+
+def threshold_bins(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Per pixel, how many thresholds the value reaches (``value >= t``), as uint8.
+
+    ``thresholds`` must be increasing; they are cast to ``values.dtype`` first so that
+    ``k/A`` stored at float32 precision ties with ``t`` stored at the same precision.
+    """
+    thr = np.asarray(thresholds).astype(values.dtype)
+    # searchsorted(side="right") counts thresholds <= value, i.e. value >= t, exactly.
+    return np.searchsorted(thr, values.ravel(), side="right").astype(np.uint8)
+
+
+def threshold_counts(
+    pred_bins: np.ndarray, gt_bins: np.ndarray, n_thresholds: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True positives, predicted positives and true positives per threshold.
+
+    Returns ``(tp, pred_pos, gt_pos)``, each ``(n_thresholds,)`` int64, where threshold ``k``
+    (0-based) means "bin > k" on both maps.
+    """
+    n = n_thresholds + 1
+    joint = np.bincount(
+        pred_bins.astype(np.int64) * n + gt_bins, minlength=n * n
+    ).reshape(n, n)
+    # suffix[i, j] = number of pixels with pred bin >= i and gt bin >= j.
+    suffix = joint[::-1, ::-1].cumsum(axis=0).cumsum(axis=1)[::-1, ::-1]
+    k = np.arange(1, n)
+    return suffix[k, k], suffix[k, 0], suffix[0, k]
+
+
+def overlap_ratios(
+    tp: np.ndarray, pred_pos: np.ndarray, gt_pos: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Dice, IoU, precision and recall from counts, with the empty-mask rules of metrics.py.
+
+    Both empty -> all four are 1. Prediction empty, truth not -> precision 0 (no predicted
+    pixel is correct; the limit of 0/0 is taken as a miss, not a success). Truth empty,
+    prediction not -> recall 0. Dice and IoU are 0 when exactly one is empty.
+    """
+    tp = np.asarray(tp, dtype=np.float64)
+    pred_pos = np.asarray(pred_pos, dtype=np.float64)
+    gt_pos = np.asarray(gt_pos, dtype=np.float64)
+    both_empty = (pred_pos == 0) & (gt_pos == 0)
+    union = pred_pos + gt_pos - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dice = np.where(both_empty, 1.0, 2.0 * tp / (pred_pos + gt_pos))
+        iou = np.where(both_empty, 1.0, tp / union)
+        precision = np.where(both_empty, 1.0, np.where(pred_pos == 0, 0.0, tp / pred_pos))
+        recall = np.where(both_empty, 1.0, np.where(gt_pos == 0, 0.0, tp / gt_pos))
+    return {"dice": dice, "iou": iou, "precision": precision, "recall": recall}
