@@ -1,0 +1,349 @@
+"""Reading and writing image, mask and probability files: the only module that knows formats.
+
+Formats: NIfTI (``.nii``, ``.nii.gz``, via nibabel) and PNG (via Pillow).
+
+Conventions
+-----------
+* Images come back channels first, float32: ``(C, *spatial)``. Spatial axes keep the
+  on-disk array order: nibabel's ``(x, y[, z])`` for NIfTI, ``(row, col)`` for PNG.
+* Trailing singleton axes beyond the second are dropped (QUBIQ stores some 2D masks as
+  ``(960, 640, 1)``); the on-disk shape is kept in :class:`Geometry` so outputs can be
+  written back the same way.
+* A NIfTI array whose last axis is small (<= 4) is either a volume or channels-last
+  (QUBIQ brain-tumor: ``(240, 240, 4)``). Callers that know the masks' shape pass it as
+  ``spatial_shape`` and the matching reading is chosen; otherwise a 3-axis array with a
+  last axis of 2-4 is read as channels-last.
+* PNG images: "L", "I;16", "I", "F", "1" -> one channel; "RGB" -> three; "LA"/"RGBA" ->
+  the alpha channel is dropped with a logged warning (alpha is transparency, not signal);
+  "P" (palette) is converted to RGB.
+* Probability maps on disk: float32 NIfTI with the source affine and header, or 16-bit
+  grey PNG with value ``round(p * 65535)``. Binary masks: uint8 NIfTI 0/1, or 8-bit PNG 0/255.
+* Files are written atomically (temporary file in the same folder, then rename) and an
+  existing file is never replaced unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from PIL import Image
+
+from softseg.datasets import Geometry
+from softseg.errors import SoftsegError
+
+log = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+PNG_SUFFIXES = (".png",)
+SUPPORTED = "NIfTI (.nii, .nii.gz) or PNG (.png)"
+
+# Largest last axis that can be channels rather than slices (4 = QUBIQ brain-tumor MRI).
+MAX_CHANNELS_LAST = 4
+
+
+def file_format(path: str | os.PathLike) -> str:
+    """``"nifti"`` or ``"png"`` from the file name; raises SoftsegError for anything else."""
+    name = Path(path).name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(PNG_SUFFIXES):
+        return "png"
+    raise SoftsegError(f"{path}: unsupported file type; expected {SUPPORTED}")
+
+
+def is_supported(path: str | os.PathLike) -> bool:
+    """True for a file name ending in a supported suffix."""
+    name = Path(path).name.lower()
+    return name.endswith(NIFTI_SUFFIXES + PNG_SUFFIXES)
+
+
+def stem(path: str | os.PathLike) -> str:
+    """File name without its format suffix (``case01.nii.gz`` -> ``case01``)."""
+    name = Path(path).name
+    for suffix in NIFTI_SUFFIXES + PNG_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def map_suffix(geometry: Geometry) -> str:
+    """The suffix an output in this geometry gets: ``.nii.gz`` or ``.png``."""
+    return ".nii.gz" if geometry.format == "nifti" else ".png"
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, tuple[float, ...]]:
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as error:  # nibabel raises many types for broken files
+        raise SoftsegError(
+            f"{path}: cannot read as NIfTI ({type(error).__name__}: {error}); "
+            f"expected a valid .nii/.nii.gz file"
+        ) from error
+    geometry = Geometry(
+        format="nifti",
+        disk_shape=tuple(int(s) for s in data.shape),
+        affine=np.array(img.affine, dtype=np.float64),
+        header=img.header.copy(),
+    )
+    zooms = tuple(float(z) for z in img.header.get_zooms())
+    return data, geometry, zooms
+
+
+def _load_png(path: Path) -> tuple[np.ndarray, Geometry]:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode == "P":
+                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+                mode = img.mode
+            data = np.array(img)
+    except Exception as error:  # Pillow raises many types for broken files
+        raise SoftsegError(
+            f"{path}: cannot read as PNG ({type(error).__name__}: {error}); "
+            f"expected a valid .png file"
+        ) from error
+    bit_depth = 16 if data.dtype in (np.uint16, np.int32) and mode.startswith("I") else 8
+    if mode == "F":
+        bit_depth = 32
+    geometry = Geometry(
+        format="png", disk_shape=tuple(int(s) for s in data.shape), png_mode=mode, bit_depth=bit_depth
+    )
+    return data, geometry
+
+
+def _squeeze_trailing(data: np.ndarray) -> np.ndarray:
+    """Drop trailing singleton axes beyond the second: (960, 640, 1) -> (960, 640)."""
+    while data.ndim > 2 and data.shape[-1] == 1:
+        data = data[..., 0]
+    return data
+
+
+def _png_channels_first(data: np.ndarray, path: Path, mode: str) -> np.ndarray:
+    if data.ndim == 2:
+        return data[None]
+    if mode in ("LA", "RGBA", "PA"):
+        log.warning("%s: PNG mode %s has an alpha channel; it is dropped", path, mode)
+        data = data[..., :-1]
+    return np.moveaxis(data, -1, 0)
+
+
+def read_image(
+    path: str | os.PathLike, spatial_shape: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, tuple[float, ...], Geometry]:
+    """Read an image file.
+
+    Returns ``(image, spacing, geometry)``: ``image`` is ``(C, *spatial)`` float32, channels
+    first, values as stored (no normalisation); ``spacing`` has one entry per spatial axis
+    (NIfTI zooms, 1.0 for PNG). ``spatial_shape`` (e.g. a mask's shape) picks between
+    "volume" and "channels-last" for NIfTI arrays where both are possible.
+    Raises SoftsegError for an unreadable or unsupported file.
+    """
+    path = Path(path)
+    if file_format(path) == "png":
+        data, geometry = _load_png(path)
+        image = _png_channels_first(data, path, geometry.png_mode or "")
+        return image.astype(np.float32), (1.0,) * (image.ndim - 1), geometry
+
+    data, geometry, zooms = _load_nifti(path)
+    data = _squeeze_trailing(data)
+    if data.ndim < 2 or data.ndim > 4:
+        raise SoftsegError(
+            f"{path}: expected a 2D or 3D image (optionally with a last channel axis), "
+            f"found an array of shape {geometry.disk_shape}"
+        )
+    channels_last = _is_channels_last(data.shape, spatial_shape)
+    if channels_last:
+        image = np.moveaxis(data, -1, 0)
+    else:
+        image = data[None]
+    n_spatial = image.ndim - 1
+    spacing = tuple(zooms[:n_spatial]) + (1.0,) * max(0, n_spatial - len(zooms))
+    return np.asarray(image, dtype=np.float32), spacing, geometry
+
+
+def _is_channels_last(shape: tuple[int, ...], spatial_shape: tuple[int, ...] | None) -> bool:
+    if len(shape) == 4:
+        return True  # (x, y, z, c): 3D volumes with several channels
+    if len(shape) != 3:
+        return False
+    if spatial_shape is not None:
+        if tuple(spatial_shape) == tuple(shape[:-1]):
+            return True
+        if tuple(spatial_shape) == tuple(shape):
+            return False
+    # No masks to tell: a short last axis is channels (a 3D volume has many slices).
+    return 2 <= shape[-1] <= MAX_CHANNELS_LAST
+
+
+def _binary_values(values: np.ndarray) -> bool:
+    allowed = ({0, 1}, {0, 255}, {0, 65535})
+    found = set(values.tolist())
+    return any(found <= a for a in allowed)
+
+
+def read_mask(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
+    """Read one rater's binary mask.
+
+    Returns ``(mask, geometry)``: ``mask`` is ``(*spatial)`` bool, trailing singleton axes
+    dropped. Accepted stored values: {0, 1}, {0, 255} or {0, 65535} (any dtype, incl. bool
+    and 1-bit PNG); an RGB(A) mask must have equal colour channels. Raises SoftsegError
+    naming the file and the values found when the mask is not binary or cannot be read.
+    """
+    path = Path(path)
+    if file_format(path) == "png":
+        data, geometry = _load_png(path)
+        if data.ndim == 3:
+            colour = data[..., :3] if data.shape[-1] >= 3 else data[..., :1]
+            if not (colour == colour[..., :1]).all():
+                raise SoftsegError(
+                    f"{path}: expected a grey binary mask, found a colour PNG ({geometry.png_mode}) "
+                    f"whose channels differ; save the mask as 8-bit grey with 0 and 255"
+                )
+            data = colour[..., 0]
+    else:
+        data, geometry, _ = _load_nifti(path)
+        data = _squeeze_trailing(data)
+    if data.dtype == bool:
+        return data.copy(), geometry
+    values = np.unique(data)
+    if values.size > 3 or not _binary_values(values):
+        shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if values.size > 6 else "")
+        raise SoftsegError(
+            f"{path}: expected a binary mask with values {{0, 1}} or {{0, 255}}, found "
+            f"{values.size} distinct values ({shown}); binarise it (e.g. value > 0)"
+        )
+    return data > 0, geometry
+
+
+def read_probability(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
+    """Read a probability (or agreement) map written by :func:`write_map` or a user.
+
+    Returns ``(array, geometry)``: ``array`` is ``(*spatial)`` float32 in [0, 1]. NIfTI
+    values are taken as stored and must lie in [0, 1]; PNG values are divided by the
+    largest value of their bit depth (255 for 8-bit, 65535 for 16-bit). Raises
+    SoftsegError for NaN/inf, values outside [0, 1], colour PNGs or unreadable files.
+    """
+    path = Path(path)
+    if file_format(path) == "png":
+        data, geometry = _load_png(path)
+        if data.ndim != 2:
+            raise SoftsegError(
+                f"{path}: expected a grey probability map, found PNG mode {geometry.png_mode} "
+                f"with shape {geometry.disk_shape}; save it as 8- or 16-bit grey"
+            )
+        if data.dtype == bool:
+            array = data.astype(np.float32)
+        elif geometry.bit_depth == 32:
+            array = data.astype(np.float32)
+        else:
+            scale = 65535.0 if geometry.bit_depth == 16 else 255.0
+            array = (data.astype(np.float64) / scale).astype(np.float32)
+    else:
+        data, geometry, _ = _load_nifti(path)
+        array = _squeeze_trailing(np.asarray(data, dtype=np.float32))
+    if not np.isfinite(array).all():
+        raise SoftsegError(f"{path}: expected finite probabilities in [0, 1], found NaN or inf")
+    low, high = float(array.min(initial=0.0)), float(array.max(initial=0.0))
+    if low < 0.0 or high > 1.0:
+        raise SoftsegError(
+            f"{path}: expected probabilities in [0, 1], found values in [{low:g}, {high:g}]"
+        )
+    return array, geometry
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _disk_array(array: np.ndarray, geometry: Geometry, path: Path) -> np.ndarray:
+    """Give a ``(*spatial)`` map the on-disk shape of its source (channel axis dropped)."""
+    disk = tuple(geometry.disk_shape)
+    if array.shape == disk:
+        return array
+    trimmed = disk
+    while len(trimmed) > array.ndim and trimmed[-1] == 1:
+        trimmed = trimmed[:-1]
+    if array.shape == trimmed:
+        return array.reshape(disk)  # restore trailing singleton axes: (960, 640) -> (960, 640, 1)
+    if disk[: array.ndim] == array.shape and len(disk) == array.ndim + 1:
+        return array  # source was channels-last (240, 240, 4): one map per image is (240, 240)
+    raise SoftsegError(
+        f"{path}: map of shape {array.shape} does not fit its source geometry "
+        f"(stored shape {disk}); write maps on the source image's spatial grid"
+    )
+
+
+def _atomic_write(path: Path, overwrite: bool, write) -> None:
+    if path.exists() and not overwrite:
+        raise SoftsegError(f"{path}: already exists; remove it or allow overwriting")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_map(
+    path: str | os.PathLike, array: np.ndarray, geometry: Geometry, *, overwrite: bool = False
+) -> Path:
+    """Write a ``(*spatial)`` map in the layout of its source file.
+
+    A bool array is a binary mask: uint8 0/1 NIfTI or 8-bit 0/255 PNG. Any other array is a
+    probability map in [0, 1]: float32 NIfTI, or 16-bit grey PNG with value
+    ``round(p * 65535)``. NIfTI outputs carry the source affine and header (data type and
+    shape updated). The format follows ``path``'s suffix, which must match
+    ``geometry.format``. Raises SoftsegError if the file exists and ``overwrite`` is False,
+    for values outside [0, 1] or NaN, or a shape that does not fit the geometry.
+    """
+    path = Path(path)
+    fmt = file_format(path)
+    if fmt != geometry.format:
+        raise SoftsegError(
+            f"{path}: suffix means {fmt} but the source geometry is {geometry.format}; "
+            f"use the suffix {map_suffix(geometry)}"
+        )
+    array = np.asarray(array)
+    is_mask = array.dtype == bool
+    if not is_mask:
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            raise SoftsegError(f"{path}: map has NaN or inf values; expected values in [0, 1]")
+        low, high = float(array.min(initial=0.0)), float(array.max(initial=0.0))
+        if low < 0.0 or high > 1.0:
+            raise SoftsegError(
+                f"{path}: expected map values in [0, 1], found [{low:g}, {high:g}]"
+            )
+    data = _disk_array(array, geometry, path)
+
+    if fmt == "nifti":
+        out = data.astype(np.uint8) if is_mask else data.astype(np.float32)
+        header = geometry.header.copy() if geometry.header is not None else None
+        affine = geometry.affine if geometry.affine is not None else np.eye(4)
+        image = nib.Nifti1Image(out, affine, header)
+        image.set_data_dtype(out.dtype)
+        # The source may carry intensity scaling; a probability map must be stored as-is.
+        image.header.set_slope_inter(None, None)
+        _atomic_write(path, overwrite, lambda tmp: nib.save(image, str(tmp)))
+    else:
+        if data.ndim != 2:
+            raise SoftsegError(f"{path}: PNG maps must be 2D, got shape {data.shape}")
+        if is_mask:
+            pil = Image.fromarray(np.where(data, 255, 0).astype(np.uint8))
+        else:
+            pil = Image.fromarray(np.round(data.astype(np.float64) * 65535).astype(np.uint16))
+        _atomic_write(path, overwrite, lambda tmp: pil.save(tmp, format="PNG"))
+    return path

@@ -1,0 +1,211 @@
+"""softseg.io: every format and quirk read and written on files made here."""
+
+from __future__ import annotations
+
+import logging
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from softseg import io
+from softseg.errors import SoftsegError
+
+
+def save_nifti(path, array, affine=None):
+    affine = np.diag([0.5, 0.75, 2.0, 1.0]) if affine is None else affine
+    nib.save(nib.Nifti1Image(array, affine), str(path))
+    return path
+
+
+def test_nifti_2d_image_channels_first_with_spacing_and_geometry(tmp_path):
+    data = np.arange(12, dtype=np.int16).reshape(3, 4)
+    path = save_nifti(tmp_path / "image.nii.gz", data)
+    image, spacing, geometry = io.read_image(path)
+    assert image.shape == (1, 3, 4) and image.dtype == np.float32
+    np.testing.assert_array_equal(image[0], data)
+    assert spacing == (0.5, 0.75)
+    assert geometry.format == "nifti" and geometry.disk_shape == (3, 4)
+    np.testing.assert_array_equal(geometry.affine, np.diag([0.5, 0.75, 2.0, 1.0]))
+
+
+def test_channels_last_four_channel_image_becomes_channels_first(tmp_path):
+    data = np.random.default_rng(0).random((6, 5, 4)).astype(np.float32)
+    path = save_nifti(tmp_path / "image.nii.gz", data)
+    image, spacing, geometry = io.read_image(path)
+    assert image.shape == (4, 6, 5)
+    np.testing.assert_array_equal(image[2], data[..., 2])
+    assert spacing == (0.5, 0.75) and geometry.disk_shape == (6, 5, 4)
+
+
+def test_spatial_shape_decides_volume_versus_channels(tmp_path):
+    data = np.zeros((6, 5, 3), np.float32)
+    path = save_nifti(tmp_path / "image.nii.gz", data)
+    assert io.read_image(path, spatial_shape=(6, 5, 3))[0].shape == (1, 6, 5, 3)
+    assert io.read_image(path, spatial_shape=(6, 5))[0].shape == (3, 6, 5)
+    volume = save_nifti(tmp_path / "volume.nii.gz", np.zeros((6, 5, 9), np.float32))
+    image, spacing, _ = io.read_image(volume)
+    assert image.shape == (1, 6, 5, 9) and spacing == (0.5, 0.75, 2.0)
+
+
+def test_trailing_singleton_axis_mask_is_squeezed_and_restored(tmp_path):
+    mask = np.zeros((7, 5, 1), np.uint8)
+    mask[2:4, 1:3] = 1
+    path = save_nifti(tmp_path / "task01_seg01.nii.gz", mask)
+    read, geometry = io.read_mask(path)
+    assert read.shape == (7, 5) and read.dtype == bool and read.sum() == 4
+    assert geometry.disk_shape == (7, 5, 1)
+    out = io.write_map(tmp_path / "out.nii.gz", read.astype(np.float32) * 0.5, geometry)
+    back = nib.load(str(out))
+    assert back.shape == (7, 5, 1) and back.get_data_dtype() == np.float32
+    np.testing.assert_array_equal(back.affine, geometry.affine)
+
+
+@pytest.mark.parametrize("values", [(0, 1), (0, 255)])
+def test_mask_binary_value_conventions(tmp_path, values):
+    data = np.array([[values[0], values[1]], [values[1], values[0]]], np.uint8)
+    mask, _ = io.read_mask(save_nifti(tmp_path / "m.nii.gz", data))
+    np.testing.assert_array_equal(mask, [[False, True], [True, False]])
+
+
+def test_non_binary_mask_names_file_and_values(tmp_path):
+    path = save_nifti(tmp_path / "task01_seg02.nii.gz", np.array([[0, 1], [2, 1]], np.uint8))
+    with pytest.raises(SoftsegError, match=r"task01_seg02.nii.gz: expected a binary mask.*3 distinct values \(0, 1, 2\)"):
+        io.read_mask(path)
+
+
+def test_png_modes(tmp_path):
+    grey = np.arange(20, dtype=np.uint8).reshape(4, 5)
+    Image.fromarray(grey).save(tmp_path / "g.png")
+    image, spacing, geometry = io.read_image(tmp_path / "g.png")
+    assert image.shape == (1, 4, 5) and spacing == (1.0, 1.0)
+    assert geometry.png_mode == "L" and geometry.bit_depth == 8
+    deep = (np.arange(20, dtype=np.uint16) * 3000).reshape(4, 5)
+    Image.fromarray(deep).save(tmp_path / "d.png")
+    image, _, geometry = io.read_image(tmp_path / "d.png")
+    assert geometry.bit_depth == 16 and image.max() == 57000
+    rgb = np.stack([grey, grey + 1, grey + 2], -1)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    image, _, geometry = io.read_image(tmp_path / "c.png")
+    assert image.shape == (3, 4, 5) and geometry.disk_shape == (4, 5, 3)
+    np.testing.assert_array_equal(image[1], grey + 1)
+
+
+def test_rgba_png_drops_alpha_with_warning(tmp_path, caplog):
+    rgba = np.full((3, 3, 4), 7, np.uint8)
+    rgba[..., 3] = 128
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    with caplog.at_level(logging.WARNING):
+        image, _, _ = io.read_image(tmp_path / "a.png")
+    assert image.shape == (3, 3, 3) and (image == 7).all()
+    assert "alpha channel" in caplog.text
+
+
+def test_png_masks_one_bit_and_colour(tmp_path):
+    bits = np.zeros((4, 4), bool)
+    bits[1:3, 1:3] = True
+    Image.fromarray(bits).save(tmp_path / "b.png")
+    mask, geometry = io.read_mask(tmp_path / "b.png")
+    np.testing.assert_array_equal(mask, bits)
+    grey_rgb = np.repeat((bits * 255).astype(np.uint8)[..., None], 3, -1)
+    Image.fromarray(grey_rgb).save(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(io.read_mask(tmp_path / "rgb.png")[0], bits)
+    grey_rgb[0, 0, 1] = 255
+    Image.fromarray(grey_rgb).save(tmp_path / "colour.png")
+    with pytest.raises(SoftsegError, match=r"colour.png: expected a grey binary mask, found a colour PNG"):
+        io.read_mask(tmp_path / "colour.png")
+
+
+def test_unreadable_and_unsupported_files(tmp_path):
+    broken = tmp_path / "image.nii.gz"
+    broken.write_bytes(b"not a nifti")
+    with pytest.raises(SoftsegError, match=r"image.nii.gz: cannot read as NIfTI"):
+        io.read_image(broken)
+    (tmp_path / "x.png").write_bytes(b"garbage")
+    with pytest.raises(SoftsegError, match=r"x.png: cannot read as PNG"):
+        io.read_mask(tmp_path / "x.png")
+    with pytest.raises(SoftsegError, match=r"x.jpg: unsupported file type; expected NIfTI"):
+        io.read_image(tmp_path / "x.jpg")
+
+
+def test_probability_png_round_trip_is_16_bit(tmp_path):
+    Image.fromarray(np.zeros((3, 4), np.uint8)).save(tmp_path / "src.png")
+    _, _, geometry = io.read_image(tmp_path / "src.png")
+    p = np.array([[0, 0.25, 0.5, 1.0], [1 / 3, 2 / 3, 0.1, 0.9], [0, 0, 0, 0]], np.float32)
+    out = io.write_map(tmp_path / "p.png", p, geometry)
+    raw = np.array(Image.open(out))
+    assert raw.dtype == np.uint16
+    np.testing.assert_array_equal(raw, np.round(p.astype(np.float64) * 65535).astype(np.uint16))
+    back, back_geometry = io.read_probability(out)
+    np.testing.assert_allclose(back, p, atol=0.5 / 65535)
+    assert back_geometry.bit_depth == 16
+
+
+def test_binary_mask_png_is_8_bit_0_255(tmp_path):
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "src.png")
+    geometry = io.read_image(tmp_path / "src.png")[2]
+    mask = np.array([[True, False], [False, True]])
+    out = io.write_map(tmp_path / "m.png", mask, geometry)
+    with Image.open(out) as img:
+        assert img.mode == "L"
+        np.testing.assert_array_equal(np.array(img), [[255, 0], [0, 255]])
+
+
+def test_nifti_probability_keeps_affine_header_and_drops_channels(tmp_path):
+    src = save_nifti(tmp_path / "image.nii.gz", np.zeros((6, 5, 4), np.int16))
+    _, _, geometry = io.read_image(src)
+    p = np.random.default_rng(1).random((6, 5)).astype(np.float32)
+    out = io.write_map(tmp_path / "task01.nii.gz", p, geometry)
+    back = nib.load(str(out))
+    assert back.shape == (6, 5)
+    np.testing.assert_array_equal(back.affine, geometry.affine)
+    np.testing.assert_array_equal(back.get_fdata(dtype=np.float32), p)
+    read, _ = io.read_probability(out)
+    np.testing.assert_array_equal(read, p)
+
+
+def test_write_refuses_overwrite_bad_values_and_wrong_shape(tmp_path):
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "src.png")
+    geometry = io.read_image(tmp_path / "src.png")[2]
+    out = io.write_map(tmp_path / "p.png", np.zeros((2, 2)), geometry)
+    with pytest.raises(SoftsegError, match=r"p.png: already exists"):
+        io.write_map(out, np.ones((2, 2)), geometry)
+    io.write_map(out, np.ones((2, 2)), geometry, overwrite=True)
+    assert io.read_probability(out)[0].min() == 1.0
+    with pytest.raises(SoftsegError, match=r"expected map values in \[0, 1\], found \[0, 1.5\]"):
+        io.write_map(tmp_path / "q.png", np.array([[0, 1.5], [0, 0]]), geometry)
+    with pytest.raises(SoftsegError, match=r"NaN or inf"):
+        io.write_map(tmp_path / "q.png", np.full((2, 2), np.nan), geometry)
+    with pytest.raises(SoftsegError, match=r"map of shape \(3, 2\) does not fit its source geometry \(stored shape \(2, 2\)\)"):
+        io.write_map(tmp_path / "q.png", np.zeros((3, 2)), geometry)
+    with pytest.raises(SoftsegError, match=r"q.nii.gz: suffix means nifti but the source geometry is png; use the suffix .png"):
+        io.write_map(tmp_path / "q.nii.gz", np.zeros((2, 2)), geometry)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png", "src.png"]  # no temp files left
+
+
+def test_read_probability_rejects_out_of_range(tmp_path):
+    path = save_nifti(tmp_path / "p.nii.gz", np.array([[0.0, 1.2]], np.float32))
+    with pytest.raises(SoftsegError, match=r"p.nii.gz: expected probabilities in \[0, 1\], found values in \[0, 1.2\]"):
+        io.read_probability(path)
+    path = save_nifti(tmp_path / "n.nii.gz", np.array([[0.0, np.nan]], np.float32))
+    with pytest.raises(SoftsegError, match=r"n.nii.gz: expected finite probabilities"):
+        io.read_probability(path)
+    Image.fromarray(np.array([[0, 255]], np.uint8)).save(tmp_path / "a.png")
+    np.testing.assert_array_equal(io.read_probability(tmp_path / "a.png")[0], [[0.0, 1.0]])
+
+
+def test_source_scaling_is_not_applied_to_written_maps(tmp_path):
+    image = nib.Nifti1Image(np.zeros((2, 2), np.int16), np.eye(4))
+    image.header.set_slope_inter(2.0, 10.0)
+    nib.save(image, str(tmp_path / "image.nii.gz"))
+    geometry = io.read_image(tmp_path / "image.nii.gz")[2]
+    p = np.array([[0.25, 0.5], [0.75, 1.0]], np.float32)
+    out = io.write_map(tmp_path / "p.nii.gz", p, geometry)
+    np.testing.assert_array_equal(io.read_probability(out)[0], p)
+
+
+def test_stem_and_format_helpers():
+    assert io.stem("a/case01.nii.gz") == "case01" and io.stem("x.PNG") == "x"
+    assert io.file_format("x.NII") == "nifti" and io.is_supported("y.png")
+    assert not io.is_supported("notes.txt")
