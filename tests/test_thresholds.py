@@ -91,6 +91,13 @@ def test_exact_hundredths_tie():
     assert table.tp[index] == 1 and table.tp[index + 1] == 0
 
 
+def test_float32_maps_compare_at_their_own_precision():
+    # float32 0.7 is 0.69999999; like metrics.py it still counts as >= 0.7
+    prob = np.array([0.7, 0.69], dtype=np.float32)
+    tp, _, fn = pooled_counts([prob], [np.array([True, True])], np.array([0.7]))
+    assert (tp[0], fn[0]) == (1, 1)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_counts_match_brute_force(seed):
     rng = np.random.default_rng(seed)

@@ -88,8 +88,10 @@ def pooled_counts(
     """True positives, false positives and false negatives of ``p >= t``, summed over cases.
 
     ``probabilities[i]`` is any-shape float in [0, 1]; ``references[i]`` a bool array of the
-    same shape. Returns three int64 arrays of ``len(thresholds)``. Exact ``>=`` comparisons:
-    each map is sorted once and the thresholds located by binary search.
+    same shape. Returns three int64 arrays of ``len(thresholds)``. Exact ``>=`` comparisons
+    at the map's own precision, like :mod:`softseg.metrics` (thresholds are cast to float32
+    for a float32 map, so float32 0.7 counts as >= 0.7): each map is sorted once and the
+    thresholds located by binary search.
     """
     if len(probabilities) != len(references):
         raise SoftsegError(
@@ -101,18 +103,21 @@ def pooled_counts(
     fp = np.zeros(len(thresholds), dtype=np.int64)
     fn = np.zeros(len(thresholds), dtype=np.int64)
     for index, (prob, ref) in enumerate(zip(probabilities, references)):
-        prob = np.asarray(prob, dtype=np.float64)
+        prob = np.asarray(prob)
+        if not np.issubdtype(prob.dtype, np.floating):
+            prob = prob.astype(np.float64)
         ref = np.asarray(ref, dtype=bool)
         if prob.shape != ref.shape:
             raise SoftsegError(
                 f"map {index}: prediction shape {prob.shape} != reference shape {ref.shape}; "
                 "predict on the same grid as the labels"
             )
+        levels = thresholds.astype(prob.dtype)
         positives = np.sort(prob[ref])
         negatives = np.sort(prob[~ref])
         # count of values >= t = n - count of values < t
-        found = len(positives) - np.searchsorted(positives, thresholds, side="left")
-        false = len(negatives) - np.searchsorted(negatives, thresholds, side="left")
+        found = len(positives) - np.searchsorted(positives, levels, side="left")
+        false = len(negatives) - np.searchsorted(negatives, levels, side="left")
         tp += found
         fn += len(positives) - found
         fp += false
