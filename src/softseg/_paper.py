@@ -54,6 +54,7 @@ class QubiqTask:
     dataset: str  # folder name in the QUBIQ release: "brain-growth", "brain-tumor", ...
     task: str  # "task01", "task02", ...
     label: str  # the paper's row name
+    preset: str  # name in softseg.config.PRESETS (crop size, epochs, flips of this task)
 
     @property
     def key(self) -> str:
@@ -62,13 +63,13 @@ class QubiqTask:
 
 
 QUBIQ_TASKS = (
-    QubiqTask("brain-growth", "task01", "Brain Growth"),
-    QubiqTask("brain-tumor", "task01", "Brain Tumor 1"),
-    QubiqTask("brain-tumor", "task02", "Brain Tumor 2"),
-    QubiqTask("brain-tumor", "task03", "Brain Tumor 3"),
-    QubiqTask("kidney", "task01", "Kidney"),
-    QubiqTask("prostate", "task01", "Prostate 1"),
-    QubiqTask("prostate", "task02", "Prostate 2"),
+    QubiqTask("brain-growth", "task01", "Brain Growth", "brain-growth"),
+    QubiqTask("brain-tumor", "task01", "Brain Tumor 1", "brain-tumor-task1"),
+    QubiqTask("brain-tumor", "task02", "Brain Tumor 2", "brain-tumor-task2"),
+    QubiqTask("brain-tumor", "task03", "Brain Tumor 3", "brain-tumor-task3"),
+    QubiqTask("kidney", "task01", "Kidney", "kidney"),
+    QubiqTask("prostate", "task01", "Prostate 1", "prostate-task1"),
+    QubiqTask("prostate", "task02", "Prostate 2", "prostate-task2"),
 )
 QUBIQ_DATASETS = ("brain-growth", "brain-tumor", "kidney", "prostate")
 
