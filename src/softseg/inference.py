@@ -1,0 +1,87 @@
+"""Image arrays -> probability maps with one or more loaded runs (an ensemble of seeds).
+
+Each image goes through exactly the steps of training: per-channel z-score, the run's
+resize (if it was trained with one), zero-padding to a multiple of 32; then the model, a
+sigmoid, cropping back and undoing the resize, so every pixel of the source grid gets a
+probability. Runs are averaged in probability space.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from softseg._train_runtime import autocast, memory_format, resolve_precision
+from softseg.config import TrainConfig
+from softseg.errors import SoftsegError
+from softseg.model import LoadedRun
+from softseg.transforms import normalize, pad_to_multiple, resize
+
+
+def prepare_image(image: np.ndarray | torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """``(C, H, W)`` raw image -> ``(C, H', W')`` float32 normalised (and resized) model input."""
+    x = normalize(image)
+    if config.resize is not None:
+        x = resize(x, (config.resize, config.resize))
+    return x
+
+
+@torch.no_grad()
+def predict_logits(
+    model: torch.nn.Module, image: torch.Tensor, precision: str, device: torch.device
+) -> torch.Tensor:
+    """Logits ``(T, H, W)`` float32 on ``device`` for one prepared ``(C, H, W)`` image.
+
+    The image is padded to a multiple of 32 and the logits cropped back to ``(H, W)``.
+    """
+    h, w = image.shape[-2:]
+    x = pad_to_multiple(image.to(device))[None].contiguous(memory_format=memory_format(precision, device))
+    with autocast(precision, device):
+        logits = model(x)
+    return logits[0, :, :h, :w].float()
+
+
+def predict_images(
+    loaded_runs: Sequence[LoadedRun], images: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    """Probability maps ``(T, H, W)`` float32 in [0, 1] for ``(C, H, W)`` images.
+
+    ``T`` follows the runs' ``tasks`` order. All runs must share tasks and input channels;
+    their probabilities are averaged. Only 2D images are supported.
+    """
+    runs = list(loaded_runs)
+    if not runs:
+        raise SoftsegError("no trained run given; pass at least one run folder")
+    first = runs[0]
+    for run in runs[1:]:
+        if run.tasks != first.tasks or run.config.in_channels != first.config.in_channels:
+            raise SoftsegError(
+                f"{run.run_dir}: tasks {run.tasks} / {run.config.in_channels} channels differ from "
+                f"{first.run_dir}: {first.tasks} / {first.config.in_channels} channels; only runs "
+                f"trained on the same tasks and image channels can be averaged"
+            )
+    outputs = []
+    for index, image in enumerate(images):
+        image = np.asarray(image)
+        if image.ndim != 3:
+            raise SoftsegError(
+                f"image {index}: expected a 2D image (C, H, W), found shape {image.shape}; "
+                f"3D volumes must be predicted slice by slice"
+            )
+        if image.shape[0] != first.config.in_channels:
+            raise SoftsegError(
+                f"image {index}: expected {first.config.in_channels} channel(s) as in training, "
+                f"found {image.shape[0]} (shape {image.shape})"
+            )
+        h, w = image.shape[1:]
+        total = None
+        for run in runs:
+            x = prepare_image(image, run.config)
+            precision = resolve_precision(run.config.precision, run.device)
+            prob = torch.sigmoid(predict_logits(run.model, x, precision, run.device))
+            prob = resize(prob.cpu(), (h, w), clamp01=True)
+            total = prob if total is None else total + prob
+        outputs.append((total / len(runs)).numpy().astype(np.float32))
+    return outputs

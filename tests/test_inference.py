@@ -1,0 +1,92 @@
+"""inference: normalise, resize, pad to 32, model, sigmoid, crop and un-resize back."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from softseg.config import TrainConfig
+from softseg.errors import SoftsegError
+from softseg.inference import predict_images
+from softseg.model import LoadedRun, create_model
+
+
+def _run(seed=0, in_channels=1, tasks=("task01", "task02"), resize=None, precision="fp32"):
+    torch.manual_seed(seed)
+    model = create_model(in_channels, len(tasks)).eval()
+    config = TrainConfig(tasks=tasks, in_channels=in_channels, resize=resize, precision=precision)
+    return LoadedRun(Path(f"run{seed}"), model, config, tasks, Path("best.pt"), torch.device("cpu"))
+
+
+def _by_hand(run, image):
+    """The documented steps, written out: z-score, pad at the end to 32, sigmoid, crop."""
+    x = torch.from_numpy(image).double()
+    x = ((x - x.mean(dim=(1, 2), keepdim=True)) / x.std(dim=(1, 2), keepdim=True, unbiased=False)).float()
+    h, w = x.shape[1:]
+    if run.config.resize:
+        x = F.interpolate(x[None], size=(run.config.resize,) * 2, mode="bilinear", antialias=True)[0]
+    ph, pw = -x.shape[1] % 32, -x.shape[2] % 32
+    x = F.pad(x, (0, pw, 0, ph))
+    with torch.no_grad():
+        p = torch.sigmoid(run.model(x[None]))[0]
+    p = p[:, : x.shape[1] - ph, : x.shape[2] - pw]
+    if run.config.resize:
+        p = F.interpolate(p[None], size=(h, w), mode="bilinear")[0]
+    return p.numpy()
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return [_run(0), _run(1)]
+
+
+def test_odd_sized_image_is_predicted_on_its_own_grid(runs):
+    image = np.random.default_rng(0).normal(50, 10, (1, 45, 70)).astype(np.float32)
+    (prob,) = predict_images(runs[:1], [image])
+    assert prob.shape == (2, 45, 70) and prob.dtype == np.float32
+    assert prob.min() >= 0 and prob.max() <= 1
+    np.testing.assert_allclose(prob, _by_hand(runs[0], image), atol=1e-5)
+
+
+def test_zscore_makes_prediction_independent_of_intensity_scale(runs):
+    image = np.random.default_rng(1).random((1, 32, 40)).astype(np.float32)
+    a, b = predict_images(runs[:1], [image, image * 7.0 + 100.0])
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_runs_are_averaged(runs):
+    image = np.random.default_rng(2).random((1, 33, 33)).astype(np.float32)
+    (both,) = predict_images(runs, [image])
+    (p0,) = predict_images(runs[:1], [image])
+    (p1,) = predict_images(runs[1:], [image])
+    np.testing.assert_allclose(both, (p0 + p1) / 2, atol=1e-6)
+    assert not np.allclose(p0, p1)
+
+
+def test_resize_is_applied_and_undone():
+    run = _run(2, resize=64)
+    image = np.random.default_rng(3).random((1, 90, 120)).astype(np.float32)
+    (prob,) = predict_images([run], [image])
+    assert prob.shape == (2, 90, 120)
+    np.testing.assert_allclose(prob, _by_hand(run, image), atol=1e-5)
+
+
+def test_bf16_close_to_fp32():
+    fp32, bf16 = _run(3, precision="fp32"), _run(3, precision="bf16")
+    image = np.random.default_rng(4).random((1, 64, 64)).astype(np.float32)
+    (a,), (b,) = predict_images([fp32], [image]), predict_images([bf16], [image])
+    assert np.abs(a - b).max() < 0.05
+
+
+def test_errors(runs):
+    with pytest.raises(SoftsegError, match="no trained run given"):
+        predict_images([], [np.zeros((1, 32, 32), np.float32)])
+    with pytest.raises(SoftsegError, match=r"image 0: expected a 2D image \(C, H, W\), found shape \(1, 8, 32, 32\)"):
+        predict_images(runs[:1], [np.zeros((1, 8, 32, 32), np.float32)])
+    with pytest.raises(SoftsegError, match=r"image 1: expected 1 channel\(s\) as in training, found 3"):
+        predict_images(runs[:1], [np.zeros((1, 32, 32), np.float32), np.zeros((3, 32, 32), np.float32)])
+    other = _run(4, tasks=("task01",))
+    with pytest.raises(SoftsegError, match="differ from.*only runs trained on the same tasks"):
+        predict_images([runs[0], other], [np.zeros((1, 32, 32), np.float32)])
