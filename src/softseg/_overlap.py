@@ -93,3 +93,38 @@ def overlap_ratios(
         precision = np.where(both_empty, 1.0, np.where(pred_pos == 0, 0.0, tp / pred_pos))
         recall = np.where(both_empty, 1.0, np.where(gt_pos == 0, 0.0, tp / gt_pos))
     return {"dice": dice, "iou": iou, "precision": precision, "recall": recall}
+
+
+def _popcount_rows(words: np.ndarray) -> np.ndarray:
+    """Number of set bits per row of a 2-D unsigned integer array."""
+    if hasattr(np, "bitwise_count"):  # NumPy >= 2.0
+        return np.bitwise_count(words).sum(axis=-1, dtype=np.int64)
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+    as_bytes = words.view(np.uint8)
+    return table[as_bytes].sum(axis=-1, dtype=np.int64)
+
+
+def pairwise_intersections(masks: np.ndarray) -> np.ndarray:
+    """``(M, M)`` int64 matrix of |m_i ∩ m_j| for ``(M, *spatial)`` bool masks.
+
+    The diagonal holds mask sizes. Masks are bit-packed (64 pixels per word) after cropping
+    to the box of their union, so each pair costs one AND and one popcount per word.
+    """
+    from softseg._surface import bounding_box
+
+    n_masks = masks.shape[0]
+    box = bounding_box(masks.any(axis=0))
+    if box is None:
+        return np.zeros((n_masks, n_masks), dtype=np.int64)
+    flat = masks[(slice(None), *box)].reshape(n_masks, -1)
+    packed = np.packbits(flat, axis=1)
+    pad = (-packed.shape[1]) % 8
+    if pad:
+        packed = np.pad(packed, ((0, 0), (0, pad)))
+    words = np.ascontiguousarray(packed).view(np.uint64)
+    result = np.zeros((n_masks, n_masks), dtype=np.int64)
+    for i in range(n_masks):
+        counts = _popcount_rows(words[i] & words[i:])
+        result[i, i:] = counts
+        result[i:, i] = counts
+    return result
