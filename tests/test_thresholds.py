@@ -166,6 +166,12 @@ def test_unreachable_recall_names_the_best_achievable():
         pick_threshold(table, "target_recall", 0.9)
 
 
+def test_max_f1_without_any_true_positive_is_an_error():
+    table = tradeoff([np.array([0.0, 0.9])], [np.array([True, False])])
+    with pytest.raises(SoftsegError, match="F1 is 0 at every threshold"):
+        pick_threshold(table, "max_f1")
+
+
 def test_unreachable_precision_is_an_error_not_a_fallback():
     # background always scores higher than foreground: precision peaks at 0.5 (all predicted)
     prob = np.array([0.2, 0.3, 0.9, 0.8])

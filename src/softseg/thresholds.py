@@ -135,9 +135,20 @@ def tradeoff(
     recall (and so any operating point) is then undefined.
     """
     tp, fp, fn = pooled_counts(probabilities, references, thresholds)
+    return tradeoff_from_counts(tp, fp, fn, thresholds, len(references))
+
+
+def tradeoff_from_counts(
+    tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, thresholds: np.ndarray, n_cases: int
+) -> Tradeoff:
+    """:class:`Tradeoff` from pooled counts (e.g. summed case by case with :func:`pooled_counts`).
+
+    ``n_cases`` only serves the message raised when the references hold no foreground.
+    """
+    tp, fp, fn = (np.asarray(a, dtype=np.int64) for a in (tp, fp, fn))
     if len(tp) and tp[0] + fn[0] == 0:
         raise SoftsegError(
-            f"the reference masks of all {len(references)} cases are empty, so recall is "
+            f"the reference masks of all {n_cases} cases are empty, so recall is "
             "undefined; choose cases with foreground or a lower --reference-level"
         )
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -162,6 +173,11 @@ def pick_threshold(table: Tradeoff, criterion: str, target: float | None = None)
             raise SoftsegError("max_f1 takes no target; drop the target value")
         score = table.f1
         meets = np.ones(len(score), dtype=bool)
+        if not (score > 0).any():
+            raise SoftsegError(
+                "F1 is 0 at every threshold (no reference pixel is ever predicted); the best "
+                "achievable is F1 0; check that the model and the data belong together"
+            )
     else:
         if target is None or not (0.0 < float(target) <= 1.0):
             raise SoftsegError(
@@ -221,15 +237,7 @@ def write_threshold_file(directory: Path, payload: dict, overwrite: bool = False
     """
     directory = Path(directory)
     path = directory / THRESHOLD_FILE
-    if path.exists() and not overwrite:
-        previous = read_threshold_file(directory) or {}
-        chosen = ", ".join(
-            f"{task} {entry.get('threshold')}" for task, entry in previous.get("tasks", {}).items()
-        )
-        raise SoftsegError(
-            f"{path} already holds an operating threshold ({chosen or 'unreadable'}); "
-            "pass --overwrite to replace it"
-        )
+    check_can_store(directory, overwrite)
     directory.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=directory, prefix=".threshold-", suffix=".json.tmp")
     try:
@@ -241,6 +249,23 @@ def write_threshold_file(directory: Path, payload: dict, overwrite: bool = False
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_can_store(directory: Path, overwrite: bool) -> None:
+    """Raise SoftsegError when ``directory/threshold.json`` exists and ``overwrite`` is False."""
+    path = Path(directory) / THRESHOLD_FILE
+    if path.exists() and not overwrite:
+        try:
+            previous = read_threshold_file(directory) or {}
+        except SoftsegError:
+            previous = {}
+        chosen = ", ".join(
+            f"{task} {entry.get('threshold')}" for task, entry in previous.get("tasks", {}).items()
+        )
+        raise SoftsegError(
+            f"{path} already holds an operating threshold ({chosen or 'unreadable'}); "
+            "pass --overwrite to replace it"
+        )
 
 
 def read_threshold_file(directory: Path) -> dict | None:
@@ -269,3 +294,140 @@ def read_threshold_file(directory: Path) -> dict | None:
             f"{str(payload)[:200]}; delete it or rerun `softseg threshold`"
         )
     return payload
+
+
+# ----------------------------------------------------------------------------- on a run
+
+
+def _validation_ids(run_dirs: Sequence[Path]) -> list[str]:
+    """The validation case ids recorded in the runs' ``split.json``; all runs must agree."""
+    found: dict[tuple[str, ...], Path] = {}
+    for run in run_dirs:
+        path = Path(run) / "split.json"
+        try:
+            ids = tuple(json.loads(path.read_text())["val"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise SoftsegError(
+                f"{path}: cannot read the validation case ids ({error}); pass --split to "
+                "choose the cases explicitly"
+            ) from error
+        found.setdefault(ids, path)
+    if len(found) > 1:
+        raise SoftsegError(
+            f"the runs were validated on different cases ({', '.join(map(str, found.values()))}); "
+            "pass --split to choose one set of cases for all of them"
+        )
+    ids = list(next(iter(found)))
+    if not ids:
+        raise SoftsegError(
+            f"{next(iter(found.values()))}: the run has no validation cases; pass --split "
+            "(e.g. --split Validation) to choose the cases"
+        )
+    return ids
+
+
+def choose_thresholds(
+    run: str | Path,
+    data: str | Path,
+    *,
+    criterion: str,
+    target: float | None = None,
+    split: str | None = None,
+    layout: str = "auto",
+    reference_level: float = 0.5,
+    batch_size: int = 4,
+    device: str | None = "auto",
+    checkpoint: str = "best",
+    progress: bool = True,
+) -> tuple[dict, dict[str, Tradeoff]]:
+    """Predict the validation cases of ``data`` with ``run`` and pick one threshold per task.
+
+    ``run`` is a run folder or a folder of seeds (averaged). Cases: those of ``split`` when
+    given, else the validation ids of the run's ``split.json``. The reference of each case and
+    task is its soft label ``>= reference_level``. Returns ``(payload, tables)``: the
+    ``threshold.json`` content (not written; see :func:`write_threshold_file`) and the
+    trade-off table of every task. Raises SoftsegError when a case is missing or unlabelled,
+    or when no threshold meets the requirement for some task.
+    """
+    from softseg.datasets import load_dataset
+    from softseg.labels import soft_label
+    from softseg.predict import check_channels, load_models, predict_cases, resolve_runs
+
+    if not (0.0 < reference_level <= 1.0):
+        raise SoftsegError(f"--reference-level must be in (0, 1], got {reference_level}")
+    if criterion not in CRITERIA:
+        raise SoftsegError(f"unknown criterion {criterion!r}; expected one of {', '.join(CRITERIA)}")
+    run_set = resolve_runs([run])
+    dataset = load_dataset(data, layout=layout)
+    if split is not None:
+        cases = dataset.select(split=split).cases
+        if not cases:
+            raise SoftsegError(f"{data}: no cases in split {split!r}; check --split")
+        chosen_by = f"split {split}"
+    else:
+        ids = _validation_ids(run_set.run_dirs)
+        cases = dataset.select(case_ids=ids).cases
+        missing = sorted(set(ids) - {c.case_id for c in cases})
+        if missing:
+            raise SoftsegError(
+                f"{data}: the run's validation cases {', '.join(missing[:10])} are not in this "
+                "dataset; give the data the run was trained on, or pass --split"
+            )
+        chosen_by = "the run's validation ids (split.json)"
+    loaded = load_models(run_set.run_dirs, device=device, checkpoint=checkpoint)
+    tasks = loaded[0].tasks
+    unlabelled = [f"{c.case_id} ({t})" for c in cases for t in tasks if not c.is_labelled(t)]
+    if unlabelled:
+        raise SoftsegError(
+            f"{len(unlabelled)} validation case/task(s) have no labels: "
+            f"{', '.join(unlabelled[:10])}; choose labelled cases (e.g. --split Validation)"
+        )
+    check_channels(cases, loaded[0].config.in_channels, loaded[0].run_dir)
+
+    zeros = lambda: np.zeros(len(THRESHOLD_GRID), dtype=np.int64)  # noqa: E731
+    counts = {task: [zeros(), zeros(), zeros()] for task in tasks}
+    for case, prob in predict_cases(loaded, cases, batch_size, progress):
+        for index, task in enumerate(tasks):
+            soft = np.asarray(soft_label(case, task))
+            reference = soft >= np.asarray(reference_level, dtype=soft.dtype)
+            for total, part in zip(counts[task], pooled_counts([prob[index]], [reference])):
+                total += part
+    tables: dict[str, Tradeoff] = {}
+    points: dict[str, OperatingPoint] = {}
+    for task in tasks:
+        tables[task] = tradeoff_from_counts(*counts[task], THRESHOLD_GRID, len(cases))
+        try:
+            points[task] = pick_threshold(tables[task], criterion, target)
+        except SoftsegError as error:
+            raise SoftsegError(f"{task}: {error}") from None
+
+    def listed(values: np.ndarray) -> list:
+        return [None if np.isnan(v) else round(float(v), 6) for v in values]
+
+    payload = {
+        "softseg_version": __version__,
+        "criterion": criterion,
+        "target": None if target is None else float(target),
+        "reference": f"soft label >= {reference_level:g}",
+        "reference_level": float(reference_level),
+        "pooling": "TP/FP/FN summed over all pixels of all cases, then precision and recall",
+        "ties": "the higher threshold",
+        "grid": "np.arange(1, 100) / 100",
+        "data": str(Path(data).resolve()),
+        "cases_from": chosen_by,
+        "cases": [c.case_id for c in cases],
+        "runs": [str(r) for r in run_set.run_dirs],
+        "checkpoint": checkpoint,
+        "tasks": {task: {k: v for k, v in asdict(p).items() if k not in ("criterion", "target")}
+                  for task, p in points.items()},
+        "tradeoff": {
+            task: {
+                "threshold": [float(t) for t in table.thresholds],
+                "precision": listed(table.precision),
+                "recall": listed(table.recall),
+                "f1": listed(table.f1),
+            }
+            for task, table in tables.items()
+        },
+    }
+    return payload, tables
