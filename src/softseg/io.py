@@ -94,7 +94,9 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, tuple[float, ...]]:
         affine=np.array(img.affine, dtype=np.float64),
         header=img.header.copy(),
     )
-    zooms = tuple(float(z) for z in img.header.get_zooms())
+    # Zooms are stored as float32; 7 significant digits give back the value that was meant
+    # (0.8, not 0.800000011920929).
+    zooms = tuple(float(f"{float(z):.7g}") for z in img.header.get_zooms())
     return data, geometry, zooms
 
 
