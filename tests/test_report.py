@@ -1,0 +1,417 @@
+"""softseg report: the page from hand-made evaluation folders (contract of docs/architecture.md).
+
+The fixture writes every file of an evaluation folder by hand, a rater-folder dataset and
+16-bit PNG predictions, so the numbers the page must show are known in advance.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from softseg import report
+from softseg._report_examples import (Example, _prepare, choose_cases, load_examples,
+                                      threshold_levels)
+from softseg._report_figures import (FALSE_NEGATIVE, FALSE_POSITIVE, reliability_data,
+                                     threshold_grid)
+from softseg._report_html import markdown
+from softseg._report_inputs import read_evaluation
+from softseg.cli import main
+from softseg.datasets import Case, Geometry
+from softseg.errors import DatasetError, SoftsegError
+
+SIZE = 40
+CASE_SCORES = {"c01": 0.9124, "c02": 0.5531, "c03": 0.7712, "c04": 0.6618}
+TABLES_MD = """# Table 2
+
+| Task | Dice % | Precision % | Recall % | HD95 px |
+|---|---|---|---|---|
+| task01 | 91.23 ± 1.45 | 92.34 ± 2.56 | 90.12 ± 3.67 | 4.56 ± 0.78 |
+
+# Table 3
+
+| Task | D²_GED | E[1−IoU(y, ŷ)] | diversity | E[Dice] % |
+|---|---|---|---|---|
+| task01 | 0.1357 | 0.1864 | 0.2371 | 88.81 |
+"""
+
+
+def fine_curve(case_index: int, name: str) -> np.ndarray:
+    """The made-up per-case curves the fixture writes (t = 0.01 ... 0.99)."""
+    t = np.arange(1, 100) / 100
+    if name == "precision":
+        return 0.5 + 0.45 * t - 0.01 * case_index
+    if name == "recall":
+        return 0.98 - 0.6 * t**2 - 0.01 * case_index
+    return 0.8 - 0.1 * (t - 0.5) ** 2 - 0.01 * case_index
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def write_dataset(root: Path) -> tuple[Path, Path]:
+    """A rater-folder dataset (3 raters, disks) and 16-bit PNG predictions (soft blobs)."""
+    data, predictions = root / "data", root / "predictions"
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    for i, case in enumerate(CASE_SCORES):
+        centre = (14 + 3 * i, 20 + 2 * i)
+        dist = np.hypot(yy - centre[0], xx - centre[1])
+        image = (60 + 120 * (dist < 10) + 5 * (xx % 7)).astype(np.uint8)
+        _write_png(data / "images" / f"{case}.png", image)
+        for r, radius in enumerate((7, 9, 11)):
+            _write_png(data / "raters" / case / f"rater{r}.png",
+                       ((dist < radius) * 255).astype(np.uint8))
+        prob = np.clip(1.0 - (dist - 5.0) / 9.0, 0.0, 1.0)
+        _write_png(predictions / case / "task01.png", np.round(prob * 65535).astype(np.uint16))
+    return data, predictions
+
+
+def write_evaluation(root: Path, reliability: bool = True) -> Path:
+    """An evaluation folder written by hand, exactly per the contract."""
+    data, predictions = write_dataset(root)
+    eval_dir = root / "eval"
+    eval_dir.mkdir()
+    thresholds = np.arange(1, 10) / 10
+    with open(eval_dir / "metrics.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "task", "threshold", "dice", "precision", "recall", "hd95",
+                         "hd95_status", "gt_area_frac"])
+        for i, case in enumerate(CASE_SCORES):
+            for t in thresholds:
+                writer.writerow([case, "task01", t, 0.8 + 0.02 * i, 0.7 + 0.1 * t, 0.9 - 0.1 * t,
+                                 "" if i == 1 else 2.5, "undefined" if i == 1 else "ok", 0.2])
+    with open(eval_dir / "cases.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "task", "ged2", "pred_rater_dist", "rater_diversity",
+                         "expected_dice", "qubiq", "ece", "brier", "n_raters"])
+        for case, score in CASE_SCORES.items():
+            writer.writerow([case, "task01", 0.1, 0.2, 0.3, 0.88, score, 0.01, 0.02, 3])
+    with open(eval_dir / "curves.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "task", "threshold", "precision", "recall", "dice"])
+        for i, case in enumerate(CASE_SCORES):
+            columns = [fine_curve(i, n) for n in ("precision", "recall", "dice")]
+            for j, t in enumerate(np.arange(1, 100) / 100):
+                writer.writerow([case, "task01", t] + [c[j] for c in columns])
+    calibration = {"ece": 0.0234, "brier": 0.0456, "n_bins": 5}
+    if reliability:
+        calibration["reliability"] = {  # metrics.calibration's form; an empty bin is null
+            "bin_edges": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            "count": [900, 80, 0, 70, 490],
+            "mean_pred": [0.05, 0.3, None, 0.7, 0.95],
+            "mean_soft": [0.03, 0.25, None, 0.72, 0.97],
+        }
+    summary = {
+        "predictions": str(predictions),
+        "data": str(data),
+        "layout": "raters",
+        "conventions": {"thresholds": "np.arange(1, 10) / 10, prediction >= t",
+                        "hd95": "maximum of the two directed 95th percentiles"},
+        "tasks": {"task01": {
+            "table2": {"dice": {"mean": 0.9123, "std": 0.0145}},
+            "table3": {"ged2": {"mean": 0.1357, "std": 0.0211}},
+            "qubiq": {"mean": 0.7246, "std": 0.1311},
+            "calibration": calibration,
+            "hd95_undefined": 7,
+        }},
+    }
+    (eval_dir / "summary.json").write_text(json.dumps(summary))
+    (eval_dir / "tables.md").write_text(TABLES_MD)
+    return eval_dir
+
+
+def write_run(root: Path) -> Path:
+    run = root / "runs" / "seed0"
+    run.mkdir(parents=True)
+    rows = ["epoch,train_loss,val_loss,val_qubiq,lr,seconds"]
+    rows += [f"{e},{0.5 / e},{0.6 / e},{0.5 + 0.04 * e},{1e-2 * 0.5 ** e},1.0" for e in range(1, 6)]
+    (run / "history.csv").write_text("\n".join(rows) + "\n")
+    return run
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    eval_dir = write_evaluation(root)
+    out = report.build_report(eval_dir, root / "out" / "report.html", run=write_run(root))
+    return root, eval_dir, out, out.read_text(encoding="utf-8")
+
+
+def _data_uris(page: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
+
+
+def test_page_is_self_contained(built):
+    _, _, out, page = built
+    assert not re.search(r"https?://", page)
+    sources = re.findall(r'\bsrc="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<link" not in page and "url(" not in page
+    for png in _data_uris(page):
+        with Image.open(io.BytesIO(png)) as image:
+            image.verify()
+    # 1 curves + 1 reliability + 1 training + 3 x (Figure 2, slider image, slider levels)
+    assert len(sources) == 3 + 3 * 3
+
+
+def test_page_shows_the_evaluation_numbers(built):
+    _, _, _, page = built
+    for number in ("91.23 ± 1.45", "92.34 ± 2.56", "90.12 ± 3.67", "4.56 ± 0.78",
+                   "0.1357", "0.1864", "0.2371", "88.81"):
+        assert number in page
+    assert "<th>Dice %</th>" in page and "<td>task01</td>" in page
+    # headline: QUBIQ 0.7246 ± 0.1311, ECE 0.0234, GED 0.1357 ± 0.0211, Dice at 0.5 over
+    # 4 cases = mean(0.80, 0.82, 0.84, 0.86) = 0.83
+    for shown in ("0.725", "± 0.131", "0.023", "0.136", "± 0.021", "0.830", "mean of 4 cases"):
+        assert shown in page
+    assert "<dt>task01</dt><dd>7</dd>" in page  # undefined HD95 count
+    assert "maximum of the two directed 95th percentiles" in page
+    # the slider's numbers are curves.csv's, embedded as JSON per example
+    blobs = re.findall(r'<script type="application/json" class="curves">(.*?)</script>', page)
+    first = json.loads(blobs[0])
+    np.testing.assert_allclose(first["precision"], fine_curve(0, "precision"), atol=1e-12)
+    np.testing.assert_allclose(first["recall"], fine_curve(0, "recall"), atol=1e-12)
+
+
+def test_png_copies_beside_the_page(built):
+    _, _, out, page = built
+    folder = out.with_name("report_files")
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted(["curves_task01.png", "reliability_task01.png", "training.png",
+                            "figure2_task01_c01.png", "figure2_task01_c02.png",
+                            "figure2_task01_c04.png"])
+    embedded = _data_uris(page)
+    for name in names:
+        png = (folder / name).read_bytes()
+        with Image.open(folder / name) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+        assert png in embedded  # the copy is the embedded figure, byte for byte
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+def test_examples_are_best_median_worst(built):
+    _, eval_dir, _, page = built
+    evaluation = read_evaluation(eval_dir)
+    assert choose_cases(evaluation, "task01", 3) == [
+        ("c01", "best", 0.9124), ("c04", "median", 0.6618), ("c02", "worst", 0.5531)]
+    # ranking c01 > c03 > c04 > c02; with an even count the median is the upper middle one
+    assert choose_cases(evaluation, "task01", 1) == [("c04", "median", 0.6618)]
+    assert choose_cases(evaluation, "task01", 0) == []
+    assert [c for c, _, _ in choose_cases(evaluation, "task01", 9)] == ["c01", "c03", "c04", "c02"]
+    order = re.findall(r'class="viewer" id="viewer-\d" data-case="(c\d+)"', page)
+    assert order == ["c01", "c04", "c02"]
+
+
+def test_slider_levels_reproduce_the_thresholded_prediction(built):
+    _, eval_dir, _, page = built
+    examples = load_examples(read_evaluation(eval_dir), 3)
+    levels = [png for png in _data_uris(page)
+              if Image.open(io.BytesIO(png)).getextrema()[2] == (0, 0)]  # blue channel unused
+    assert len(levels) == len(examples) == 3
+    for example, png in zip(examples, levels):
+        rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        assert rgb.shape[:2] == example.prob.shape
+        for j in (1, 20, 50, 67, 99):
+            t = np.float32(j / 100)
+            np.testing.assert_array_equal(rgb[..., 0] >= j, example.prob >= t)
+            np.testing.assert_array_equal(rgb[..., 1] >= j, example.soft >= t)
+        assert len(np.unique(rgb[..., 0])) > 10  # the blob's soft edge spans many levels
+
+
+def test_threshold_levels_by_hand():
+    values = np.array([0.0, 0.005, 0.01, 0.3, np.float32(7) / np.float32(10), 0.999, 1.0],
+                      dtype=np.float32)
+    np.testing.assert_array_equal(threshold_levels(values), [0, 0, 1, 30, 70, 99, 99])
+    soft = np.arange(0, 10, dtype=np.float32) / np.float32(9)  # 9 raters: k/9
+    for j in range(1, 100):
+        np.testing.assert_array_equal(threshold_levels(soft) >= j, soft >= np.float32(j / 100))
+
+
+def test_figure2_colours_false_positives_red_and_false_negatives_green():
+    soft = np.array([[0.0, 1 / 3, 2 / 3, 1.0], [0.0, 0.0, 0.7, 1.0]], dtype=np.float32)
+    prob = np.array([[0.45, 0.45, 0.05, 0.95], [0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    example = Example("c9", "task01", "best", 0.9, np.zeros((2, 4, 3), np.uint8), soft, prob, {}, "")
+    figure = threshold_grid(example)
+    axes = np.array(figure.axes[:20]).reshape(2, 10)
+    t4 = axes[:, 4]  # t = 0.4: label = soft >= 0.4 -> [0, 0, 1, 1]; prediction [1, 1, 0, 1]
+    assert t4[0].get_title() == "t = 0.4"
+    top = np.asarray(t4[0].images[0].get_array())
+    bottom = np.asarray(t4[1].images[0].get_array())
+    np.testing.assert_array_equal(top[0, :, 0], [0, 0, 1, 1])
+    expected = [FALSE_POSITIVE, FALSE_POSITIVE, FALSE_NEGATIVE, (1, 1, 1)]
+    np.testing.assert_allclose(bottom[0], expected)
+    np.testing.assert_allclose(bottom[1], [(0, 0, 0), (0, 0, 0), FALSE_NEGATIVE, FALSE_NEGATIVE])
+    # t = 0.7: soft 2/3 < 0.7; t = 0.3: soft 1/3 >= 0.3 (k/A ties compare in float32)
+    np.testing.assert_array_equal(np.asarray(axes[0, 7].images[0].get_array())[0, :, 0], [0, 0, 0, 1])
+    np.testing.assert_array_equal(np.asarray(axes[0, 3].images[0].get_array())[0, :, 0], [0, 1, 1, 1])
+    np.testing.assert_array_equal(np.asarray(axes[0, 7].images[0].get_array())[1, :, 0], [0, 0, 1, 1])
+
+
+def test_volume_example_shows_the_slice_with_most_label_and_orients_nifti():
+    shape = (80, 60, 5)
+    masks = np.zeros((2,) + shape, bool)
+    masks[:, 10:16, 4:9, 3] = True  # slice 3 holds the label
+    masks[0, 10:12, 4:6, 1] = True
+    case = Case("v1", np.random.default_rng(0).random((1,) + shape, dtype=np.float32), (1.0,) * 3,
+                Geometry("nifti", shape, np.eye(4), None), Path("v1.nii.gz"),
+                {"task01": masks}, {"task01": ("a", "b")}, {}, {"task01": 2}, "Validation")
+    soft = masks.mean(axis=0, dtype=np.float32)
+    prob = soft * np.float32(0.9)
+
+    class Curves:  # an evaluation with no curves rows for this case
+        curves = {"case": np.array([], str), "task": np.array([], str),
+                  "threshold": np.array([]), "precision": np.array([]),
+                  "recall": np.array([]), "dice": np.array([])}
+
+    example = _prepare(Curves, case, "task01", "best", 0.9, soft, prob)
+    assert "slice 3 of 5" in example.note
+    # displayed as (y, x) with y upwards: the label's x range 10:16 becomes columns, y 4:9 rows
+    full = np.flipud(soft[..., 3].T)
+    rows, cols = np.nonzero(example.soft)
+    assert np.ptp(cols) + 1 == 6 and np.ptp(rows) + 1 == 5
+    r0, r1, c0, c1 = map(int, re.search(r"rows (\d+)–(\d+), columns (\d+)–(\d+)", example.note).groups())
+    np.testing.assert_array_equal(example.soft, full[r0:r1 + 1, c0:c1 + 1])
+    np.testing.assert_array_equal(example.prob, np.flipud(prob[..., 3].T)[r0:r1 + 1, c0:c1 + 1])
+    assert example.image.shape == example.soft.shape + (3,)
+    assert all(np.isnan(v) for v in example.curves["precision"])
+
+
+def test_markdown_tables_and_escaping():
+    text = "# T <2>\n\nsome **bold** `x`\n\n| a | b<c |\n|:--|--:|\n| 1 | 2 |\n"
+    assert markdown(text) == ("<h3>T &lt;2&gt;</h3><p>some <strong>bold</strong> <code>x</code>"
+                              "</p><table><thead><tr><th>a</th><th>b&lt;c</th></tr></thead>"
+                              "<tbody><tr><td>1</td><td>2</td></tr></tbody></table>")
+
+
+def test_no_reliability_data_is_said_not_hidden(tmp_path):
+    eval_dir = write_evaluation(tmp_path, reliability=False)
+    out = report.build_report(eval_dir, tmp_path / "r.html", n_cases=0)
+    page = out.read_text()
+    assert "holds no reliability diagram data" in page and "ECE 0.0234" in page
+    assert sorted(p.name for p in (tmp_path / "r_files").iterdir()) == ["curves_task01.png"]
+    assert "viewer-0" not in page and 'id="training"' not in page
+
+
+def test_overwrite_replaces_and_refuses_without_flag(tmp_path):
+    eval_dir = write_evaluation(tmp_path)
+    out = tmp_path / "r.html"
+    report.build_report(eval_dir, out, n_cases=0)
+    (tmp_path / "r_files" / "stale.png").write_bytes(b"old")
+    with pytest.raises(SoftsegError, match=r"r\.html.*already exist.*--overwrite"):
+        report.build_report(eval_dir, out, n_cases=0)
+    report.build_report(eval_dir, out, n_cases=1, overwrite=True)
+    assert "viewer-0" in out.read_text()
+    assert not (tmp_path / "r_files" / "stale.png").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_report(tmp_path, capsys):
+    eval_dir = write_evaluation(tmp_path)
+    out = tmp_path / "cli.html"
+    assert main(["report", str(eval_dir), "--out", str(out), "--cases", "1",
+                 "--run", str(write_run(tmp_path))]) == 0
+    assert f"report: {out}" in capsys.readouterr().out
+    assert 'id="training"' in out.read_text()
+    assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "x.html")]) == 2
+    assert "expected an evaluation folder" in capsys.readouterr().err
+
+
+# ---- error paths: each names the file, what was expected, what was found, the way out ----
+
+def test_missing_or_invalid_eval_dir(tmp_path):
+    with pytest.raises(SoftsegError, match=r"nope: expected an evaluation folder.*found nothing"):
+        report.build_report(tmp_path / "nope", tmp_path / "r.html")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SoftsegError, match=r"expected an evaluation folder.*found a file"):
+        report.build_report(tmp_path / "file", tmp_path / "r.html")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match=r"(?s)not a complete evaluation folder.*"
+                       r"summary\.json: missing.*metrics\.csv: missing.*tables\.md: missing"):
+        report.build_report(tmp_path / "empty", tmp_path / "r.html")
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("summary.json", "{not json", r"summary\.json: expected JSON, found a syntax error"),
+    ("summary.json", '{"tasks": {}}', r"summary\.json: expected an object with a non-empty"),
+    ("metrics.csv", "case,task,threshold,dice\nc01,task01,0.5,0.8\n",
+     r"metrics\.csv: expected columns .*missing precision, recall \(found case, task"),
+    ("cases.csv", "case,task,qubiq\nc01,task01,high\n",
+     r"cases\.csv: row 2, column 'qubiq': expected a number, found 'high'"),
+    ("cases.csv", "case,task,qubiq\nc01,task02,0.5\n",
+     r"cases\.csv: expected rows for task 'task01'"),
+    ("curves.csv", "case,task,t,precision,recall,dice\nc01,task01,0.125,1,1,1\n",
+     r"curves\.csv: expected thresholds in 0\.01 … 0\.99 by 0\.01"),
+])
+def test_invalid_evaluation_files(tmp_path, name, content, message):
+    eval_dir = write_evaluation(tmp_path)
+    (eval_dir / name).write_text(content)
+    with pytest.raises(DatasetError, match=message):
+        report.build_report(eval_dir, tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_output_and_option_errors(tmp_path):
+    eval_dir = write_evaluation(tmp_path)
+    with pytest.raises(SoftsegError, match=r"r\.pdf: expected an \.html file name"):
+        report.build_report(eval_dir, tmp_path / "r.pdf")
+    (tmp_path / "d.html").mkdir()
+    with pytest.raises(SoftsegError, match=r"d\.html: expected a file name.*found a folder"):
+        report.build_report(eval_dir, tmp_path / "d.html")
+    (tmp_path / "f_files").write_text("x")
+    with pytest.raises(SoftsegError, match=r"f_files: expected a folder.*found a file"):
+        report.build_report(eval_dir, tmp_path / "f.html", overwrite=True)
+    with pytest.raises(SoftsegError, match=r"--cases: expected 0 or more.*found -1"):
+        report.build_report(eval_dir, tmp_path / "r.html", n_cases=-1)
+    with pytest.raises(SoftsegError, match=r"history\.csv: expected the training history.*"
+                       r"found no run folder"):
+        report.build_report(eval_dir, tmp_path / "r.html", run=tmp_path / "norun")
+    bad_run = tmp_path / "badrun"
+    bad_run.mkdir()
+    (bad_run / "history.csv").write_text("epoch,loss\n1,0.5\n")
+    with pytest.raises(DatasetError, match=r"history\.csv: expected columns .*missing train_loss"):
+        report.build_report(eval_dir, tmp_path / "r.html", run=bad_run)
+
+
+def test_example_inputs_missing(tmp_path):
+    eval_dir = write_evaluation(tmp_path)
+    (tmp_path / "predictions" / "c01" / "task01.png").unlink()
+    with pytest.raises(SoftsegError, match=r"expected the prediction of case 'c01', task "
+                       r"'task01'.*found none.*--cases 0"):
+        report.build_report(eval_dir, tmp_path / "r.html")
+    report.build_report(eval_dir, tmp_path / "r.html", n_cases=0)  # the way out works
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    summary["predictions"] = str(tmp_path / "moved")
+    (eval_dir / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(SoftsegError, match=r"the predictions folder it names .*moved\) does "
+                       r"not exist.*--cases 0"):
+        report.build_report(eval_dir, tmp_path / "r2.html")
+
+
+def test_prediction_of_another_size_is_refused(tmp_path):
+    eval_dir = write_evaluation(tmp_path)
+    _write_png(tmp_path / "predictions" / "c01" / "task01.png", np.zeros((8, 8), np.uint16))
+    with pytest.raises(SoftsegError, match=r"'c01', task 'task01': prediction shape \(8, 8\) "
+                       r"!= soft label shape \(40, 40\)"):
+        report.build_report(eval_dir, tmp_path / "r.html")
+
+
+def test_reliability_data_forms():
+    got = reliability_data({"reliability": {"bin_edges": [0, 0.5, 1], "count": [3, 0],
+                                            "mean_pred": [0.2, None], "mean_soft": [0.1, None]}})
+    np.testing.assert_array_equal(got["confidence"], [0.2, np.nan])
+    np.testing.assert_array_equal(got["observed"], [0.1, np.nan])
+    np.testing.assert_array_equal(got["count"], [3, 0])
+    centres = reliability_data({"reliability": {"bin_edges": [0, 0.5, 1], "observed": [0.1, 0.9]}})
+    np.testing.assert_array_equal(centres["confidence"], [0.25, 0.75])
+    assert reliability_data({"reliability": {"mean_pred": [0.1], "other": [1]}}) is None
+    assert reliability_data({"ece": 0.1}) is None
