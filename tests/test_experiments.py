@@ -90,3 +90,63 @@ def test_task_selection():
     assert len(select_tasks(None)) == 7
     with pytest.raises(SoftsegError, match="--tasks: unknown QUBIQ task 'liver'; expected one of: brain-growth"):
         select_tasks(["liver"])
+
+
+# --- QUBIQ look-alike ------------------------------------------------------------------
+
+
+def _disk(size, centre, radius):
+    import numpy as np
+
+    yy, xx = np.mgrid[:size, :size]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def write_qubiq_lookalike(root, datasets=("kidney", "brain-growth"), n_train=4, n_val=2, size=32, release=True,
+                          n_tasks=None):
+    """A tiny QUBIQ 2021 look-alike: bright discs, 3 raters drawing slightly different radii."""
+    import nibabel as nib
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for name in datasets:
+        tasks = (n_tasks or {}).get(name, 1)
+        for split, numbers in (("Training", range(1, n_train + 1)), ("Validation", range(n_train + 1, n_train + n_val + 1))):
+            top = ("training_data_v3" if split == "Training" else "validation_data_qubiq2021") if release else ""
+            for number in numbers:
+                folder = root / top / name / split / f"case{number:02d}"
+                folder.mkdir(parents=True)
+                centre = rng.integers(10, size - 10, 2)
+                radius = int(rng.integers(5, 8))
+                image = _disk(size, centre, radius) * 1.0 + rng.normal(0, 0.2, (size, size))
+                nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), folder / "image.nii.gz")
+                for t in range(1, tasks + 1):
+                    for r in range(1, 4):
+                        mask = _disk(size, centre, radius - 3 + r).astype(np.uint8)
+                        nib.save(nib.Nifti1Image(mask, np.eye(4)), folder / f"task{t:02d}_seg{r:02d}.nii.gz")
+    return root
+
+
+@pytest.mark.parametrize("release", [True, False])
+def test_qubiq_root_both_layouts(tmp_path, release):
+    from softseg._qubiq_root import locate_all
+    from softseg.experiments import _qubiq_dataset
+    from softseg._paper import select_tasks
+
+    root = write_qubiq_lookalike(tmp_path, datasets=("kidney",), release=release)
+    found = locate_all(root, ["kidney"])
+    dataset = _qubiq_dataset(found["kidney"], select_tasks(["kidney"])[0])
+    assert [c.case_id for c in dataset.cases] == [f"case{i:02d}" for i in range(1, 7)]
+    assert [c.split for c in dataset.cases] == ["Training"] * 4 + ["Validation"] * 2
+    assert dataset.tasks == ("task01",)
+
+
+def test_qubiq_root_missing_dataset_is_named(tmp_path):
+    from softseg._qubiq_root import locate_all
+
+    root = write_qubiq_lookalike(tmp_path, datasets=("kidney",))
+    with pytest.raises(SoftsegError, match=r"QUBIQ dataset 'prostate' has no Training / Validation split .*"
+                                           r"training_data_v3/prostate/Training.*--tasks"):
+        locate_all(root, ["kidney", "prostate"])
+    with pytest.raises(SoftsegError, match="QUBIQ_ROOT not found"):
+        locate_all(tmp_path / "nowhere", ["kidney"])

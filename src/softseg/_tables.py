@@ -124,7 +124,8 @@ def paper_markdown(rows: list[dict], note: str = "") -> str:
 
 def _csv_text(rows: list[dict]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+    fieldnames = list(dict.fromkeys(key for row in rows for key in row))  # rows may differ in extras
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, restval="", lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()})
