@@ -1,0 +1,173 @@
+"""``softseg predict``, ``softseg threshold`` and ``softseg export``: parsing only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_predict(subparsers)
+    _register_threshold(subparsers)
+    _register_export(subparsers)
+
+
+def _common_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default="best",
+                        help="'best' (default), 'last' or a path to a .pt file")
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N",
+                        help="images per step (default 4)")
+    parser.add_argument("--device", default="auto",
+                        help="'auto' (GPU if visible, else CPU; default), 'cpu', 'cuda', 'cuda:1'")
+
+
+def _register_predict(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="probability maps (and std maps, masks) for every image of a folder or file",
+        description="Predict every image of INPUT (a dataset folder in any layout softseg "
+        "reads, labelled or not, or one image file) with one or more runs; several runs "
+        "(seeds) are averaged. Writes OUT/<case>/<task>.nii.gz (or .png) and predictions.json.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="RUN [RUN ...] INPUT",
+                        help="run folder(s) or folder(s) of seeds, then the input folder or file")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="output folder (must be new or empty unless --overwrite)")
+    parser.add_argument("--layout", default="auto",
+                        help="dataset layout: auto (default), qubiq, raters, agreement")
+    parser.add_argument("--split", default=None,
+                        help="only the cases of this split (Training, Validation, Testing)")
+    parser.add_argument("--std", action="store_true",
+                        help="also write <task>_std maps, sqrt(p (1 - p))")
+    parser.add_argument("--masks", type=float, nargs="+", default=(), metavar="T",
+                        help="also write binary masks p >= T for each threshold T in (0, 1]")
+    parser.add_argument("--run-threshold", action=argparse.BooleanOptionalAction, default=True,
+                        help="also write masks at the operating threshold stored by "
+                        "'softseg threshold' in the run (default: yes)")
+    parser.add_argument("--qubiq", action="store_true",
+                        help="write the QUBIQ submission layout OUT/<dataset>/<case>/<task>.nii.gz")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty OUT, replacing files of the same name")
+    _common_model_options(parser)
+    parser.set_defaults(func=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from softseg.errors import SoftsegError
+    from softseg.predict import predict
+
+    if len(args.paths) < 2:
+        raise SoftsegError("expected RUN [RUN ...] INPUT: at least one run and one input")
+    *runs, input_path = args.paths
+    path = predict(
+        runs, input_path, args.out,
+        layout=args.layout, split=args.split, std=args.std, masks=args.masks,
+        use_run_threshold=args.run_threshold, qubiq=args.qubiq, batch_size=args.batch_size,
+        device=args.device, checkpoint=args.checkpoint, overwrite=args.overwrite,
+    )
+    summary = json.loads(path.read_text())
+    print(f"{len(summary['cases'])} case(s), {len(summary['files'])} file(s) written to {args.out}")
+    if summary["run_threshold"]:
+        chosen = ", ".join(f"{t} {v:g}" for t, v in summary["run_threshold"]["tasks"].items())
+        print(f"masks at the run's operating threshold: {chosen}")
+    return 0
+
+
+def _register_threshold(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "threshold",
+        help="choose the operating confidence threshold for a precision/recall requirement",
+        description="Predict the validation cases of DATA with RUN, compute pooled precision "
+        "and recall of p >= t for t = 0.01 ... 0.99 against the raters' consensus (soft label "
+        ">= --reference-level), pick the threshold meeting the requirement with the best value "
+        "of the other measure (ties: the higher threshold) and store it in RUN/threshold.json.",
+    )
+    parser.add_argument("run", type=Path, metavar="RUN", help="run folder or folder of seeds")
+    parser.add_argument("data", type=Path, metavar="DATA", help="the dataset folder")
+    goal = parser.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--target-recall", type=float, metavar="R",
+                      help="recall of at least R, then the best precision")
+    goal.add_argument("--target-precision", type=float, metavar="P",
+                      help="precision of at least P, then the best recall")
+    goal.add_argument("--max-f1", action="store_true", help="the best F1")
+    parser.add_argument("--split", default=None,
+                        help="cases of this split (default: the run's validation ids in split.json)")
+    parser.add_argument("--layout", default="auto", help="dataset layout (default auto)")
+    parser.add_argument("--reference-level", type=float, default=0.5, metavar="L",
+                        help="reference = soft label >= L (default 0.5, the raters' majority)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a threshold.json already in the run")
+    parser.add_argument("--every", type=int, default=5, metavar="K",
+                        help="show every K-th threshold of the table (default 5)")
+    _common_model_options(parser)
+    parser.set_defaults(func=run_threshold)
+
+
+def run_threshold(args: argparse.Namespace) -> int:
+    from softseg.thresholds import (
+        check_can_store,
+        choose_thresholds,
+        format_tradeoff,
+        write_threshold_file,
+    )
+
+    if args.max_f1:
+        criterion, target = "max_f1", None
+    elif args.target_recall is not None:
+        criterion, target = "target_recall", args.target_recall
+    else:
+        criterion, target = "target_precision", args.target_precision
+    check_can_store(args.run, args.overwrite)  # fail before minutes of prediction, not after
+    payload, tables = choose_thresholds(
+        args.run, args.data, criterion=criterion, target=target, split=args.split,
+        layout=args.layout, reference_level=args.reference_level,
+        batch_size=args.batch_size, device=args.device, checkpoint=args.checkpoint,
+    )
+    path = write_threshold_file(args.run, payload, overwrite=args.overwrite)
+    goal = criterion.replace("_", " ") + ("" if target is None else f" {target:g}")
+    print(f"{len(payload['cases'])} case(s), reference {payload['reference']}, {goal}")
+    for task, point in payload["tasks"].items():
+        print(f"\n{task}: threshold {point['threshold']:.2f}  precision {point['precision']:.4f}  "
+              f"recall {point['recall']:.4f}  F1 {point['f1']:.4f}")
+        print(format_tradeoff(tables[task], chosen=point["threshold"], every=args.every))
+    print(f"\nstored in {path}; 'softseg predict' writes masks at it by default")
+    return 0
+
+
+def _register_export(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a run to ONNX (probabilities out) with a preprocessing sidecar JSON",
+        description="Export RUN (a run or a folder of seeds, averaged) to ONNX. Input: the "
+        "z-scored image padded to multiples of 32, (N, C, H, W) with dynamic N, H, W; output: "
+        "probabilities (N, T, H, W). Writes <name>.json beside it describing preprocessing.",
+    )
+    parser.add_argument("run", type=Path, metavar="RUN", help="run folder or folder of seeds")
+    parser.add_argument("--onnx", required=True, type=Path, metavar="FILE",
+                        help="the .onnx file to write")
+    parser.add_argument("--height", type=int, default=None,
+                        help="example input height, a multiple of 32 (default: the run's size)")
+    parser.add_argument("--width", type=int, default=None,
+                        help="example input width, a multiple of 32 (default: the run's size)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--checkpoint", default="best",
+                        help="'best' (default), 'last' or a path to a .pt file")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip the onnxruntime check against PyTorch (1e-4)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+    parser.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from softseg.export import export_onnx, sidecar_path
+
+    path = export_onnx(
+        args.run, args.onnx, height=args.height, width=args.width, opset=args.opset,
+        checkpoint=args.checkpoint, overwrite=args.overwrite, verify=args.verify,
+    )
+    sidecar = json.loads(sidecar_path(path).read_text())
+    difference = sidecar["verified_max_abs_difference"]
+    checked = "not verified" if difference is None else f"max |ONNX - PyTorch| = {difference:.1e}"
+    print(f"wrote {path} and {sidecar_path(path)} ({checked})")
+    return 0

@@ -1,0 +1,273 @@
+"""Prediction files: source geometry round trips, std maps, masks, ensembles, layouts, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from softseg import io
+from softseg.cli import main
+from softseg.config import TrainConfig, save_config, to_dict
+from softseg.errors import SoftsegError
+from softseg.inference import predict_images
+from softseg.model import load_run, model_from_config, save_checkpoint
+from softseg.predict import load_input, predict, std_map, threshold_label
+
+TASKS = ("task01", "task02")
+
+
+def make_run(run_dir: Path, in_channels: int = 1, tasks=TASKS, seed: int = 0) -> Path:
+    """A run folder with an untrained model whose logits are spread out (weights x 20)."""
+    config = TrainConfig(tasks=tuple(tasks), in_channels=in_channels, encoder_weights="none",
+                         precision="fp32", seed=seed)
+    torch.manual_seed(seed)
+    model = model_from_config(config)
+    with torch.no_grad():
+        model.segmentation_head[0].weight.mul_(20.0)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    save_config(config, run_dir / "config.json")
+    save_checkpoint({"model": model.state_dict(), "config": to_dict(config)},
+                    run_dir / "checkpoints" / "best.pt")
+    (run_dir / "split.json").write_text(json.dumps({"train": [], "val": []}))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """A folder of two seeds (1 channel, two tasks) and a 4-channel single run."""
+    root = tmp_path_factory.mktemp("runs")
+    make_run(root / "seeds" / "seed0", seed=0)
+    make_run(root / "seeds" / "seed1", seed=1)
+    make_run(root / "rgba" / "seed0", in_channels=4, tasks=("task01",), seed=2)
+    return root
+
+
+def nifti_affine() -> np.ndarray:
+    affine = np.diag([0.8, 1.2, 3.0, 1.0])
+    affine[:3, 3] = [-12.5, 40.0, 7.0]
+    return affine
+
+
+def write_nifti(path: Path, data: np.ndarray, affine=None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = nib.Nifti1Image(data, nifti_affine() if affine is None else affine)
+    image.header["descrip"] = b"softseg test"
+    image.header.set_xyzt_units("mm", "sec")
+    image.header.set_qform(image.affine, code=1)
+    image.header.set_sform(image.affine, code=2)
+    nib.save(image, str(path))
+
+
+def qubiq_testing(root: Path, shapes=((40, 56), (33, 47))) -> Path:
+    """An unlabelled QUBIQ dataset: ``root/Testing/caseNN/image.nii.gz`` (int16 images)."""
+    rng = np.random.default_rng(0)
+    for i, shape in enumerate(shapes):
+        data = (rng.random(shape) * 1000).astype(np.int16)
+        write_nifti(root / "Testing" / f"case{i + 1:02d}" / "image.nii.gz", data)
+    return root
+
+
+def same_header(a, b) -> list[str]:
+    """Header fields that differ, data type fields aside (a probability map is float32)."""
+    skip = {"datatype", "bitpix", "scl_slope", "scl_inter", "vox_offset", "cal_max", "cal_min"}
+    differ = []
+    for key in a.keys():
+        if key in skip:
+            continue
+        x, y = np.asarray(a[key]), np.asarray(b[key])
+        if x.dtype.kind == "f":
+            if not np.array_equal(x, y, equal_nan=True):
+                differ.append(key)
+        elif not np.array_equal(x, y):
+            differ.append(key)
+    return differ
+
+
+def test_nifti_round_trip_keeps_affine_header_and_grid(runs, tmp_path):
+    data = qubiq_testing(tmp_path / "brain-growth")
+    out = tmp_path / "out"
+    predict([runs / "seeds" / "seed0"], data, out, std=True, masks=[0.5], progress=False)
+    dataset = load_input(data)
+    loaded = load_run(runs / "seeds" / "seed0")
+    expected = predict_images([loaded], [c.image for c in dataset.cases])
+    for case, want in zip(dataset.cases, expected):
+        source = nib.load(str(case.image_path))
+        for index, task in enumerate(TASKS):
+            path = out / case.case_id / f"{task}.nii.gz"
+            written = nib.load(str(path))
+            assert written.get_data_dtype() == np.float32
+            np.testing.assert_array_equal(written.affine, source.affine)
+            assert same_header(written.header, source.header) == []
+            assert written.shape == source.shape
+            prob = np.asarray(written.dataobj)
+            np.testing.assert_array_equal(prob, want[index])  # every pixel, no crop/pad shift
+            assert 0.0 <= prob.min() and prob.max() <= 1.0 and prob.std() > 0.01
+            std = np.asarray(nib.load(str(out / case.case_id / f"{task}_std.nii.gz")).dataobj)
+            np.testing.assert_allclose(std, np.sqrt(prob * (1 - prob)), atol=1e-6)
+            mask = nib.load(str(out / case.case_id / f"{task}_mask-0.50.nii.gz"))
+            assert mask.get_data_dtype() == np.uint8
+            np.testing.assert_array_equal(np.asarray(mask.dataobj), prob >= np.float32(0.5))
+            np.testing.assert_array_equal(mask.affine, source.affine)
+    summary = json.loads((out / "predictions.json").read_text())
+    assert summary["cases"] == ["case01", "case02"] and summary["tasks"] == list(TASKS)
+    assert summary["runs"] == [str((runs / "seeds" / "seed0").resolve())]
+    assert summary["mask_thresholds"] == {"task01": [0.5], "task02": [0.5]}
+
+
+def test_channels_last_nifti_input(runs, tmp_path):
+    # (x, y, 4) like QUBIQ brain-tumor: one map per task of shape (x, y), same affine
+    rng = np.random.default_rng(1)
+    image = rng.random((36, 44, 4)).astype(np.float32)
+    write_nifti(tmp_path / "tumor" / "Testing" / "case01" / "image.nii.gz", image)
+    out = tmp_path / "out"
+    predict([runs / "rgba"], tmp_path / "tumor", out, progress=False)
+    written = nib.load(str(out / "case01" / "task01.nii.gz"))
+    assert written.shape == (36, 44)
+    source = nib.load(str(tmp_path / "tumor" / "Testing" / "case01" / "image.nii.gz"))
+    np.testing.assert_array_equal(written.affine, source.affine)
+    np.testing.assert_allclose(written.affine, nifti_affine(), atol=1e-6)
+    np.testing.assert_array_equal(written.header.get_zooms()[:2], source.header.get_zooms()[:2])
+    expected = predict_images([load_run(runs / "rgba" / "seed0")], [np.moveaxis(image, -1, 0)])
+    np.testing.assert_array_equal(np.asarray(written.dataobj), expected[0][0])
+
+
+def test_png_input_gives_png_output_of_the_same_size(runs, tmp_path):
+    rng = np.random.default_rng(2)
+    images = tmp_path / "cells" / "images"
+    images.mkdir(parents=True)
+    Image.fromarray((rng.random((50, 70)) * 255).astype(np.uint8)).save(images / "a1.png")
+    Image.fromarray((rng.random((45, 33)) * 255).astype(np.uint8)).save(images / "b2.png")
+    out = tmp_path / "out"
+    predict([runs / "seeds"], tmp_path / "cells", out, std=True, masks=[0.3, 0.7], progress=False)
+    for name, size in (("a1", (70, 50)), ("b2", (33, 45))):
+        with Image.open(out / name / "task02.png") as prob_png:
+            assert prob_png.size == size and prob_png.mode.startswith("I;16")
+            prob = np.array(prob_png).astype(np.float64) / 65535
+        with Image.open(out / name / "task02_mask-0.30.png") as mask_png:
+            assert mask_png.size == size and mask_png.mode == "L"
+            mask = np.array(mask_png)
+        assert set(np.unique(mask)) <= {0, 255}
+        # masks come from the float map; the PNG holds it to 1/65535
+        agree = (mask == 255) == (prob >= 0.3)
+        assert agree[np.abs(prob - 0.3) > 1e-4].all()
+        std, _ = io.read_probability(out / name / "task02_std.png")
+        np.testing.assert_allclose(std, np.sqrt(prob * (1 - prob)), atol=2e-3)
+
+
+def test_several_runs_average_single_run_predictions(runs, tmp_path):
+    data = qubiq_testing(tmp_path / "data", shapes=((32, 40),))
+    for name, given in (("a", [runs / "seeds" / "seed0"]), ("b", [runs / "seeds" / "seed1"]),
+                        ("both", [runs / "seeds"]), ("listed", [runs / "seeds" / "seed0",
+                                                                 runs / "seeds" / "seed1"])):
+        predict(given, data, tmp_path / name, progress=False)
+
+    def read(name):
+        return np.asarray(nib.load(str(tmp_path / name / "case01" / "task01.nii.gz")).dataobj)
+
+    assert not np.allclose(read("a"), read("b"))
+    np.testing.assert_allclose(read("both"), (read("a") + read("b")) / 2, atol=1e-6)
+    np.testing.assert_array_equal(read("listed"), read("both"))
+
+
+def test_qubiq_submission_layout(runs, tmp_path):
+    data = qubiq_testing(tmp_path / "kidney")
+    out = tmp_path / "submission"
+    predict([runs / "seeds"], data, out, qubiq=True, progress=False)
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == [
+        "kidney/case01/task01.nii.gz", "kidney/case01/task02.nii.gz",
+        "kidney/case02/task01.nii.gz", "kidney/case02/task02.nii.gz", "predictions.json",
+    ]
+
+
+def test_single_file_input_and_refusal_to_overwrite(runs, tmp_path):
+    image = np.random.default_rng(3).random((30, 30)).astype(np.float32)
+    write_nifti(tmp_path / "scan.nii.gz", image)
+    out = tmp_path / "out"
+    predict([runs / "seeds" / "seed1"], tmp_path / "scan.nii.gz", out, progress=False)
+    first = (out / "scan" / "task01.nii.gz").read_bytes()
+    with pytest.raises(SoftsegError, match=r"out: folder is not empty; .*--overwrite"):
+        predict([runs / "seeds" / "seed0"], tmp_path / "scan.nii.gz", out, progress=False)
+    assert (out / "scan" / "task01.nii.gz").read_bytes() == first  # untouched
+    predict([runs / "seeds" / "seed0"], tmp_path / "scan.nii.gz", out, overwrite=True,
+            progress=False)
+    assert (out / "scan" / "task01.nii.gz").read_bytes() != first
+    assert not [p for p in out.rglob(".*")]  # no temporary files left
+
+
+def test_stored_operating_threshold_is_applied_by_default(runs, tmp_path):
+    import shutil
+
+    run = shutil.copytree(runs / "seeds" / "seed0", tmp_path / "run")
+    (run / "threshold.json").write_text(json.dumps({
+        "runs": [str(run.resolve())],
+        "tasks": {"task01": {"threshold": 0.37}, "task02": {"threshold": 0.62}},
+    }))
+    data = qubiq_testing(tmp_path / "data", shapes=((32, 32),))
+    predict([run], data, tmp_path / "a", masks=[0.5], progress=False)
+    names = sorted(p.name for p in (tmp_path / "a" / "case01").iterdir())
+    assert names == ["task01.nii.gz", "task01_mask-0.37.nii.gz", "task01_mask-0.50.nii.gz",
+                     "task02.nii.gz", "task02_mask-0.50.nii.gz", "task02_mask-0.62.nii.gz"]
+    summary = json.loads((tmp_path / "a" / "predictions.json").read_text())
+    assert summary["run_threshold"]["tasks"] == {"task01": 0.37, "task02": 0.62}
+    predict([run], data, tmp_path / "b", use_run_threshold=False, progress=False)
+    assert sorted(p.name for p in (tmp_path / "b" / "case01").iterdir()) == [
+        "task01.nii.gz", "task02.nii.gz"]
+    # chosen for other runs (another seed joins): not applied
+    (run / "threshold.json").write_text(json.dumps({
+        "runs": ["/elsewhere/seed0"], "tasks": {"task01": {"threshold": 0.37}}}))
+    predict([run], data, tmp_path / "c", progress=False)
+    assert sorted(p.name for p in (tmp_path / "c" / "case01").iterdir()) == [
+        "task01.nii.gz", "task02.nii.gz"]
+
+
+def test_std_map_and_threshold_label():
+    p = np.array([0.0, 0.25, 0.5, 1.0, 1.0000001], dtype=np.float32)
+    np.testing.assert_allclose(std_map(p), [0.0, np.sqrt(0.1875), 0.5, 0.0, 0.0], atol=1e-7)
+    assert threshold_label(0.5) == "0.50" and threshold_label(0.375) == "0.375"
+
+
+def test_errors_name_the_problem(runs, tmp_path):
+    data = qubiq_testing(tmp_path / "data", shapes=((32, 32),))
+    seed = runs / "seeds" / "seed0"
+    with pytest.raises(SoftsegError, match=r"nowhere: no such file or folder"):
+        predict([seed], tmp_path / "nowhere", tmp_path / "o1", progress=False)
+    with pytest.raises(SoftsegError, match=r"mask thresholds must lie in \(0, 1\], got 1.5"):
+        predict([seed], data, tmp_path / "o2", masks=[0.5, 1.5], progress=False)
+    with pytest.raises(SoftsegError, match=r"--qubiq writes a submission .*drop --std"):
+        predict([seed], data, tmp_path / "o3", qubiq=True, std=True, progress=False)
+    with pytest.raises(SoftsegError, match=r"no softseg run found; expected RUN/config.json"):
+        predict([tmp_path], data, tmp_path / "o4", progress=False)
+    with pytest.raises(SoftsegError, match=r"1 image\(s\) do not have the 4 channel\(s\) .*case01: 1 channels"):
+        predict([runs / "rgba"], data, tmp_path / "o5", progress=False)
+    with pytest.raises(SoftsegError, match="--batch-size must be at least 1, got 0"):
+        predict([seed], data, tmp_path / "o6", batch_size=0, progress=False)
+    png = tmp_path / "pngs"
+    png.mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(png / "x.png")
+    with pytest.raises(SoftsegError, match=r"--qubiq needs NIfTI images, found 1 other\(s\) \(x\)"):
+        predict([seed], png, tmp_path / "o7", qubiq=True, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SoftsegError, match=r"empty: no image files found; expected NIfTI"):
+        predict([seed], tmp_path / "empty", tmp_path / "o8", layout="images", progress=False)
+
+
+def test_command_line_end_to_end(runs, tmp_path, capsys, monkeypatch):
+    # only this area's commands: the test must not depend on other areas' parsers
+    monkeypatch.setattr("softseg.cli._COMMAND_MODULES", ("_predict",))
+    data = qubiq_testing(tmp_path / "data", shapes=((32, 48),))
+    out = tmp_path / "out"
+    code = main(["predict", str(runs / "seeds"), str(data), "--out", str(out), "--std",
+                 "--masks", "0.5", "--batch-size", "2"])
+    assert code == 0
+    assert "1 case(s), 6 file(s) written" in capsys.readouterr().out
+    assert (out / "case01" / "task02_mask-0.50.nii.gz").is_file()
+    code = main(["predict", str(runs / "seeds"), str(data), "--out", str(out)])
+    assert code == 2
+    assert "folder is not empty" in capsys.readouterr().err
