@@ -209,3 +209,19 @@ def test_stem_and_format_helpers():
     assert io.stem("a/case01.nii.gz") == "case01" and io.stem("x.PNG") == "x"
     assert io.file_format("x.NII") == "nifti" and io.is_supported("y.png")
     assert not io.is_supported("notes.txt")
+
+
+def test_write_array_keeps_dtype_shape_and_refuses_overwrite(tmp_path):
+    data = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    path = io.write_array(tmp_path / "x.nii.gz", data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    back = nib.load(str(path))
+    assert back.get_data_dtype() == np.int16 and back.shape == (2, 3, 4)
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj), data)
+    with pytest.raises(SoftsegError, match=r"x.nii.gz: already exists"):
+        io.write_array(path, data)
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[..., 1] = 9
+    image, _, geometry = io.read_image(io.write_array(tmp_path / "c.png", rgb))
+    assert geometry.png_mode == "RGB" and (image[1] == 9).all()
+    with pytest.raises(SoftsegError, match=r"y.png: PNG holds 2D uint8/uint16/bool or \(H, W, 3\) uint8 arrays, got float32 \(2, 2\)"):
+        io.write_array(tmp_path / "y.png", np.zeros((2, 2), np.float32))

@@ -349,3 +349,35 @@ def write_map(
             pil = Image.fromarray(np.round(data.astype(np.float64) * 65535).astype(np.uint16))
         _atomic_write(path, overwrite, lambda tmp: pil.save(tmp, format="PNG"))
     return path
+
+
+def write_array(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    affine: np.ndarray | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write an array as stored, for making datasets (images and masks), atomically.
+
+    NIfTI keeps the array's dtype and shape, with ``affine`` (identity when None). PNG takes
+    a 2D uint8/uint16/bool array (grey) or an ``(H, W, 3)`` uint8 array (RGB). Raises
+    SoftsegError if the file exists and ``overwrite`` is False, or for an array PNG cannot hold.
+    """
+    path = Path(path)
+    array = np.asarray(array)
+    if file_format(path) == "nifti":
+        image = nib.Nifti1Image(array, np.eye(4) if affine is None else np.asarray(affine, float))
+        image.set_data_dtype(array.dtype)
+        _atomic_write(path, overwrite, lambda tmp: nib.save(image, str(tmp)))
+        return path
+    grey = array.ndim == 2 and array.dtype in (np.uint8, np.uint16, np.bool_)
+    rgb = array.ndim == 3 and array.shape[-1] == 3 and array.dtype == np.uint8
+    if not (grey or rgb):
+        raise SoftsegError(
+            f"{path}: PNG holds 2D uint8/uint16/bool or (H, W, 3) uint8 arrays, "
+            f"got {array.dtype} {array.shape}; convert it or write NIfTI"
+        )
+    pil = Image.fromarray(array)
+    _atomic_write(path, overwrite, lambda tmp: pil.save(tmp, format="PNG"))
+    return path
