@@ -1,0 +1,120 @@
+"""ONNX export: onnxruntime must reproduce PyTorch (1e-4) and softseg's own prediction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+import torch.nn.functional as F
+
+from softseg.cli import main
+from softseg.config import TrainConfig, save_config, to_dict
+from softseg.errors import SoftsegError
+from softseg.export import export_onnx, sidecar_path
+from softseg.inference import predict_images
+from softseg.model import load_run, model_from_config, save_checkpoint
+
+
+def make_run(run_dir: Path, in_channels: int = 1, tasks=("task01", "task02"), seed: int = 0) -> Path:
+    """A run folder with an untrained model whose logits are spread out (weights x 20)."""
+    config = TrainConfig(tasks=tuple(tasks), in_channels=in_channels, encoder_weights="none",
+                         precision="fp32", seed=seed, crop_size=64)
+    torch.manual_seed(seed)
+    model = model_from_config(config)
+    with torch.no_grad():
+        model.segmentation_head[0].weight.mul_(20.0)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    save_config(config, run_dir / "config.json")
+    save_checkpoint({"model": model.state_dict(), "config": to_dict(config)},
+                    run_dir / "checkpoints" / "best.pt")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("export") / "seeds"
+    make_run(root / "seed0", seed=0)
+    make_run(root / "seed1", seed=1)
+    (root / "threshold.json").write_text(json.dumps({
+        "runs": [str((root / s).resolve()) for s in ("seed0", "seed1")],
+        "tasks": {"task01": {"threshold": 0.4}, "task02": {"threshold": 0.55}},
+    }))
+    return root
+
+
+def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["probability"], {"image": x.astype(np.float32)})[0]
+
+
+def test_onnx_matches_pytorch_on_random_input(seeds, tmp_path):
+    path = export_onnx(seeds / "seed0", tmp_path / "model.onnx")
+    model = load_run(seeds / "seed0").model
+    x = torch.randn(2, 1, 96, 64, generator=torch.Generator().manual_seed(5))  # not the traced size
+    with torch.no_grad():
+        expected = torch.sigmoid(model(x)).numpy()
+    got = run_onnx(path, x.numpy())
+    assert got.shape == (2, 2, 96, 64)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    assert expected.std() > 0.05  # the comparison is not between two constant maps
+    sidecar = json.loads(sidecar_path(path).read_text())
+    assert sidecar["tasks"] == ["task01", "task02"] and sidecar["in_channels"] == 1
+    assert sidecar["operating_threshold"] is None  # the threshold belongs to the two-seed set
+    assert 0 <= sidecar["verified_max_abs_difference"] <= 1e-4
+
+
+def test_seed_folder_exports_the_average_and_its_threshold(seeds, tmp_path):
+    path = export_onnx(seeds, tmp_path / "ensemble.onnx", height=64, width=96)
+    x = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        probs = [torch.sigmoid(load_run(seeds / s).model(x)) for s in ("seed0", "seed1")]
+    np.testing.assert_allclose(run_onnx(path, x.numpy()), ((probs[0] + probs[1]) / 2).numpy(),
+                               atol=1e-4, rtol=0)
+    sidecar = json.loads(sidecar_path(path).read_text())
+    assert sidecar["operating_threshold"] == {"task01": 0.4, "task02": 0.55}
+    assert len(sidecar["runs"]) == 2 and sidecar["example_size"] == [64, 96]
+
+
+def test_sidecar_preprocessing_reproduces_softseg_predict(seeds, tmp_path):
+    """Follow the sidecar by hand (z-score, zero-pad to 32, crop) and get predict's maps."""
+    path = export_onnx(seeds / "seed1", tmp_path / "m.onnx")
+    steps = {s["step"]: s for s in json.loads(sidecar_path(path).read_text())["preprocessing"]}
+    assert steps["normalize"]["kind"] == "zscore" and steps["pad"]["multiple"] == 32
+    assert steps["resize"]["size"] is None
+    image = (np.random.default_rng(7).random((1, 45, 70)) * 300).astype(np.float32)
+    x = (image - image.mean()) / image.std()
+    padded = F.pad(torch.from_numpy(x), (0, 96 - 70, 0, 64 - 45))[None]
+    got = run_onnx(path, padded.numpy())[0, :, :45, :70]
+    expected = predict_images([load_run(seeds / "seed1")], [image])[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_export_errors(seeds, tmp_path):
+    with pytest.raises(SoftsegError, match=r"model.txt: the model file must end in .onnx"):
+        export_onnx(seeds / "seed0", tmp_path / "model.txt")
+    with pytest.raises(SoftsegError, match=r"--height must be a positive multiple of 32 .*got 50; use e.g. 64"):
+        export_onnx(seeds / "seed0", tmp_path / "a.onnx", height=50)
+    with pytest.raises(SoftsegError, match=r"--opset must be between"):
+        export_onnx(seeds / "seed0", tmp_path / "a.onnx", opset=3)
+    (tmp_path / "b.onnx").write_bytes(b"mine")
+    with pytest.raises(SoftsegError, match=r"b.onnx: already exists; .*--overwrite"):
+        export_onnx(seeds / "seed0", tmp_path / "b.onnx")
+    assert (tmp_path / "b.onnx").read_bytes() == b"mine"
+    with pytest.raises(SoftsegError, match="no softseg run found"):
+        export_onnx(tmp_path, tmp_path / "c.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.onnx"]  # nothing half-written
+
+
+def test_command_line(seeds, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("softseg.cli._COMMAND_MODULES", ("_predict",))
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(seeds / "seed0"), "--onnx", str(out), "--opset", "17"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "max |ONNX - PyTorch|" in printed
+    assert out.is_file() and (tmp_path / "model.json").is_file()
+    assert main(["export", str(seeds / "seed0"), "--onnx", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
