@@ -239,3 +239,144 @@ def test_threshold_file_invalid(tmp_path):
     (tmp_path / "threshold.json").write_text(json.dumps({"tasks": {"task01": {"threshold": 2}}}))
     with pytest.raises(SoftsegError, match=r"expected .*value in \(0, 1\]"):
         read_threshold_file(tmp_path)
+
+
+# ----------------------------------------------------------------------------- on a run
+
+def rater_dataset(root, n_cases=3, shape=(32, 40), n_raters=3, seed=0):
+    """``images/<case>.png`` + ``raters/<case>/<rater>.png``: nested discs per rater."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for c in range(n_cases):
+        case = f"c{c + 1}"
+        Image.fromarray((rng.random(shape) * 255).astype(np.uint8)).save(root / "images" / f"{case}.png")
+        (root / "raters" / case).mkdir(parents=True)
+        for r in range(n_raters):
+            radius = 6 + 3 * r + c
+            disc = (yy - shape[0] / 2) ** 2 + (xx - shape[1] / 2) ** 2 <= radius**2
+            Image.fromarray(disc.astype(np.uint8) * 255).save(root / "raters" / case / f"r{r}.png")
+    return root
+
+
+def make_run(run_dir, *, constant=None, seed=0, val=("c1", "c2")):
+    """A one-task run; ``constant`` = the probability it predicts everywhere (else spread)."""
+    import torch
+
+    from softseg.config import TrainConfig, save_config, to_dict
+    from softseg.model import model_from_config, save_checkpoint
+
+    config = TrainConfig(tasks=("task01",), in_channels=1, encoder_weights="none",
+                         precision="fp32", seed=seed)
+    torch.manual_seed(seed)
+    model = model_from_config(config)
+    head = model.segmentation_head[0]
+    with torch.no_grad():
+        if constant is None:
+            head.weight.mul_(20.0)
+        else:
+            head.weight.zero_()
+            head.bias.fill_(float(np.log(constant / (1 - constant))))
+    (run_dir / "checkpoints").mkdir(parents=True)
+    save_config(config, run_dir / "config.json")
+    save_checkpoint({"model": model.state_dict(), "config": to_dict(config)},
+                    run_dir / "checkpoints" / "best.pt")
+    (run_dir / "split.json").write_text(json.dumps({"train": ["c3"], "val": list(val)}))
+    return run_dir
+
+
+def reference_fraction(data, cases, level):
+    """Pooled share of pixels whose rater fraction is >= level, straight from the PNGs."""
+    from PIL import Image
+
+    hits = total = 0
+    for case in cases:
+        raters = sorted((data / "raters" / case).iterdir())
+        votes = sum(np.array(Image.open(p)) > 0 for p in raters)
+        hits += int((votes / len(raters) >= level).sum())
+        total += votes.size
+    return hits / total
+
+
+def test_choose_thresholds_on_a_constant_model_hand_computed(tmp_path):
+    from softseg.thresholds import choose_thresholds
+
+    data = rater_dataset(tmp_path / "data")
+    run = make_run(tmp_path / "run", constant=0.555)  # predicted for t <= 0.55, never above
+    payload, tables = choose_thresholds(run, data, criterion="max_f1", progress=False)
+    f = reference_fraction(data, ["c1", "c2"], 2 / 3)  # majority of 3 = at least 2 raters
+    point = payload["tasks"]["task01"]
+    assert point["threshold"] == 0.55  # F1 = 2f/(1+f) tied over 0.01..0.55: the higher one
+    assert point["precision"] == pytest.approx(f) and point["recall"] == 1.0
+    assert point["f1"] == pytest.approx(2 * f / (1 + f))
+    assert payload["cases"] == ["c1", "c2"] and payload["runs"] == [str(run.resolve())]
+    table = tables["task01"]
+    assert np.isnan(table.precision[55:]).all() and (table.recall[55:] == 0).all()
+    # a lower reference level widens the reference: one rater of three is enough
+    payload, _ = choose_thresholds(run, data, criterion="target_recall", target=0.9,
+                                   reference_level=0.3, progress=False)
+    assert payload["tasks"]["task01"]["precision"] == pytest.approx(
+        reference_fraction(data, ["c1", "c2"], 1 / 3))
+    with pytest.raises(SoftsegError, match=rf"task01: no threshold .* reaches precision 0\.99; "
+                       rf"the best achievable is precision {f:.4f} at threshold 0\.55"):
+        choose_thresholds(run, data, criterion="target_precision", target=0.99, progress=False)
+
+
+def test_choose_thresholds_matches_brute_force_on_predictions(tmp_path):
+    from softseg.datasets import load_dataset
+    from softseg.inference import predict_images
+    from softseg.labels import soft_label
+    from softseg.model import load_run
+    from softseg.thresholds import choose_thresholds
+
+    data = rater_dataset(tmp_path / "data", seed=4)
+    run = make_run(tmp_path / "run", seed=3, val=("c2", "c3"))
+    payload, _ = choose_thresholds(run, data, criterion="target_recall", target=0.6,
+                                   progress=False)
+    cases = load_dataset(data).select(case_ids=["c2", "c3"]).cases
+    probs = [p[0] for p in predict_images([load_run(run)], [c.image for c in cases])]
+    refs = [soft_label(c, "task01") >= 0.5 for c in cases]
+    expected = brute_force_pick(probs, refs, THRESHOLD_GRID, "target_recall", 0.6)
+    assert payload["tasks"]["task01"]["threshold"] == expected
+
+
+def test_choose_thresholds_errors(tmp_path):
+    from softseg.thresholds import choose_thresholds
+
+    data = rater_dataset(tmp_path / "data")
+    run = make_run(tmp_path / "run", constant=0.5, val=("c1", "c9"))
+    with pytest.raises(SoftsegError, match=r"validation cases c9 are not in this dataset"):
+        choose_thresholds(run, data, criterion="max_f1", progress=False)
+    empty = make_run(tmp_path / "empty", constant=0.5, val=())
+    with pytest.raises(SoftsegError, match=r"the run has no validation cases; pass --split"):
+        choose_thresholds(empty, data, criterion="max_f1", progress=False)
+    with pytest.raises(SoftsegError, match=r"--reference-level must be in \(0, 1\], got 0"):
+        choose_thresholds(run, data, criterion="max_f1", reference_level=0, progress=False)
+
+
+def test_threshold_command_stores_the_choice_and_predict_uses_it(tmp_path, capsys, monkeypatch):
+    from softseg.cli import main
+
+    monkeypatch.setattr("softseg.cli._COMMAND_MODULES", ("_predict",))
+    data = rater_dataset(tmp_path / "data")
+    run = make_run(tmp_path / "run", constant=0.555)
+    assert main(["threshold", str(run), str(data), "--target-recall", "0.95"]) == 0
+    out = capsys.readouterr().out
+    assert "task01: threshold 0.55" in out and "<- chosen" in out
+    stored = read_threshold_file(run)
+    assert stored["criterion"] == "target_recall" and stored["target"] == 0.95
+    assert stored["tasks"]["task01"]["threshold"] == 0.55
+    assert main(["threshold", str(run), str(data), "--max-f1"]) == 2
+    assert "already holds an operating threshold (task01 0.55)" in capsys.readouterr().err
+    assert main(["threshold", str(run), str(data), "--target-precision", "0.99",
+                 "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "task01: no threshold" in err and "best achievable is precision" in err
+    assert read_threshold_file(run) == stored  # a failed request leaves the choice in place
+    assert main(["predict", str(run), str(data), "--out", str(tmp_path / "pred")]) == 0
+    assert "masks at the run's operating threshold: task01 0.55" in capsys.readouterr().out
+    mask, _ = __import__("softseg.io", fromlist=["read_mask"]).read_mask(
+        tmp_path / "pred" / "c1" / "task01_mask-0.55.png")
+    assert mask.all()  # p = 0.555 >= 0.55 everywhere
