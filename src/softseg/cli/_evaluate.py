@@ -1,0 +1,44 @@
+"""``softseg evaluate``: parsing only; the work is in :mod:`softseg.evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="the paper's metrics (Tables 2 and 3), QUBIQ score and calibration of predictions",
+        description="Compare the probability maps in PREDICTIONS (written by `softseg predict`: "
+        "PREDICTIONS/<case>/<task>.nii.gz|.png, or the QUBIQ submission layout "
+        "PREDICTIONS/<dataset>/<case>/<task>.nii.gz) with the labelled cases of DATA. Writes "
+        "metrics.csv, cases.csv, curves.csv, summary.json and tables.md into --out.",
+    )
+    parser.add_argument("predictions", type=Path, metavar="PREDICTIONS",
+                        help="folder of probability maps")
+    parser.add_argument("data", type=Path, metavar="DATA", help="the labelled dataset folder")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="output folder (must be new or empty unless --overwrite)")
+    parser.add_argument("--layout", default="auto",
+                        help="dataset layout: auto (default), qubiq, raters, agreement")
+    parser.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                        help="evaluate only these tasks (default: every task of DATA)")
+    parser.add_argument("--split", default=None,
+                        help="evaluate only this split, e.g. Validation (default: every "
+                        "labelled case)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --out, replacing files of the same names")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from softseg.evaluate import evaluate
+
+    out = evaluate(
+        args.predictions, args.data, args.out, layout=args.layout, tasks=args.tasks,
+        split=args.split, overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    print((out / "tables.md").read_text(encoding="utf-8"), end="")
+    return 0
