@@ -1,0 +1,104 @@
+"""Data commands: `check`, `labels`, `demo-data`. Parsing only; the work is in the library."""
+
+from __future__ import annotations
+
+import argparse
+
+from softseg.demo_data import DEFAULT_CASES, DEFAULT_SIZE
+
+
+def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", metavar="DATA", help="dataset folder")
+    parser.add_argument(
+        "--layout", default="auto", choices=("auto", "qubiq", "raters", "agreement"),
+        help="dataset layout (default: detected from the folder)",
+    )
+    parser.add_argument(
+        "--tasks", nargs="+", metavar="TASK",
+        help="tasks to use (default: all); for single-task rater/agreement data, one name "
+        "names the task (default task01)",
+    )
+    parser.add_argument(
+        "--splits", nargs="+", metavar="SPLIT", choices=("Training", "Validation", "Testing"),
+        help="QUBIQ splits to read (default: all)",
+    )
+    parser.add_argument(
+        "--n-raters", type=int, metavar="A",
+        help="agreement maps: number of raters behind each map (or n_raters in dataset.json)",
+    )
+    parser.add_argument(
+        "--strict", action="store_true",
+        help="treat a case with fewer raters or varying rater sets as a problem",
+    )
+
+
+def register(subparsers) -> None:
+    check = subparsers.add_parser(
+        "check", help="validate a dataset: every problem, then a summary",
+        description="Read a dataset and report every problem, one line each (file, expected, "
+        "found), then a summary. A folder holding several QUBIQ datasets is checked dataset "
+        "by dataset. Exit 0 when clean, 2 when there are problems.",
+    )
+    _add_dataset_options(check)
+    check.set_defaults(func=run_check)
+
+    labels = subparsers.add_parser(
+        "labels", help="write soft labels (mean of raters) as files",
+        description="Write each labelled case's soft label per task as OUT/<case>/<task>.nii.gz "
+        "(float32, source affine/header) or .png (16-bit, round(p*65535)).",
+    )
+    _add_dataset_options(labels)
+    labels.add_argument("out", metavar="OUT", help="output folder (must be empty or new)")
+    labels.add_argument("--variance", action="store_true", help="also write <task>_variance: p(1-p)")
+    labels.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT")
+    labels.set_defaults(func=run_labels)
+
+    demo = subparsers.add_parser(
+        "demo-data", help="write a synthetic multi-rater dataset (QUBIQ layout)",
+        description="Write OUT/demo-shapes (1 channel, 2 tasks, 5 raters, one case with 4) and "
+        "OUT/demo-multichannel (4 channels last, 2 tasks, 3 raters). Deterministic from --seed.",
+    )
+    demo.add_argument("out", metavar="OUT", help="output folder (must be empty or new)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"image side in pixels (default {DEFAULT_SIZE})")
+    demo.add_argument(
+        "--cases", type=int, nargs=3, default=list(DEFAULT_CASES), metavar=("TRAIN", "VAL", "TEST"),
+        help="cases per split in each dataset (default %(default)s)",
+    )
+    demo.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT")
+    demo.set_defaults(func=run_demo_data)
+
+
+def _dataset_kwargs(args) -> dict:
+    return dict(layout=args.layout, tasks=args.tasks, splits=args.splits,
+                n_raters=args.n_raters, strict=args.strict)
+
+
+def run_check(args) -> int:
+    from softseg.validate import check_dataset, dataset_folders, format_report
+
+    # A release root with several QUBIQ datasets is checked dataset by dataset.
+    reports = [check_dataset(folder, **_dataset_kwargs(args))
+               for folder in dataset_folders(args.data, args.layout)]
+    print("\n\n".join(format_report(report) for report in reports))
+    return 0 if all(report.ok for report in reports) else 2
+
+
+def run_labels(args) -> int:
+    from softseg.datasets import load_dataset
+    from softseg.labels import write_labels
+
+    dataset = load_dataset(args.data, **_dataset_kwargs(args))
+    written = write_labels(dataset, args.out, variance=args.variance, overwrite=args.overwrite)
+    print(f"wrote {len(written)} files for {len(dataset.cases)} cases to {args.out}")
+    return 0
+
+
+def run_demo_data(args) -> int:
+    from softseg.demo_data import DEMO_DATASETS, write_demo_dataset
+
+    n_train, n_val, n_test = args.cases
+    out = write_demo_dataset(args.out, seed=args.seed, size=args.size, n_train=n_train,
+                             n_val=n_val, n_test=n_test, overwrite=args.overwrite)
+    print("wrote " + ", ".join(str(out / name) for name in DEMO_DATASETS))
+    return 0
