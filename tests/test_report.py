@@ -103,7 +103,14 @@ def write_evaluation(root: Path, reliability: bool = True) -> Path:
             columns = [fine_curve(i, n) for n in ("precision", "recall", "dice")]
             for j, t in enumerate(np.arange(1, 100) / 100):
                 writer.writerow([case, "task01", t] + [c[j] for c in columns])
-    calibration = {"ece": 0.0234, "brier": 0.0456, "n_bins": 5}
+    # evaluate's form: mean ± std over cases; the older bare-number form in the other variant
+    calibration = {"ece": {"mean": 0.0234, "std": 0.0051, "n": 4},
+                   "brier": {"mean": 0.0456, "std": 0.0102, "n": 4}, "n_bins": 5}
+    extra = {"table2_by_threshold": {"threshold": list(thresholds),
+                                     "dice": [0.5 + 0.01 * k for k in range(8)] + [0.9431]}}
+    extra["table2_by_threshold"]["dice"][4] = 0.8431  # t = 0.5
+    if not reliability:
+        calibration, extra = {"ece": 0.0234, "brier": 0.0456, "n_bins": 5}, {}
     if reliability:
         calibration["reliability"] = {  # metrics.calibration's form; an empty bin is null
             "bin_edges": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
@@ -123,6 +130,8 @@ def write_evaluation(root: Path, reliability: bool = True) -> Path:
             "qubiq": {"mean": 0.7246, "std": 0.1311},
             "calibration": calibration,
             "hd95_undefined": 7,
+            "hd95_rows": 36,
+            **extra,
         }},
     }
     (eval_dir / "summary.json").write_text(json.dumps(summary))
@@ -170,11 +179,14 @@ def test_page_shows_the_evaluation_numbers(built):
                    "0.1357", "0.1864", "0.2371", "88.81"):
         assert number in page
     assert "<th>Dice %</th>" in page and "<td>task01</td>" in page
-    # headline: QUBIQ 0.7246 ± 0.1311, ECE 0.0234, GED 0.1357 ± 0.0211, Dice at 0.5 over
-    # 4 cases = mean(0.80, 0.82, 0.84, 0.86) = 0.83
-    for shown in ("0.725", "± 0.131", "0.023", "0.136", "± 0.021", "0.830", "mean of 4 cases"):
-        assert shown in page
-    assert "<dt>task01</dt><dd>7</dd>" in page  # undefined HD95 count
+    # headline: QUBIQ 0.7246 ± 0.1311, ECE 0.0234 ± 0.0051, GED 0.1357 ± 0.0211, Dice at
+    # 0.5 from summary.json's table2_by_threshold (0.8431), not metrics.csv's mean (0.83)
+    cards = page.split('<div class="cards">', 1)[1].split("</section>", 1)[0]
+    for shown in ("0.725", "± 0.131", "0.023", "± 0.005", "0.136", "± 0.021", "0.843"):
+        assert shown in cards
+    assert "0.830" not in cards
+    assert "<dt>task01</dt><dd>7 of 36 case × threshold rows</dd>" in page  # undefined HD95
+    assert "ECE 0.0234, Brier 0.0456" in page  # in the reliability diagram's caption
     assert "maximum of the two directed 95th percentiles" in page
     # the slider's numbers are curves.csv's, embedded as JSON per example
     blobs = re.findall(r'<script type="application/json" class="curves">(.*?)</script>', page)
@@ -286,11 +298,15 @@ def test_volume_example_shows_the_slice_with_most_label_and_orients_nifti():
     assert all(np.isnan(v) for v in example.curves["precision"])
 
 
-def test_markdown_tables_and_escaping():
-    text = "# T <2>\n\nsome **bold** `x`\n\n| a | b<c |\n|:--|--:|\n| 1 | 2 |\n"
-    assert markdown(text) == ("<h3>T &lt;2&gt;</h3><p>some <strong>bold</strong> <code>x</code>"
-                              "</p><table><thead><tr><th>a</th><th>b&lt;c</th></tr></thead>"
-                              "<tbody><tr><td>1</td><td>2</td></tr></tbody></table>")
+def test_markdown_tables_lists_and_escaping():
+    text = ("# T <2>\n\nsome **bold** `x`\nwrapped\n| a | b<c |\n|:--|--:|\n| 1 | 2 |\n"
+            "\n## Conventions\n\n- **hd95**: max\n  of both\n- two\nafter\n\nend\n")
+    assert markdown(text) == (
+        "<h3>T &lt;2&gt;</h3><p>some <strong>bold</strong> <code>x</code> wrapped</p>"
+        "<table><thead><tr><th>a</th><th>b&lt;c</th></tr></thead>"
+        "<tbody><tr><td>1</td><td>2</td></tr></tbody></table>"
+        "<h4>Conventions</h4><ul><li><strong>hd95</strong>: max of both</li>"
+        "<li>two after</li></ul><p>end</p>")
 
 
 def test_no_reliability_data_is_said_not_hidden(tmp_path):
@@ -298,6 +314,9 @@ def test_no_reliability_data_is_said_not_hidden(tmp_path):
     out = report.build_report(eval_dir, tmp_path / "r.html", n_cases=0)
     page = out.read_text()
     assert "holds no reliability diagram data" in page and "ECE 0.0234" in page
+    # no table2_by_threshold: Dice at 0.5 is metrics.csv's mean of 0.80, 0.82, 0.84, 0.86
+    cards = page.split('<div class="cards">', 1)[1].split("</section>", 1)[0]
+    assert "0.830" in cards and "mean of 4 cases" in cards and "0.023" in cards
     assert sorted(p.name for p in (tmp_path / "r_files").iterdir()) == ["curves_task01.png"]
     assert "viewer-0" not in page and 'id="training"' not in page
 

@@ -51,7 +51,7 @@ figcaption { font-size: 13px; color: var(--muted); margin-top: 4px; }
 .controls { min-width: 280px; }
 .controls input[type=range] { width: 260px; vertical-align: middle; }
 .controls output { font-weight: 600; font-size: 18px; margin-left: 8px; }
-.readout { display: grid; grid-template-columns: auto auto; gap: 2px 16px; margin: 12px 0;
+.readout { display: grid; grid-template-columns: 90px 80px; gap: 2px 16px; margin: 12px 0;
            font-size: 16px; }
 .readout dt { color: var(--muted); }
 .readout dd { margin: 0; font-weight: 600; font-variant-numeric: tabular-nums; }
@@ -128,7 +128,8 @@ JS = r"""
       g.strokeRect(m, 6, W - m - 6, H - m - 6);
       g.fillStyle = "#5b6775"; g.font = "11px sans-serif";
       g.fillText("0", m - 10, H - m + 4); g.fillText("1", m - 10, 12);
-      g.fillText("threshold", W / 2 - 20, H - 6);
+      g.fillText("0", m - 3, H - m + 13); g.fillText("0.5", m + (W - m - 6) / 2 - 8, H - m + 13);
+      g.fillText("1", W - 10, H - m + 13); g.fillText("threshold", W / 2 + 16, H - 4);
       function X(k) { return m + (W - m - 6) * (k / 100); }
       function Y(v) { return 6 + (H - m - 12) * (1 - v); }
       [["precision", "#c0392b"], ["recall", "#2e8b57"], ["dice", "#1f5fa8"]].forEach(function (s) {

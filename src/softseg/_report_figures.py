@@ -190,16 +190,15 @@ def threshold_grid(example: Example) -> Figure:
     for axes in grid.flat:
         axes.set_xticks([])
         axes.set_yticks([])
-    grid[0, 1].set_ylabel("soft label ≥ t", fontsize=9)
-    grid[1, 1].set_ylabel("prediction ≥ t", fontsize=9)
     figure.legend(handles=[Patch(color=FALSE_POSITIVE, label="false positive"),
                            Patch(color=FALSE_NEGATIVE, label="false negative"),
                            Patch(facecolor="white", edgecolor="black", label="agreement")],
                   loc="lower center", ncol=3, fontsize=8, frameon=False)
-    figure.suptitle(f"{example.case_id} ({example.rank}, QUBIQ {example.qubiq:.3f}), "
-                    f"{example.task}", fontsize=10)
-    figure.subplots_adjust(left=0.02, right=0.99, top=0.83, bottom=0.1, wspace=0.05,
-                           hspace=0.12)
+    figure.suptitle(f"{example.case_id}, {example.task} ({example.rank}, QUBIQ "
+                    f"{example.qubiq:.3f}): top soft label ≥ t, bottom prediction ≥ t",
+                    fontsize=10)
+    figure.subplots_adjust(left=0.02, right=0.99, top=0.82, bottom=0.1, wspace=0.05,
+                           hspace=0.22)
     return figure
 
 

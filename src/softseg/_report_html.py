@@ -54,15 +54,9 @@ def headline(evaluation: Evaluation) -> str:
         entry = evaluation.summary["tasks"].get(task) or {}
         calibration = entry.get("calibration") if isinstance(entry, Mapping) else None
         table3 = entry.get("table3") if isinstance(entry, Mapping) else None
-        # Dice at 0.5 is metrics.csv's per-case value, averaged over cases for the card.
-        metrics = evaluation.metrics
-        rows = (metrics["task"] == task) & np.isclose(metrics["threshold"], 0.5)
-        dice = metrics["dice"][rows]
-        dice = dice[np.isfinite(dice)]
         stats = [
             ("QUBIQ score", mean_std(entry.get("qubiq")) if isinstance(entry, Mapping) else None),
-            (f"Dice at t = 0.5 (mean of {dice.size} cases)",
-             (float(dice.mean()), None) if dice.size else None),
+            _dice_at_half(evaluation, task, entry),
             ("ECE", mean_std(calibration.get("ece")) if isinstance(calibration, Mapping) else None),
             ("D²_GED", _find_ged(table3)),
         ]
@@ -75,19 +69,43 @@ def headline(evaluation: Evaluation) -> str:
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
+def _dice_at_half(evaluation: Evaluation, task: str, entry: Any) -> tuple[str, Any]:
+    """Dice at t = 0.5 over cases: summary.json's table2_by_threshold when it has it, else
+    metrics.csv's per-case values averaged for the card."""
+    by_threshold = entry.get("table2_by_threshold") if isinstance(entry, Mapping) else None
+    if isinstance(by_threshold, Mapping):
+        thresholds, values = by_threshold.get("threshold"), by_threshold.get("dice")
+        if isinstance(thresholds, list) and isinstance(values, list) \
+                and len(thresholds) == len(values):
+            for t, value in zip(thresholds, values):
+                if isinstance(t, (int, float)) and math.isclose(t, 0.5):
+                    return ("Dice at t = 0.5 (mean over cases)", mean_std(value))
+    metrics = evaluation.metrics
+    rows = (metrics["task"] == task) & np.isclose(metrics["threshold"], 0.5)
+    dice = metrics["dice"][rows]
+    dice = dice[np.isfinite(dice)]
+    return (f"Dice at t = 0.5 (mean of {dice.size} cases)",
+            (float(dice.mean()), None) if dice.size else None)
+
+
 def tables(evaluation: Evaluation) -> str:
     """Tables 2 and 3 as tables.md states them, then the conventions and undefined HD95s."""
     parts = [markdown(evaluation.tables_md)]
     undefined = []
     for task in evaluation.tasks:
         entry = evaluation.summary["tasks"].get(task) or {}
-        count = entry.get("hd95_undefined") if isinstance(entry, Mapping) else None
-        undefined.append(f"<dt>{esc(task)}</dt><dd>"
-                         f"{esc(str(count)) if count is not None else 'not stated'}</dd>")
+        entry = entry if isinstance(entry, Mapping) else {}
+        count, rows = entry.get("hd95_undefined"), entry.get("hd95_rows")
+        text = "not stated" if count is None else str(count)
+        if count is not None and isinstance(rows, int):
+            text += f" of {rows} case × threshold rows"
+        undefined.append(f"<dt>{esc(task)}</dt><dd>{esc(text)}</dd>")
     parts.append("<h3>Undefined HD95 (exactly one of prediction and label empty)</h3>"
                  f'<dl class="conventions">{"".join(undefined)}</dl>')
     conventions = evaluation.summary.get("conventions")
-    if isinstance(conventions, Mapping) and conventions:
+    if re.search(r"^#+\s.*conventions", evaluation.tables_md, re.IGNORECASE | re.MULTILINE):
+        pass  # tables.md states them already, from the same summary
+    elif isinstance(conventions, Mapping) and conventions:
         items = "".join(f"<dt>{esc(str(k))}</dt><dd>{esc(_text(v))}</dd>"
                         for k, v in conventions.items())
         parts.append(f'<h3>Conventions</h3><dl class="conventions">{items}</dl>')
@@ -135,41 +153,56 @@ def viewer(example: Example, image_png: bytes, levels_png: bytes, index: int) ->
 
 
 def markdown(text: str) -> str:
-    """The subset of Markdown tables.md uses: headings, pipe tables, paragraphs, bold, code."""
+    """The subset of Markdown tables.md uses: headings, pipe tables, bullet lists, paragraphs,
+    bold and code spans; everything else is escaped text."""
     out: list[str] = []
-    table: list[list[str]] = []
-    paragraph: list[str] = []
+    kind, block = "", []  # the open block ("table", "list", "text") and its lines
 
-    def flush() -> None:
-        if table:
-            head, *body = table
+    def close() -> None:
+        if kind == "table" and block:
+            head, *body = block
             out.append("<table><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head)
                        + "</tr></thead><tbody>"
                        + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>"
                                  for row in body)
                        + "</tbody></table>")
-            table.clear()
-        if paragraph:
-            out.append(f"<p>{_inline(' '.join(paragraph))}</p>")
-            paragraph.clear()
+        elif kind == "list":
+            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block) + "</ul>")
+        elif kind == "text":
+            out.append(f"<p>{_inline(' '.join(block))}</p>")
+        block.clear()
 
     for line in text.splitlines():
         stripped = line.strip()
-        if stripped.startswith("|"):
-            if paragraph:
-                flush()
-            cells = [c.strip() for c in stripped.strip("|").split("|")]
-            if not all(re.fullmatch(r":?-{2,}:?", c) for c in cells if c) or not any(cells):
-                table.append(cells)
-            continue
-        flush()
         heading = re.match(r"(#{1,6})\s+(.*)", stripped)
+        bullet = re.match(r"[-*]\s+(.*)", stripped)
+        if stripped.startswith("|"):
+            new_kind = "table"
+        elif bullet:
+            new_kind = "list"
+        elif stripped and not heading and kind in ("list", "text"):
+            new_kind = kind  # a wrapped list item or paragraph line
+        elif stripped and not heading:
+            new_kind = "text"
+        else:
+            new_kind = ""
+        if new_kind != kind:
+            close()
+            kind = new_kind
         if heading:
             level = min(len(heading.group(1)) + 2, 6)  # the page's own h1/h2 come first
             out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
-        elif stripped:
-            paragraph.append(stripped)
-    flush()
+        elif new_kind == "table":
+            cells = [c.strip() for c in stripped.strip("|").split("|")]
+            if any(cells) and not all(re.fullmatch(r":?-{2,}:?", c) for c in cells if c):
+                block.append(cells)
+        elif bullet:
+            block.append(bullet.group(1))
+        elif new_kind == "list":
+            block[-1] += " " + stripped
+        elif new_kind == "text":
+            block.append(stripped)
+    close()
     return "".join(out)
 
 

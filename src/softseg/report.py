@@ -30,7 +30,7 @@ from PIL import Image
 from softseg import _report_figures as figures
 from softseg import _report_html as markup
 from softseg._report_examples import Example, load_examples, threshold_levels
-from softseg._report_inputs import read_evaluation, read_history
+from softseg._report_inputs import finite, mean_std, read_evaluation, read_history
 from softseg.errors import SoftsegError
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,9 @@ def build_report(
         f"tasks: {', '.join(evaluation.tasks)}   written "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
     ]
-    document = markup.page("softseg evaluation report", meta, sections)
+    name = evaluation.summary.get("dataset")
+    title = "softseg evaluation report" + (f": {name}" if isinstance(name, str) and name else "")
+    document = markup.page(title, meta, sections)
     _write(out, folder, document, pngs)
     log.info("report written to %s (%d figures in %s)", out, len(pngs), folder)
     return out
@@ -113,7 +115,9 @@ def _calibration_section(evaluation, pngs: dict[str, bytes]) -> str:
         entry = evaluation.summary["tasks"].get(task) or {}
         calibration = entry.get("calibration") if isinstance(entry, dict) else None
         calibration = calibration if isinstance(calibration, dict) else {}
-        ece, brier = calibration.get("ece"), calibration.get("brier")
+        # summary.json gives per-case mean ± std ({"mean", "std"}) or a bare number
+        ece, brier = (None if v is None else v[0] for v in
+                      (mean_std(calibration.get("ece")), mean_std(calibration.get("brier"))))
         data = figures.reliability_data(calibration)
         if data is None:
             log.warning("summary.json: no reliability data in a known form for %s", task)
@@ -125,10 +129,12 @@ def _calibration_section(evaluation, pngs: dict[str, bytes]) -> str:
         name = _save(pngs, f"reliability_{task}.png",
                      figures.reliability_diagram(task, data, ece, brier))
         bins = calibration.get("n_bins", len(data["observed"]))
+        scores = ", ".join(f"{label} {value:.4f}" for label, value in (("ECE", ece), ("Brier", brier))
+                           if finite(value))
         items.append(markup.figure(
             pngs[name], f"{task}: reliability diagram",
-            f"{bins} bins of predicted probability; a calibrated model lies on the diagonal. "
-            "ECE and Brier score from summary.json.", name))
+            f"{bins} bins of predicted probability, as summary.json gives them; a calibrated model "
+            f"lies on the diagonal. {scores or 'No ECE/Brier'} (mean over cases).", name))
     return f'<div class="figures">{"".join(items)}</div>'
 
 
