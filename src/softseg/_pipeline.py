@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -33,18 +32,18 @@ def train(
     run_dir: Path,
     train_ids: Sequence[str],
     val_ids: Sequence[str],
+    *,
+    progress: bool = True,
 ) -> Path:
-    """One training run (``softseg.train.train_run``); a partly trained run folder is resumed.
-
-    Returns the run folder.
-    """
-    from softseg import train as train_module
+    """One training run (``softseg.train.train_run``). An existing run folder is resumed from
+    its last checkpoint (a finished run returns at once). Returns the run folder."""
+    from softseg.train import train_run
 
     run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
+    resume = run_dir.exists() and any(run_dir.iterdir())
+    if resume:
         log.info("%s exists: resuming its training", run_dir)
-        return Path(train_module.train_run(config, dataset, run_dir, list(train_ids), list(val_ids), resume=True))
-    return Path(train_module.train_run(config, dataset, run_dir, list(train_ids), list(val_ids)))
+    return Path(train_run(config, dataset, run_dir, list(train_ids), list(val_ids), resume=resume, progress=progress))
 
 
 def predict_cases(
@@ -83,18 +82,19 @@ def predict_cases(
     return out_dir
 
 
-def evaluate(pred_dir: Path, dataset: Dataset, case_ids: Sequence[str], eval_dir: Path) -> Path:
+def evaluate(
+    pred_dir: Path, dataset: Dataset, case_ids: Sequence[str], eval_dir: Path, *, progress: bool = True
+) -> Path:
     """Evaluate the predictions of ``case_ids`` against ``dataset`` into ``eval_dir``
-    (``softseg.evaluate``); an existing complete evaluation is kept."""
-    from softseg import evaluate as evaluate_module
+    (``softseg.evaluate.evaluate``); an existing complete evaluation is kept."""
+    from softseg.evaluate import evaluate as evaluate_predictions
 
     eval_dir = Path(eval_dir)
     if (eval_dir / "summary.json").is_file():
         return eval_dir
-    if eval_dir.exists():  # an interrupted evaluation: its partial files are ours to replace
-        shutil.rmtree(eval_dir)
-    subset = dataset.select(case_ids=case_ids)
-    evaluate_module.evaluate(pred_dir, subset, eval_dir)
+    # evaluate publishes its folder only when complete, so an existing one without
+    # summary.json is not its output: leave it to the user rather than delete it
+    evaluate_predictions(pred_dir, dataset, eval_dir, case_ids=list(case_ids), progress=progress)
     return eval_dir
 
 
@@ -135,7 +135,8 @@ def task_values(summary: Mapping[str, Any], task: str) -> dict[str, tuple[float,
 
     Table 2 values are means over cases and thresholds, Table 3 means over cases, the QUBIQ
     score and calibration as evaluated; ``hd95_undefined`` counts cases x thresholds where
-    HD95 is undefined (one mask empty).
+    HD95 is undefined (one mask empty); ``dice_at_0.5`` is the mean over cases of
+    Dice(prediction >= 0.5, soft label >= 0.5).
     """
     entry = summary.get("tasks", {}).get(task)
     if entry is None:
@@ -149,4 +150,8 @@ def task_values(summary: Mapping[str, Any], task: str) -> dict[str, tuple[float,
     for key in ("ece", "brier"):
         values[key] = mean_and_spread(calibration.get(key))
     values["hd95_undefined"] = mean_and_spread(entry.get("hd95_undefined"))
+    by_threshold = entry.get("table2_by_threshold") or {}
+    thresholds = by_threshold.get("threshold") or []
+    if 0.5 in thresholds and by_threshold.get("dice"):
+        values["dice_at_0.5"] = mean_and_spread(by_threshold["dice"][thresholds.index(0.5)])
     return values

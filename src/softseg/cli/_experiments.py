@@ -1,0 +1,143 @@
+"""``softseg demo``, ``softseg reproduce`` and ``softseg compare``: parse, call experiments, print."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from softseg.config import LABEL_MODES
+
+
+def register(subparsers) -> None:
+    _register_demo(subparsers)
+    _register_reproduce(subparsers)
+    _register_compare(subparsers)
+
+
+def _register_demo(subparsers) -> None:
+    from softseg.experiments import DemoSettings
+
+    d = DemoSettings()
+    p = subparsers.add_parser(
+        "demo",
+        help="synthetic data -> train -> predict -> evaluate -> HTML report, in minutes on a CPU",
+        description=(
+            "Generate a synthetic multi-rater dataset, train a small but real model on its Training "
+            f"split ({d.epochs} epochs, {d.crop_size}-pixel crops of {d.image_size}-pixel images, no "
+            "pretrained weights), predict and evaluate its Validation split and write the HTML report. "
+            "About 5 minutes on a 2-core CPU."
+        ),
+    )
+    p.add_argument("--out", type=Path, default=Path("softseg-demo"), help="output folder (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the data and the training (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo in --out")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from softseg.experiments import DemoSettings, demo
+
+    result = demo(args.out, DemoSettings(seed=args.seed, epochs=args.epochs), overwrite=args.overwrite)
+    print(result.text())
+    return 0
+
+
+def _register_reproduce(subparsers) -> None:
+    p = subparsers.add_parser(
+        "reproduce",
+        help="the paper's protocol on QUBIQ 2021: 7 tasks x 3 seeds, Tables 2 and 3 beside the paper's",
+        description=(
+            "Train each QUBIQ 2021 task with its preset on the official Training split (one model per "
+            "seed), evaluate on the official Validation split, and write Tables 2 and 3 beside the "
+            "paper's values with the difference per cell (OUT/tables.md, .csv, .json). QUBIQ_ROOT "
+            "holds training_data_v3/ and validation_data_qubiq2021/, or <dataset>/Training and "
+            "<dataset>/Validation."
+        ),
+    )
+    p.add_argument("root", metavar="QUBIQ_ROOT", type=Path, help="folder of the QUBIQ 2021 release")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--tasks", nargs="+", metavar="TASK",
+                   help="tasks to run: brain-growth, brain-tumor, kidney, prostate, or one task such as "
+                        "brain-tumor-task02 (default: all seven)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument("--epochs", type=int, help="epochs for every task, to scale down (default: each preset's)")
+    p.add_argument("--crop-size", type=int, help="crop size for every task (default: each preset's)")
+    _add_run_options(p)
+    p.set_defaults(func=run_reproduce)
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    from softseg.experiments import ReproduceOptions, reproduce
+
+    options = ReproduceOptions(
+        tasks=tuple(args.tasks or ()), seeds=tuple(args.seeds), epochs=args.epochs, crop_size=args.crop_size,
+        encoder_weights=args.encoder_weights, device=args.device,
+    )
+    paths = reproduce(args.root, args.out, options, resume=args.resume)
+    print(paths["md"].read_text(encoding="utf-8"))
+    print(f"tables: {paths['md']}  {paths['csv']}  {paths['json']}")
+    return 0
+
+
+def _register_compare(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="soft labels vs majority vote vs random rater on identical splits and seeds",
+        description=(
+            "Train the same network on soft labels and on the baselines (majority vote with ties to "
+            "foreground; one random rater per sample per step) on identical splits and seeds, evaluate "
+            "each on held-out cases and write Tables 2 and 3, QUBIQ score, ECE and Brier side by side "
+            "(OUT/comparison.md, .csv, .json). Splits: the dataset's Training/Validation, or --folds K "
+            "patient-level cross-validation with the manifest OUT/folds.json."
+        ),
+    )
+    p.add_argument("data", metavar="DATA", type=Path, help="dataset folder (any layout softseg reads)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--methods", nargs="+", choices=LABEL_MODES, default=list(LABEL_MODES),
+                   help="label modes to train (default: all three)")
+    p.add_argument("--folds", type=int, metavar="K", help="K-fold patient-level cross-validation "
+                   "(default: the dataset's official Training/Validation split)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the fold assignment (default: 0)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--group-regex", metavar="REGEX",
+                       help="patient id = the first group (or whole match) of REGEX in the case id")
+    group.add_argument("--patients-csv", type=Path, metavar="CSV", help="CSV with columns case,patient")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument("--layout", default="auto", choices=("auto", "qubiq", "raters", "agreement"),
+                   help="dataset layout (default: detected)")
+    p.add_argument("--preset", help="start from a QUBIQ task preset (see `softseg train --help`)")
+    p.add_argument("--config", type=Path, help="YAML file of training settings")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the config's, 150)")
+    p.add_argument("--crop-size", type=int, help="training crop size, a multiple of 32")
+    p.add_argument("--resize", type=int, help="resize every image to RESIZE x RESIZE first")
+    _add_run_options(p)
+    p.set_defaults(func=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from softseg.config import resolve_config
+    from softseg.datasets import load_dataset
+    from softseg.experiments import CompareOptions, compare
+
+    config = resolve_config(args.preset, args.config, {
+        "epochs": args.epochs, "crop_size": args.crop_size, "resize": args.resize,
+        "encoder_weights": args.encoder_weights, "device": args.device,
+    })
+    dataset = load_dataset(args.data, layout=args.layout)
+    options = CompareOptions(
+        config=config, methods=tuple(args.methods), seeds=tuple(args.seeds), folds=args.folds,
+        split_seed=args.split_seed, group_regex=args.group_regex, patients_csv=args.patients_csv,
+    )
+    paths = compare(dataset, args.out, options, resume=args.resume)
+    print(paths["md"].read_text(encoding="utf-8"))
+    print(f"comparison: {paths['md']}  {paths['csv']}  {paths['json']}")
+    return 0
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder-weights", metavar="WEIGHTS",
+                   help="'imagenet' (default; fetched or cached), 'none', or a local weights file")
+    p.add_argument("--device", help="'auto' (default), 'cpu', 'cuda', 'cuda:1', ...")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out: finished work is skipped")
