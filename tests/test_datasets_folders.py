@@ -76,9 +76,12 @@ def test_rgb_and_16_bit_images_and_nifti(tmp_path):
     for r in ("x", "y"):
         (nifti_root / "raters/c1").mkdir(parents=True, exist_ok=True)
         nib.save(nib.Nifti1Image(square((9, 8), 2, 5, 1), np.eye(4)), str(nifti_root / f"raters/c1/{r}.nii.gz"))
-    # images of several channels with different channel counts are allowed per case
-    data = load_dataset(root)
-    deep, rgb = data.cases  # natural order: deep, rgb
+    scan = scan_dataset(root)
+    assert scan.warnings == (
+        f"{root}: images have different channel counts (1 channel(s) in 1 case(s), 3 channel(s) "
+        f"in 1 case(s)); a model takes one count, so convert the images (e.g. all grey or all RGB)",
+    )
+    deep, rgb = scan.dataset.cases  # natural order: deep, rgb
     assert rgb.image.shape == (3, 9, 8) and rgb.image[2].max() == 3
     assert deep.image.max() == 40000 and deep.geometry.bit_depth == 16
     case = load_dataset(nifti_root).cases[0]

@@ -69,7 +69,7 @@ def test_summary_values_hand_computed(tmp_path):
     assert "  task01: 3 labelled cases, raters 2-3, 2 rater sets" in text
     assert "    mean pairwise rater Dice: 0.667 ± 0.272 (min 0.333, max 1.000)" in text
     assert "image sizes: 4x5 (2), 6x5 (1)" in text and "channels: 1 (2 cases), 3 (1 cases)" in text
-    assert text.endswith("result: ok, 1 warning(s)")
+    assert text.endswith("result: ok, 2 warning(s)")
     assert text.splitlines()[0].startswith("warning: task01: rater sets vary between cases")
 
 

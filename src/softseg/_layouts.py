@@ -207,6 +207,13 @@ def _check_rater_sets(
 
 
 def _scan(root, name, layout, tasks, cases, problems, warnings) -> Scan:
+    channels = Counter(c.channels for c in cases)
+    if len(channels) > 1:
+        listed = ", ".join(f"{n} channel(s) in {k} case(s)" for n, k in sorted(channels.items()))
+        warnings.append(
+            f"{root}: images have different channel counts ({listed}); a model takes one "
+            f"count, so convert the images (e.g. all grey or all RGB)"
+        )
     dataset = Dataset(root=root, name=name, layout=layout, tasks=tuple(tasks), cases=tuple(cases))
     return Scan(dataset=dataset, problems=tuple(problems), warnings=tuple(warnings))
 
