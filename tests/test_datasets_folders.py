@@ -200,8 +200,11 @@ def test_agreement_problems(tmp_path):
     png(root / "agreement" / "c3.png", full)
     png(root / "images" / "c4.png", np.zeros((4, 5), np.uint8))
     png(root / "agreement" / "c2" / "t2.png", np.full((3, 5), 255, np.uint8))
+    png(root / "images" / "c5.png", np.zeros((4, 5), np.uint8))
+    (root / "agreement" / "c5").mkdir()
     scan = scan_dataset(root, n_raters=2)
     expected = [
+        r"agreement/c5: c5: expected agreement maps <task>.<ext>, found none",
         r"c3.png: expected a folder agreement/c3/<task>.<ext> as for other cases, found a single map",
         r"c2/t2.png: c2 t2: expected agreement map shape \(4, 5\) \(the image's\), found \(3, 5\)",
         r"c4.png: c4: expected an agreement map in .*agreement/, found none",

@@ -195,14 +195,17 @@ def test_read_probability_rejects_out_of_range(tmp_path):
     np.testing.assert_array_equal(io.read_probability(tmp_path / "a.png")[0], [[0.0, 1.0]])
 
 
-def test_source_scaling_is_not_applied_to_written_maps(tmp_path):
+def test_source_scaling_and_window_are_not_applied_to_written_maps(tmp_path):
     image = nib.Nifti1Image(np.zeros((2, 2), np.int16), np.eye(4))
     image.header.set_slope_inter(2.0, 10.0)
+    image.header["cal_min"], image.header["cal_max"] = -100.0, 900.0
     nib.save(image, str(tmp_path / "image.nii.gz"))
     geometry = io.read_image(tmp_path / "image.nii.gz")[2]
     p = np.array([[0.25, 0.5], [0.75, 1.0]], np.float32)
     out = io.write_map(tmp_path / "p.nii.gz", p, geometry)
     np.testing.assert_array_equal(io.read_probability(out)[0], p)
+    header = nib.load(str(out)).header
+    assert (float(header["cal_min"]), float(header["cal_max"])) == (0.0, 1.0)
 
 
 def test_stem_and_format_helpers():

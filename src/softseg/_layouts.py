@@ -464,6 +464,8 @@ def read_agreement(root: Path, name: str, tasks: Sequence[str] | None, n_raters)
                 f"{images[case_id]}: {case_id}: expected an agreement map in {folder}/, found none"
             )
             maps = {}
+        elif not maps:
+            problems.append(f"{folder / case_id}: {case_id}: expected agreement maps <task>.<ext>, found none")
         for task in found_tasks:
             if maps and task not in maps:
                 problems.append(f"{folder / case_id}: {case_id}: expected {task}.<ext> like other cases, found none")

@@ -337,8 +337,10 @@ def write_map(
         affine = geometry.affine if geometry.affine is not None else np.eye(4)
         image = nib.Nifti1Image(out, affine, header)
         image.set_data_dtype(out.dtype)
-        # The source may carry intensity scaling; a probability map must be stored as-is.
+        # The source may carry intensity scaling and a display window for its intensities;
+        # a probability map is stored as-is and displayed over [0, 1].
         image.header.set_slope_inter(None, None)
+        image.header["cal_min"], image.header["cal_max"] = 0.0, 1.0
         _atomic_write(path, overwrite, lambda tmp: nib.save(image, str(tmp)))
     else:
         if data.ndim != 2:
