@@ -434,3 +434,31 @@ def test_reliability_data_forms():
     np.testing.assert_array_equal(centres["confidence"], [0.25, 0.75])
     assert reliability_data({"reliability": {"mean_pred": [0.1], "other": [1]}}) is None
     assert reliability_data({"ece": 0.1}) is None
+
+
+def test_report_of_a_real_evaluation(tmp_path):
+    """The contract end to end: `evaluate` writes the folder, the report renders its numbers."""
+    from softseg.evaluate import evaluate
+
+    data, predictions = write_dataset(tmp_path)
+    eval_dir = evaluate(predictions, data, tmp_path / "eval", progress=False)
+    out = report.build_report(eval_dir, tmp_path / "r.html", n_cases=3)
+    page = out.read_text()
+    summary = json.loads((eval_dir / "summary.json").read_text())["tasks"]["task01"]
+    cards = page.split('<div class="cards">', 1)[1].split("</section>", 1)[0]
+    assert f"{summary['qubiq']['mean']:.3f}" in cards
+    assert f"{summary['calibration']['ece']['mean']:.3f}" in cards
+    assert f"{summary['table3']['ged2']['mean']:.3f}" in cards
+    for line in (eval_dir / "tables.md").read_text().splitlines():
+        if line.startswith("| task01 |"):  # every row of Tables 2 and 3, cell by cell
+            for cell in line.strip("|").split("|"):
+                assert f"<td>{cell.strip()}</td>" in page
+    assert (tmp_path / "r_files" / "reliability_task01.png").is_file()
+    with open(eval_dir / "curves.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["task"] == "task01"]
+    viewers = re.findall(r'data-case="(\w+)".*?class="curves">(.*?)</script>', page)
+    assert len(viewers) == 3
+    for case, blob in viewers:
+        shown = json.loads(blob)
+        expected = [float(r["precision"]) for r in rows if r["case"] == case]
+        np.testing.assert_allclose(shown["precision"], expected, rtol=0, atol=0)
