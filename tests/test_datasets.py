@@ -191,6 +191,16 @@ def test_every_problem_is_reported_in_one_pass(tmp_path):
     assert re.search(r"bad: dataset has problems; `softseg check` lists them with a summary \(8\):", str(caught.value))
 
 
+def test_a_task_missing_in_a_case_matters_only_when_selected(tmp_path):
+    root = tmp_path / "d"
+    make_case(root / "case01", tasks=("task01", "task02"))
+    make_case(root / "case02", tasks=("task01",))
+    with pytest.raises(DatasetError, match=r"case02: expected masks task02_segRR.nii.gz like other cases, found none"):
+        load_dataset(root)
+    data = load_dataset(root, tasks=("task01",))
+    assert [c.n_raters for c in data.cases] == [{"task01": 3}, {"task01": 3}]
+
+
 def test_tasks_with_different_raters_inside_a_case(tmp_path):
     root = tmp_path / "d"
     make_case(root / "case01", tasks=("task01",), raters=(1, 2))

@@ -265,7 +265,7 @@ def read_qubiq(
                 f"({', '.join(found_tasks)}) in a {split or 'labelled'} case, found none"
             )
         elif files:
-            for task in found_tasks:
+            for task in selected:
                 if task not in files:
                     problems.append(
                         f"{folder}: {case_id}: expected masks {task}_segRR.nii.gz like other "
@@ -389,7 +389,7 @@ def read_rater_folders(root: Path, name: str, tasks: Sequence[str] | None, stric
                 f"{root / 'raters' / case_id}/, found no such folder"
             )
         elif multi:
-            for task in found_tasks:
+            for task in selected:
                 if task not in files:
                     problems.append(
                         f"{case_dirs[case_id]}: {case_id}: expected a task folder {task}/ like "
@@ -466,7 +466,7 @@ def read_agreement(root: Path, name: str, tasks: Sequence[str] | None, n_raters)
             maps = {}
         elif not maps:
             problems.append(f"{folder / case_id}: {case_id}: expected agreement maps <task>.<ext>, found none")
-        for task in found_tasks:
+        for task in selected:
             if maps and task not in maps:
                 problems.append(f"{folder / case_id}: {case_id}: expected {task}.<ext> like other cases, found none")
         chosen = {t: p for t, p in maps.items() if t in selected}
