@@ -178,7 +178,7 @@ def test_every_problem_is_reported_in_one_pass(tmp_path):
     expected = [
         r"task01_seg02.nii.gz: case02 task01 rater 'seg02': expected mask shape \(12, 10\) \(the image's\), found \(12, 9\)",
         r"case02: .*task02_seg01.nii.gz: expected a binary mask with values \{0, 1\} or \{0, 255\}, found 1 distinct values \(3\)",
-        r"case03: no image; expected an image file for the labels at .*case03/task01_seg01.nii.gz",
+        r"case03: expected an image .*case03/image.nii.gz for the labels at .*case03/task01_seg01.nii.gz, found none",
         r"case04: expected rater masks taskTT_segRR.nii.gz \(task01, task02\) in a Training case, found none",
         r"case05: .*case05/image.nii.gz: cannot read as NIfTI",
         r"case06/image.nii.gz: case06: expected finite image values, found 3 NaN/inf",

@@ -115,7 +115,7 @@ def test_rater_folder_problems_all_reported(tmp_path):
         r"a/r2.png: a task01 rater 'r2': expected mask shape \(9, 8\) \(the image's\), found \(9, 9\)",
         r"b: .*b/r3.png: expected a binary mask .* found 2 distinct values \(0, 7\)",
         r"c: .*c/r1.png: cannot read as PNG",
-        r"ghost: no image; expected an image file for the labels at .*ghost/r1.png",
+        r"ghost: expected an image .*images/ghost.png\|.nii.gz for the labels at .*ghost/r1.png, found none",
         r"lonely.png: lonely: expected rater masks in .*raters/lonely/, found no such folder",
     ]
     assert len(problems) == len(expected), problems

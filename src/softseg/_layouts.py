@@ -39,8 +39,12 @@ def _read_case(
     problems: list[str],
     agreement_files: Mapping[str, Path] | None = None,
     n_raters: Mapping[str, int] | None = None,
+    image_hint: str = "",
 ) -> Case | None:
-    """Read one case; append its problems. None when the image cannot be read."""
+    """Read one case; append its problems. None when the image cannot be read.
+
+    ``image_hint`` says where the image was looked for, for the message when it is missing.
+    """
     masks: dict[str, list[tuple[str, np.ndarray, Path]]] = {}
     for task, files in mask_files.items():
         for rater, path in files:
@@ -60,7 +64,9 @@ def _read_case(
     if image_path is None:
         where = next((p for f in mask_files.values() for _, p in f), None)
         where = where or next(iter((agreement_files or {}).values()), None)
-        problems.append(f"{case_id}: no image; expected an image file for the labels at {where}")
+        problems.append(
+            f"{case_id}: expected an image {image_hint} for the labels at {where}, found none"
+        )
         return None
     shapes = [m.shape for found in masks.values() for _, m, _ in found]
     shapes += [a.shape for a, _ in maps.values()]
@@ -271,7 +277,8 @@ def read_qubiq(
                         f"{folder}: {case_id}: expected masks {task}_segRR.nii.gz like other "
                         f"cases, found none"
                     )
-        case = _read_case(case_id, image, _restrict(files, selected), split, problems)
+        case = _read_case(case_id, image, _restrict(files, selected), split, problems,
+                          image_hint=str(folder / "image.nii.gz"))
         if case is not None:
             cases.append(case)
             declared[case_id] = files
@@ -395,7 +402,8 @@ def read_rater_folders(root: Path, name: str, tasks: Sequence[str] | None, stric
                         f"{case_dirs[case_id]}: {case_id}: expected a task folder {task}/ like "
                         f"other cases, found none"
                     )
-        case = _read_case(case_id, images.get(case_id), _restrict(files, selected), None, problems)
+        case = _read_case(case_id, images.get(case_id), _restrict(files, selected), None, problems,
+                          image_hint=f"{root / 'images' / case_id}.png|.nii.gz")
         if case is not None:
             cases.append(case)
             declared[case_id] = files
@@ -470,7 +478,8 @@ def read_agreement(root: Path, name: str, tasks: Sequence[str] | None, n_raters)
             if maps and task not in maps:
                 problems.append(f"{folder / case_id}: {case_id}: expected {task}.<ext> like other cases, found none")
         chosen = {t: p for t, p in maps.items() if t in selected}
-        case = _read_case(case_id, images.get(case_id), {}, None, problems, chosen, counts)
+        case = _read_case(case_id, images.get(case_id), {}, None, problems, chosen, counts,
+                          image_hint=f"{root / 'images' / case_id}.png|.nii.gz")
         if case is not None:
             cases.append(case)
     return _scan(root, name, "agreement", selected, cases, problems, warnings)
