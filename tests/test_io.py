@@ -228,3 +228,39 @@ def test_write_array_keeps_dtype_shape_and_refuses_overwrite(tmp_path):
     assert geometry.png_mode == "RGB" and (image[1] == 9).all()
     with pytest.raises(SoftsegError, match=r"y.png: PNG holds 2D uint8/uint16/bool or \(H, W, 3\) uint8 arrays, got float32 \(2, 2\)"):
         io.write_array(tmp_path / "y.png", np.zeros((2, 2), np.float32))
+
+
+def test_nifti_intensity_scaling_is_applied_like_nibabel(tmp_path):
+    image = nib.Nifti1Image(np.array([[0, 1], [2, 3]], np.int16), np.eye(4))
+    image.header.set_slope_inter(2.0, 10.0)
+    nib.save(image, str(tmp_path / "s.nii.gz"))
+    read, _, _ = io.read_image(tmp_path / "s.nii.gz")
+    oracle = nib.load(str(tmp_path / "s.nii.gz")).get_fdata()
+    np.testing.assert_array_equal(read[0], oracle)
+    np.testing.assert_array_equal(read[0], [[10, 12], [14, 16]])
+
+
+def test_16_bit_png_mask_and_float_mask(tmp_path):
+    Image.fromarray(np.array([[0, 65535], [65535, 0]], np.uint16)).save(tmp_path / "m16.png")
+    np.testing.assert_array_equal(io.read_mask(tmp_path / "m16.png")[0], [[False, True], [True, False]])
+    path = save_nifti(tmp_path / "f.nii.gz", np.array([[0.0, 0.5]], np.float32))
+    with pytest.raises(SoftsegError, match=r"f.nii.gz: expected a binary mask .* found 2 distinct values \(0, 0.5\)"):
+        io.read_mask(path)
+
+
+def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    src = save_nifti(tmp_path / "image.nii.gz", np.zeros((2, 2), np.float32))
+    geometry = io.read_image(src)[2]
+    out = io.write_map(tmp_path / "p.nii.gz", np.full((2, 2), 0.25), geometry)
+
+    def broken_save(image, filename):
+        with open(filename, "wb") as handle:
+            handle.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io.nib, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        io.write_map(out, np.full((2, 2), 0.75), geometry, overwrite=True)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.nii.gz", "p.nii.gz"]
+    np.testing.assert_array_equal(io.read_probability(out)[0], np.full((2, 2), 0.25, np.float32))
