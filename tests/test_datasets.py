@@ -215,6 +215,8 @@ def test_user_errors_name_the_way_out(tmp_path):
         load_dataset(tmp_path / "d", tasks=("task09",))
     with pytest.raises(SoftsegError, match=r"unknown split\(s\) Train; expected some of Training, Validation, Testing"):
         load_dataset(tmp_path / "d", splits=("Train",))
+    with pytest.raises(SoftsegError, match=r"d: expected split folder\(s\) Validation, found only Training; choose among those splits"):
+        load_dataset(tmp_path / "d", splits=("Training", "Validation"))
     with pytest.raises(SoftsegError, match=r"unknown layout 'nnunet'; expected one of auto, qubiq, raters, agreement"):
         load_dataset(tmp_path / "d", layout="nnunet")
     with pytest.raises(SoftsegError, match=r"missing: expected a dataset folder, found nothing"):

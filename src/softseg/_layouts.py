@@ -297,6 +297,12 @@ def _qubiq_case_folders(root: Path, splits: Sequence[str] | None) -> list[tuple[
                 f"Training/Validation/Testing folders; leave the split selection out"
             )
         return [(None, f) for f in _case_like(root)]
+    missing = [s for s in (splits or ()) if s not in split_dirs]
+    if missing:
+        raise SoftsegError(
+            f"{root}: expected split folder(s) {', '.join(missing)}, found only "
+            f"{', '.join(split_dirs)}; choose among those splits"
+        )
     wanted = [s for s in split_dirs if splits is None or s in splits]
     return [(s, f) for s in wanted for f in _case_like(root / s)]
 
