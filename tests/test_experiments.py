@@ -150,3 +150,162 @@ def test_qubiq_root_missing_dataset_is_named(tmp_path):
         locate_all(root, ["kidney", "prostate"])
     with pytest.raises(SoftsegError, match="QUBIQ_ROOT not found"):
         locate_all(tmp_path / "nowhere", ["kidney"])
+
+
+# --- end to end (tiny: 32 px, 1 epoch, no pretrained weights) ---------------------------
+
+TINY = ["--epochs", "1", "--crop-size", "32", "--encoder-weights", "none", "--device", "cpu"]
+
+
+def _summary(eval_dir):
+    return json.loads((eval_dir / "summary.json").read_text())
+
+
+def test_demo_end_to_end_and_refusal_to_overwrite(tmp_path, capsys):
+    from softseg.cli import main
+    from softseg.experiments import DemoSettings, demo
+
+    out = tmp_path / "demo"
+    settings = DemoSettings(epochs=1, image_size=32, crop_size=32, n_train=4, n_val=2, device="cpu")
+    result = demo(out, settings, progress=False)
+    assert result.report == out / "report.html" and "<html" in result.report.read_text().lower()
+    saved = json.loads((out / "demo.json").read_text())
+    summary = _summary(out / "eval")
+    assert set(summary["cases"]) == {"case05", "case06"}  # the Validation split, nothing else
+    for task in ("task01", "task02"):
+        entry = summary["tasks"][task]
+        assert saved["headline"][task]["qubiq"] == pytest.approx(entry["qubiq"]["mean"])
+        assert saved["headline"][task]["ece"] == pytest.approx(entry["calibration"]["ece"]["mean"])
+        assert saved["headline"][task]["dice_0.5"] == pytest.approx(entry["table2_by_threshold"]["dice"][4])
+        assert 0.0 <= saved["headline"][task]["qubiq"] <= 1.0
+    assert (out / "run" / "seed0" / "checkpoints" / "last.pt").is_file()
+    assert f"report: {out / 'report.html'}" in result.text()
+
+    # a second demo into the same folder is refused, through the command line too
+    with pytest.raises(SoftsegError, match=r"output folder is not empty .*pass --overwrite"):
+        demo(out, settings, progress=False)
+    assert main(["demo", "--out", str(out)]) == 2
+    assert "output folder is not empty" in capsys.readouterr().err
+    # --overwrite replaces only the demo's own outputs
+    (out / "notes.txt").write_text("mine")
+    demo(out, settings, overwrite=True, progress=False)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "report.html").is_file()
+
+
+def test_reproduce_end_to_end_on_lookalike_with_resume(tmp_path, capsys):
+    from softseg.cli import main
+
+    root = write_qubiq_lookalike(tmp_path / "qubiq", datasets=("kidney", "brain-growth"))
+    out = tmp_path / "repro"
+    args = ["reproduce", str(root), "--out", str(out), "--tasks", "kidney", "--seeds", "0", *TINY]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| Kidney |" in printed and "tables:" in printed
+    summary = _summary(out / "kidney-task01" / "eval" / "seed0")
+    assert summary["cases"] == ["case05", "case06"]  # official Validation split only
+    rows = {r["metric"]: r for r in json.loads((out / "tables.json").read_text())["rows"]}
+    dice = summary["tasks"]["task01"]["table2"]["dice"]["mean"]
+    assert rows["dice"]["ours_mean"] == pytest.approx(100 * dice)
+    assert rows["dice"]["diff"] == pytest.approx(100 * dice - 96.04)
+    assert rows["dice"]["n_seeds"] == 1 and rows["dice"]["ours_std"] == 0.0
+    assert rows["ged2"]["ours_mean"] == pytest.approx(summary["tasks"]["task01"]["table3"]["ged2"]["mean"])
+    run = out / "kidney-task01" / "seed0"
+    config = json.loads((run / "config.json").read_text())
+    assert config["preset"] == "kidney" and config["vflip"] == 0.0 and config["tasks"] == ["task01"]
+    assert config["epochs"] == 1 and config["crop_size"] == 32
+
+    # rerun without --resume: refused; with --resume a finished task is skipped
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    result = out / "kidney-task01" / "result.json"
+    stamp = result.stat().st_mtime_ns
+    assert main(args + ["--resume"]) == 0
+    assert result.stat().st_mtime_ns == stamp
+    # a half-finished task (trained, never evaluated) resumes without training again
+    import shutil
+
+    result.unlink()
+    shutil.rmtree(out / "kidney-task01" / "eval")
+    shutil.rmtree(out / "kidney-task01" / "predictions")
+    checkpoint = (run / "checkpoints" / "last.pt").stat().st_mtime_ns
+    assert main(args + ["--resume", "--tasks", "kidney", "brain-growth"]) == 0
+    assert (run / "checkpoints" / "last.pt").stat().st_mtime_ns == checkpoint
+    assert _summary(out / "kidney-task01" / "eval" / "seed0")["cases"] == ["case05", "case06"]
+    assert "| Brain Growth |" in (out / "tables.md").read_text()
+
+
+def write_rater_folders(root, patients=3, images_per_patient=2, size=32, raters=3):
+    """A rater-folder dataset (images/<case>.png, raters/<case>/<rater>.png) whose case ids
+    name their patient: p0_a, p0_b, p1_a, ..."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for p in range(patients):
+        for i in range(images_per_patient):
+            case = f"p{p}_{'abcdefgh'[i]}"
+            centre, radius = rng.integers(10, size - 10, 2), int(rng.integers(5, 8))
+            image = 60 + 120 * _disk(size, centre, radius) + rng.normal(0, 10, (size, size))
+            (root / "images").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "images" / f"{case}.png")
+            for r in range(raters):
+                folder = root / "raters" / case
+                folder.mkdir(parents=True, exist_ok=True)
+                mask = _disk(size, centre, radius - 2 + r).astype(np.uint8) * 255
+                Image.fromarray(mask).save(folder / f"rater{r}.png")
+    return root
+
+
+def test_compare_two_folds_patient_level(tmp_path, capsys):
+    from softseg.cli import main
+
+    data = write_rater_folders(tmp_path / "data")
+    out = tmp_path / "cmp"
+    code = main(["compare", str(data), "--out", str(out), "--folds", "2", "--group-regex", r"^(p\d+)_",
+                 "--seeds", "0", *TINY])
+    assert code == 0
+    printed = capsys.readouterr().out
+    manifest = json.loads((out / "folds.json").read_text())
+    assert manifest["k"] == 2 and manifest["grouping"] == r"regex ^(p\d+)_"
+    for fold in manifest["folds"]:
+        patients = {c.split("_")[0] for c in fold["test"]}
+        assert not patients & {c.split("_")[0] for c in fold["train"]}  # patient-level
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["soft", "majority", "random_rater"]
+    all_cases = sorted(f"p{p}_{x}" for p in range(3) for x in "ab")
+    for row in rows:
+        method_dir = out / row["method"] / "seed0"
+        summary = _summary(method_dir / "eval")
+        assert sorted(summary["cases"]) == all_cases  # held-out predictions of both folds pooled
+        for fold in (0, 1):  # each fold's model trained on the other fold's patients only
+            split = json.loads((method_dir / f"fold{fold}" / "split.json").read_text())
+            assert split["train"] == manifest["folds"][fold]["train"]
+        config = json.loads((method_dir / "fold0" / "config.json").read_text())
+        assert config["label_mode"] == row["method"] and config["seed"] == 0
+        entry = summary["tasks"]["task01"]
+        assert row["qubiq_mean"] == pytest.approx(100 * entry["qubiq"]["mean"])
+        assert row["ece_mean"] == pytest.approx(entry["calibration"]["ece"]["mean"])
+        pred, div = entry["table3"]["pred_rater_dist"]["mean"], entry["table3"]["rater_diversity"]["mean"]
+        assert row["below_diversity"] == (pred < div)
+    assert "| soft |" in printed and "| random_rater |" in printed
+
+
+def test_compare_refusals(tmp_path, capsys):
+    from softseg.cli import main
+    from softseg.datasets import load_dataset
+    from softseg.experiments import CompareOptions, compare
+
+    data = write_rater_folders(tmp_path / "data", patients=2, images_per_patient=1)
+    dataset = load_dataset(data)
+    with pytest.raises(SoftsegError, match="no official Training/Validation split .* pass --folds K"):
+        compare(dataset, tmp_path / "a", CompareOptions(seeds=(0,)))
+    with pytest.raises(SoftsegError, match=r"--folds 3: only 2 patient\(s\)"):
+        compare(dataset, tmp_path / "b", CompareOptions(seeds=(0,), folds=3))
+    with pytest.raises(SoftsegError, match="--methods: expected some of soft, majority, random_rater, found"):
+        compare(dataset, tmp_path / "c", CompareOptions(methods=("dice",)))
+    with pytest.raises(SoftsegError, match="--seeds: expected at least one seed"):
+        compare(dataset, tmp_path / "d", CompareOptions(seeds=()))
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "x").write_text("")
+    assert main(["compare", str(data), "--out", str(tmp_path / "e"), "--folds", "2"]) == 2
+    assert "output folder is not empty" in capsys.readouterr().err
