@@ -264,3 +264,18 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image.nii.gz", "p.nii.gz"]
     np.testing.assert_array_equal(io.read_probability(out)[0], np.full((2, 2), 0.25, np.float32))
+
+
+def test_palette_png_mask_reads_indices_and_palette_image_reads_colours(tmp_path):
+    indices = np.array([[0, 1], [1, 0]], np.uint8)
+    pal = Image.new("P", (2, 2))
+    pal.putdata(indices.flatten().tolist())
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)  # index 1 drawn red
+    pal.save(tmp_path / "label.png")
+    with Image.open(tmp_path / "label.png") as check:
+        assert check.mode == "P"
+    np.testing.assert_array_equal(io.read_mask(tmp_path / "label.png")[0], indices.astype(bool))
+    image, _, geometry = io.read_image(tmp_path / "label.png")
+    assert image.shape == (3, 2, 2) and geometry.png_mode == "RGB"
+    np.testing.assert_array_equal(image[0], indices * 255)
+    np.testing.assert_array_equal(image[1], 0)

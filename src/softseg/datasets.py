@@ -159,7 +159,9 @@ def scan_dataset(
         raise SoftsegError(f"{root}: expected a dataset folder, found {found}; check the path")
     options = read_dataset_json(root)
     if layout == "auto":
-        layout = options.get("layout") or detect_layout(root)
+        layout = options.get("layout") or "auto"
+    if layout == "auto":
+        layout = detect_layout(root)
     if layout not in LAYOUTS:
         raise SoftsegError(
             f"{root}: unknown layout {layout!r}; expected one of auto, {', '.join(LAYOUTS)}"

@@ -15,7 +15,7 @@ Conventions
   last axis of 2-4 is read as channels-last.
 * PNG images: "L", "I;16", "I", "F", "1" -> one channel; "RGB" -> three; "LA"/"RGBA" ->
   the alpha channel is dropped with a logged warning (alpha is transparency, not signal);
-  "P" (palette) is converted to RGB.
+  "P" (palette) is converted to RGB for images; for masks its indices are read.
 * Probability maps on disk: float32 NIfTI with the source affine and header, or 16-bit
   grey PNG with value ``round(p * 65535)``. Binary masks: uint8 NIfTI 0/1, or 8-bit PNG 0/255.
 * Files are written atomically (temporary file in the same folder, then rename) and an
@@ -100,12 +100,13 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, tuple[float, ...]]:
     return data, geometry, zooms
 
 
-def _load_png(path: Path) -> tuple[np.ndarray, Geometry]:
+def _load_png(path: Path, palette_indices: bool = False) -> tuple[np.ndarray, Geometry]:
+    """``palette_indices``: keep a palette PNG's indices (label maps) instead of its colours."""
     try:
         with Image.open(path) as img:
             img.load()
             mode = img.mode
-            if mode == "P":
+            if mode == "P" and not palette_indices:
                 img = img.convert("RGBA" if "transparency" in img.info else "RGB")
                 mode = img.mode
             data = np.array(img)
@@ -203,7 +204,8 @@ def read_mask(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     """
     path = Path(path)
     if file_format(path) == "png":
-        data, geometry = _load_png(path)
+        # A palette mask stores labels as indices (0 background, 1 object): read those.
+        data, geometry = _load_png(path, palette_indices=True)
         if data.ndim == 3:
             colour = data[..., :3] if data.shape[-1] >= 3 else data[..., :1]
             if not (colour == colour[..., :1]).all():
