@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -212,3 +213,42 @@ def test_agreement_problems(tmp_path):
     assert len(scan.problems) == len(expected), scan.problems
     for pattern in expected:
         assert any(re.search(pattern, p) for p in scan.problems), (pattern, scan.problems)
+
+
+def test_dataset_json_errors(tmp_path):
+    root = rater_dataset(tmp_path / "d")
+    (root / "dataset.json").write_text("{not json")
+    with pytest.raises(SoftsegError, match=r"dataset.json: cannot read as JSON .*; fix or remove the file"):
+        load_dataset(root)
+    (root / "dataset.json").write_text("[1, 2]")
+    with pytest.raises(SoftsegError, match=r"dataset.json: expected a JSON object, found list"):
+        load_dataset(root)
+    (root / "dataset.json").write_text('{"raters": 3}')
+    with pytest.raises(SoftsegError, match=r"dataset.json: unknown key\(s\) raters; expected some of layout, n_raters, name, tasks"):
+        load_dataset(root)
+    (root / "dataset.json").write_text('{"tasks": "cell"}')
+    with pytest.raises(SoftsegError, match=r"dataset.json: \"tasks\" must be a non-empty list of names, found 'cell'"):
+        load_dataset(root)
+    (root / "dataset.json").write_text('{"layout": "raters"}')
+    assert load_dataset(root).layout == "raters"
+    with pytest.raises(SoftsegError, match=r"d: splits apply to the QUBIQ layout only, this is 'raters'"):
+        load_dataset(root, splits=("Training",))
+
+
+def test_two_files_for_one_case_name(tmp_path):
+    root = rater_dataset(tmp_path / "d", cases=("a",))
+    nib.save(nib.Nifti1Image(np.zeros((9, 8), np.float32), np.eye(4)), str(root / "images" / "a.nii.gz"))
+    with pytest.raises(DatasetError, match=r"images/a.png: expected one file named a, found also a.nii.gz"):
+        load_dataset(root)
+
+
+def test_agreement_case_as_file_and_folder(tmp_path):
+    full = np.full((4, 5), 255, np.uint8)
+    root = agreement_dataset(tmp_path / "agr", {"c1": {"t1": full}})
+    png(root / "agreement" / "c1.png", full)
+    with pytest.raises(DatasetError, match=r"agreement/c1: expected either c1.<ext> or c1/, found both"):
+        load_dataset(root, n_raters=2)
+    (root / "agreement" / "c1.png").unlink()
+    shutil.rmtree(root / "images")
+    with pytest.raises(SoftsegError, match=r"the agreement-map layout needs folders images/, agreement/; found no images/"):
+        load_dataset(root, layout="agreement", n_raters=2)

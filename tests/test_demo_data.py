@@ -90,3 +90,9 @@ def test_refuses_non_empty_out_and_bad_arguments(tmp_path):
         write_demo_dataset(tmp_path / "p", size=8)
     with pytest.raises(SoftsegError, match=r"demo data needs at least 1 training case\(s\), got 0"):
         write_demo_dataset(tmp_path / "p", n_train=0)
+
+
+def test_out_must_be_a_folder(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SoftsegError, match=r"file: expected an output folder, found a file; choose another OUT"):
+        write_demo_dataset(tmp_path / "file", size=16, n_train=1, n_val=0, n_test=0)

@@ -279,3 +279,15 @@ def test_palette_png_mask_reads_indices_and_palette_image_reads_colours(tmp_path
     assert image.shape == (3, 2, 2) and geometry.png_mode == "RGB"
     np.testing.assert_array_equal(image[0], indices * 255)
     np.testing.assert_array_equal(image[1], 0)
+
+
+def test_shapes_that_are_not_images_or_maps(tmp_path):
+    path = save_nifti(tmp_path / "line.nii.gz", np.zeros((5,), np.float32))
+    with pytest.raises(SoftsegError, match=r"line.nii.gz: expected a 2D or 3D image \(optionally with a last channel axis\), found an array of shape \(5,\)"):
+        io.read_image(path)
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(SoftsegError, match=r"rgb.png: expected a grey probability map, found PNG mode RGB with shape \(2, 2, 3\)"):
+        io.read_probability(tmp_path / "rgb.png")
+    geometry = io.read_image(tmp_path / "rgb.png")[2]
+    with pytest.raises(SoftsegError, match=r"p.png: PNG maps must be 2D, got shape \(2, 2, 3\)"):
+        io.write_map(tmp_path / "p.png", np.zeros((2, 2, 3)), geometry)
