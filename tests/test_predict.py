@@ -182,7 +182,31 @@ def test_qubiq_submission_layout(runs, tmp_path):
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == [
         "kidney/case01/task01.nii.gz", "kidney/case01/task02.nii.gz",
-        "kidney/case02/task01.nii.gz", "kidney/case02/task02.nii.gz", "predictions.json",
+        "kidney/case02/task01.nii.gz", "kidney/case02/task02.nii.gz",
+        "predictions-kidney-task01-task02.json",
+    ]
+    before = (out / "kidney" / "case01" / "task01.nii.gz").read_bytes()
+    with pytest.raises(SoftsegError, match=r"case01/task01.nii.gz: already exists \(4 of the "
+                       r"submission files would be replaced\)"):
+        predict([runs / "seeds"], data, out, qubiq=True, progress=False)
+    assert (out / "kidney" / "case01" / "task01.nii.gz").read_bytes() == before
+
+
+def test_qubiq_submission_collects_runs_of_several_tasks(runs, tmp_path):
+    # brain-tumor style: one run per task fills one submission; the split folder is given
+    data = qubiq_testing(tmp_path / "brain-tumor", shapes=((32, 32),))
+    rgba = np.random.default_rng(9).random((32, 32, 4)).astype(np.float32)
+    write_nifti(tmp_path / "brain-tumor" / "Testing" / "case01" / "image.nii.gz", rgba)
+    out = tmp_path / "submission"
+    predict([runs / "rgba"], data / "Testing", out, qubiq=True, progress=False)
+    single = runs / "single"
+    if not single.exists():
+        make_run(single / "seed0", in_channels=4, tasks=("task02",), seed=4)
+    predict([single], data / "Testing", out, qubiq=True, progress=False)
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == [
+        "brain-tumor/case01/task01.nii.gz", "brain-tumor/case01/task02.nii.gz",
+        "predictions-brain-tumor-task01.json", "predictions-brain-tumor-task02.json",
     ]
 
 

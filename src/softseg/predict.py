@@ -9,7 +9,8 @@ One probability map per case and task is written beside nothing else the user ow
     OUT/predictions.json                   runs, input, thresholds, cases, version
 
 With ``qubiq=True`` the QUBIQ submission layout ``OUT/<dataset>/<case_id>/<task>.nii.gz`` is
-written instead (probability maps only). Several runs (seeds) are averaged by
+written instead (probability maps only), with ``OUT/predictions-<dataset>-<tasks>.json``
+beside it; several calls (one run per task or dataset) may fill one submission folder. Several runs (seeds) are averaged by
 :func:`softseg.inference.predict_images`, which also normalises, pads to a multiple of 32 and
 crops back. Files are written atomically by :mod:`softseg.io` on a background thread while
 the next batch is computed.
@@ -338,8 +339,9 @@ def predict(
     See the module docstring for the layout. ``masks``: thresholds in (0, 1] for binary
     masks ``p >= t``; the operating threshold stored in the run(s) by ``softseg threshold`` is
     added unless ``use_run_threshold`` is False. ``qubiq``: the QUBIQ submission layout
-    (NIfTI input, probability maps only). Refuses a non-empty ``out_dir`` unless ``overwrite``.
-    Returns the path of ``predictions.json``.
+    (NIfTI input, probability maps only). Refuses a non-empty ``out_dir`` (with ``qubiq``:
+    any submission file it would replace) unless ``overwrite``. Returns the path of the
+    summary JSON.
     """
     out_dir = Path(out_dir)
     masks = check_thresholds(masks)
@@ -348,7 +350,8 @@ def predict(
             "--qubiq writes a submission (probability maps only); drop --std/--masks, or "
             "predict again without --qubiq into another folder for those"
         )
-    _check_out_dir(out_dir, overwrite)
+    if not qubiq:
+        _check_out_dir(out_dir, overwrite)
     run_set = resolve_runs(runs)
     dataset = load_input(input_path, layout=layout, split=split)
     if qubiq:
@@ -361,6 +364,21 @@ def predict(
     loaded = load_models(run_set.run_dirs, device=device, checkpoint=checkpoint)
     tasks = loaded[0].tasks
     check_channels(dataset.cases, loaded[0].config.in_channels, loaded[0].run_dir)
+    submission = submission_name(dataset) if qubiq else None
+    if qubiq and not overwrite:
+        # One submission folder collects several runs (one per task or dataset): refuse only
+        # the files this call would replace, and before any prediction is made.
+        taken = [
+            out_dir / submission / case.case_id / f"{task}.nii.gz"
+            for case in dataset.cases
+            for task in tasks
+            if (out_dir / submission / case.case_id / f"{task}.nii.gz").exists()
+        ]
+        if taken:
+            raise SoftsegError(
+                f"{taken[0]}: already exists ({len(taken)} of the submission files would be "
+                "replaced); choose another --out or pass --overwrite"
+            )
     stored = run_set.threshold if use_run_threshold and not qubiq else None
     per_task = mask_thresholds(tasks, masks, stored)
 
@@ -370,7 +388,7 @@ def predict(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="softseg-write") as writer:
         pending: list[Future] = []
         for case, prob in predict_cases(loaded, dataset.cases, batch_size, progress):
-            folder = f"{dataset.name}/{case.case_id}" if qubiq else None
+            folder = f"{submission}/{case.case_id}" if qubiq else None
             outputs = case_outputs(case, prob, tasks, std=std, thresholds=per_task, folder=folder)
             for relative, array in outputs:
                 pending.append(
@@ -405,6 +423,20 @@ def predict(
         },
         "files": written,
     }
-    path = out_dir / PREDICTIONS_FILE
+    if qubiq:
+        # beside the submission folder, not in it; one per dataset and task set
+        path = out_dir / f"predictions-{submission}-{'-'.join(tasks)}.json"
+    else:
+        path = out_dir / PREDICTIONS_FILE
     write_json_atomic(path, summary)
     return path
+
+
+def submission_name(dataset: Dataset) -> str:
+    """The dataset's folder name in a QUBIQ submission (``brain-growth``), also when the
+    split folder itself (``brain-growth/Testing``) was given."""
+    from softseg.datasets import QUBIQ_SPLITS
+
+    if dataset.name in QUBIQ_SPLITS:
+        return Path(dataset.root).resolve().parent.name
+    return dataset.name
