@@ -252,7 +252,8 @@ def test_threshold_levels_by_hand():
 def test_figure2_colours_false_positives_red_and_false_negatives_green():
     soft = np.array([[0.0, 1 / 3, 2 / 3, 1.0], [0.0, 0.0, 0.7, 1.0]], dtype=np.float32)
     prob = np.array([[0.45, 0.45, 0.05, 0.95], [0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
-    example = Example("c9", "task01", "best", 0.9, np.zeros((2, 4, 3), np.uint8), soft, prob, {}, "")
+    example = Example("c9", "task01", "best", 0.9, np.zeros((2, 4, 3), np.uint8), soft, prob,
+                      {}, "")
     figure = threshold_grid(example)
     axes = np.array(figure.axes[:20]).reshape(2, 10)
     t4 = axes[:, 4]  # t = 0.4: label = soft >= 0.4 -> [0, 0, 1, 1]; prediction [1, 1, 0, 1]
@@ -264,9 +265,10 @@ def test_figure2_colours_false_positives_red_and_false_negatives_green():
     np.testing.assert_allclose(bottom[0], expected)
     np.testing.assert_allclose(bottom[1], [(0, 0, 0), (0, 0, 0), FALSE_NEGATIVE, FALSE_NEGATIVE])
     # t = 0.7: soft 2/3 < 0.7; t = 0.3: soft 1/3 >= 0.3 (k/A ties compare in float32)
-    np.testing.assert_array_equal(np.asarray(axes[0, 7].images[0].get_array())[0, :, 0], [0, 0, 0, 1])
-    np.testing.assert_array_equal(np.asarray(axes[0, 3].images[0].get_array())[0, :, 0], [0, 1, 1, 1])
-    np.testing.assert_array_equal(np.asarray(axes[0, 7].images[0].get_array())[1, :, 0], [0, 0, 1, 1])
+    label_at = lambda column: np.asarray(axes[0, column].images[0].get_array())[..., 0]
+    np.testing.assert_array_equal(label_at(7)[0], [0, 0, 0, 1])
+    np.testing.assert_array_equal(label_at(3)[0], [0, 1, 1, 1])
+    np.testing.assert_array_equal(label_at(7)[1], [0, 0, 1, 1])  # float32 0.7 >= 0.7
 
 
 def test_volume_example_shows_the_slice_with_most_label_and_orients_nifti():
@@ -291,7 +293,8 @@ def test_volume_example_shows_the_slice_with_most_label_and_orients_nifti():
     full = np.flipud(soft[..., 3].T)
     rows, cols = np.nonzero(example.soft)
     assert np.ptp(cols) + 1 == 6 and np.ptp(rows) + 1 == 5
-    r0, r1, c0, c1 = map(int, re.search(r"rows (\d+)–(\d+), columns (\d+)–(\d+)", example.note).groups())
+    crop = re.search(r"rows (\d+)–(\d+), columns (\d+)–(\d+)", example.note)
+    r0, r1, c0, c1 = map(int, crop.groups())
     np.testing.assert_array_equal(example.soft, full[r0:r1 + 1, c0:c1 + 1])
     np.testing.assert_array_equal(example.prob, np.flipud(prob[..., 3].T)[r0:r1 + 1, c0:c1 + 1])
     assert example.image.shape == example.soft.shape + (3,)
@@ -462,3 +465,21 @@ def test_report_of_a_real_evaluation(tmp_path):
         shown = json.loads(blob)
         expected = [float(r["precision"]) for r in rows if r["case"] == case]
         np.testing.assert_allclose(shown["precision"], expected, rtol=0, atol=0)
+
+
+def test_training_curves_skip_epochs_without_validation(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "history.csv").write_text("epoch,train_loss,val_loss,val_qubiq,lr,seconds\n"
+                                     "1,0.5,,,0.01,1\n2,0.4,0.45,0.6,0.005,1\n3,0.3,,,0.001,1\n"
+                                     "4,0.2,0.25,0.7,0.0001,1\n")
+    from softseg._report_figures import training_curves
+    from softseg._report_inputs import read_history
+
+    loss, score, rate = training_curves(read_history(run), "run").axes[:3]
+    train, val = loss.get_lines()
+    np.testing.assert_array_equal(train.get_xdata(), [1, 2, 3, 4])
+    np.testing.assert_array_equal(val.get_xdata(), [2, 4])
+    np.testing.assert_array_equal(val.get_ydata(), [0.45, 0.25])
+    np.testing.assert_array_equal(score.get_lines()[0].get_ydata(), [0.6, 0.7])
+    assert rate.get_yscale() == "log"

@@ -59,7 +59,8 @@ canvas.pr-plot { width: 280px; height: 170px; border: 1px solid var(--line); bor
 .legend span { display: inline-block; width: 12px; height: 12px; border-radius: 2px;
                vertical-align: -1px; margin: 0 4px 0 10px; }
 img.source { display: none; }
-footer { color: var(--muted); font-size: 12px; padding: 20px 40px; border-top: 1px solid var(--line); }
+footer { color: var(--muted); font-size: 12px; padding: 20px 40px;
+         border-top: 1px solid var(--line); }
 """
 
 JS = r"""
@@ -101,13 +102,18 @@ JS = r"""
         for (var x = 0; x < w; x++) {
           var i = 4 * (y * w + x), p = pred(x, y), colour = null;
           var r = base[i], g = base[i + 1], b = base[i + 2];
-          if (p) { r = 0.6 * r + 0.4 * FILL[0]; g = 0.6 * g + 0.4 * FILL[1]; b = 0.6 * b + 0.4 * FILL[2]; }
+          if (p) {
+            r = 0.6 * r + 0.4 * FILL[0]; g = 0.6 * g + 0.4 * FILL[1]; b = 0.6 * b + 0.4 * FILL[2];
+          }
           // contour: a pixel whose 4-neighbourhood crosses the mask's edge (2 px wide)
           var edge = (x > 0 && pred(x - 1, y) !== p) || (x < w - 1 && pred(x + 1, y) !== p) ||
                      (y > 0 && pred(x, y - 1) !== p) || (y < h - 1 && pred(x, y + 1) !== p);
           if (edge) colour = EDGE;
-          if (withLabel && lab(x, y) && ((x === 0 || !lab(x - 1, y)) || (x === w - 1 || !lab(x + 1, y)) ||
-              (y === 0 || !lab(x, y - 1)) || (y === h - 1 || !lab(x, y + 1)))) colour = LABEL;
+          // the soft label's contour: its own border pixels (1 px, inside the label)
+          if (withLabel && lab(x, y) && (x === 0 || !lab(x - 1, y) || x === w - 1 ||
+              !lab(x + 1, y) || y === 0 || !lab(x, y - 1) || y === h - 1 || !lab(x, y + 1))) {
+            colour = LABEL;
+          }
           if (colour) { r = colour[0]; g = colour[1]; b = colour[2]; }
           o[i] = r; o[i + 1] = g; o[i + 2] = b; o[i + 3] = 255;
         }

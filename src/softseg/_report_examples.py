@@ -108,7 +108,8 @@ def load_examples(evaluation: Evaluation, n_cases: int) -> list[Example]:
             if case is None or not case.is_labelled(task):
                 raise SoftsegError(
                     f"{data}: expected labelled case {case_id!r} for task {task!r} "
-                    f"(cases.csv lists it), found {'no such case' if case is None else 'no label'}; "
+                    f"(cases.csv lists it), found "
+                    f"{'no such case' if case is None else 'no label'}; "
                     "evaluate again against this data folder, or pass --cases 0"
                 )
             prob, _ = io.read_probability(prediction_path(predictions, case_id, task))

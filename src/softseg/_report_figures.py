@@ -97,7 +97,7 @@ def reliability_data(calibration: Mapping[str, Any]) -> dict[str, np.ndarray] | 
                                   dtype=float)
     if "observed" not in data:
         return None
-    if "confidence" not in data and "edges" in data and len(data["edges"]) == len(data["observed"]) + 1:
+    if "confidence" not in data and len(data.get("edges", ())) == len(data["observed"]) + 1:
         data["confidence"] = (data["edges"][:-1] + data["edges"][1:]) / 2  # bin centres
     if "confidence" not in data or len(data["confidence"]) != len(data["observed"]):
         return None
@@ -146,14 +146,20 @@ def training_curves(history: Table, run_name: str) -> Figure:
     """Loss (train and validation), validation QUBIQ score and learning rate per epoch."""
     figure = Figure(figsize=(12, 3.6))
     loss, score, rate = figure.subplots(1, 3)
-    epoch = history["epoch"]
-    loss.plot(epoch, history["train_loss"], color=COLOURS["dice"], lw=2, label="train")
-    loss.plot(epoch, history["val_loss"], color=COLOURS["precision"], lw=2, label="validation")
+
+    def series(axes, column, colour, label=None):
+        # validation may run every few epochs: empty cells are left out, not drawn as gaps
+        keep = np.isfinite(history[column])
+        axes.plot(history["epoch"][keep], history[column][keep], "o-", color=colour, lw=2,
+                  ms=3, label=label)
+
+    series(loss, "train_loss", COLOURS["dice"], "train")
+    series(loss, "val_loss", COLOURS["precision"], "validation")
     loss.set_title("loss (BCE against soft labels)")
     loss.legend(frameon=False, fontsize=8)
-    score.plot(epoch, history["val_qubiq"], color=COLOURS["recall"], lw=2)
+    series(score, "val_qubiq", COLOURS["recall"])
     score.set_title("validation QUBIQ score")
-    rate.plot(epoch, history["lr"], color="#555555", lw=2)
+    series(rate, "lr", "#555555")
     if np.all(history["lr"][np.isfinite(history["lr"])] > 0):
         rate.set_yscale("log")
     rate.set_title("learning rate")

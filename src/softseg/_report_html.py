@@ -65,7 +65,8 @@ def headline(evaluation: Evaluation) -> str:
             f'<div class="label">{esc(label)}</div></div>'
             for label, v in stats
         )
-        cards.append(f'<div class="card"><h3>{esc(task)}</h3><div class="stats">{cells}</div></div>')
+        cards.append(f'<div class="card"><h3>{esc(task)}</h3>'
+                     f'<div class="stats">{cells}</div></div>')
     return f'<div class="cards">{"".join(cards)}</div>'
 
 

@@ -129,8 +129,8 @@ def _calibration_section(evaluation, pngs: dict[str, bytes]) -> str:
         name = _save(pngs, f"reliability_{task}.png",
                      figures.reliability_diagram(task, data, ece, brier))
         bins = calibration.get("n_bins", len(data["observed"]))
-        scores = ", ".join(f"{label} {value:.4f}" for label, value in (("ECE", ece), ("Brier", brier))
-                           if finite(value))
+        scores = ", ".join(f"{label} {value:.4f}" for label, value
+                           in (("ECE", ece), ("Brier", brier)) if finite(value))
         items.append(markup.figure(
             pngs[name], f"{task}: reliability diagram",
             f"{bins} bins of predicted probability, as summary.json gives them; a calibrated model "
