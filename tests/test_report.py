@@ -483,3 +483,34 @@ def test_training_curves_skip_epochs_without_validation(tmp_path):
     np.testing.assert_array_equal(val.get_ydata(), [0.45, 0.25])
     np.testing.assert_array_equal(score.get_lines()[0].get_ydata(), [0.6, 0.7])
     assert rate.get_yscale() == "log"
+
+
+def test_report_of_multichannel_nifti_in_the_qubiq_submission_layout(tmp_path):
+    """NIfTI images with 4 channels, 2 tasks, predictions in <dataset>/<case>/<task>.nii.gz."""
+    import nibabel as nib
+
+    from softseg.datasets import load_dataset
+    from softseg.demo_data import write_demo_dataset
+    from softseg.evaluate import evaluate
+    from softseg.labels import soft_label
+
+    data = write_demo_dataset(tmp_path / "demo", size=32, n_train=1, n_val=1, n_test=0)
+    data = data / "demo-multichannel"
+    dataset = load_dataset(data)
+    predictions = tmp_path / "pred"
+    for case in dataset.cases:
+        for task in dataset.tasks:
+            prob = np.clip(soft_label(case, task) * 0.8 + 0.1, 0, 1).astype(np.float32)
+            folder = predictions / dataset.name / case.case_id
+            folder.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(prob, case.geometry.affine), folder / f"{task}.nii.gz")
+    eval_dir = evaluate(predictions, data, tmp_path / "eval", progress=False)
+    out = report.build_report(eval_dir, tmp_path / "r.html", n_cases=1)
+    page = out.read_text()
+    assert re.findall(r'class="viewer" id="viewer-\d" data-case="\w+" data-task="(\w+)"',
+                      page) == ["task01", "task02"]
+    assert page.count("channel 0 of 4") == 2
+    names = sorted(p.name for p in (tmp_path / "r_files").iterdir())
+    assert [n for n in names if n.startswith("curves")] == ["curves_task01.png",
+                                                            "curves_task02.png"]
+    assert len([n for n in names if n.startswith("figure2")]) == 2
