@@ -75,14 +75,21 @@ def test_hd95_matches_monai(name, a, b, spacing):
         assert ours == pytest.approx(monai_hd95(a, b, spacing=step), abs=1e-3)
 
 
+@pytest.mark.parametrize("radius", [0.0, 1.0, 3.0])
 @pytest.mark.parametrize("fraction", [0.0, np.inf])
-def test_hd95_tree_and_transform_paths_agree_with_monai(monkeypatch, fraction):
+def test_hd95_every_distance_path_agrees_with_monai(monkeypatch, radius, fraction):
+    # radius: how far the shell search goes before the far-distance fallback (0: none);
+    # fraction 0 forces the distance transform for far pixels, inf the k-d tree.
+    monkeypatch.setattr(_surface, "_SHELL_RADIUS", radius)
     monkeypatch.setattr(_surface, "_TREE_MAX_BORDER_FRACTION", fraction)
     rng = np.random.default_rng(5)
-    for _ in range(4):
+    for i in range(4):
         a, b = blob_masks(rng, (20, 30, 16), 2, level=0.3)
+        if i == 3:
+            b = np.roll(b, 7, axis=0)  # far apart: the percentile lies beyond the shells
         spacing = (0.7, 1.3, 3.0)
         assert metrics.hd95(a, b, spacing) == pytest.approx(monai_hd95(a, b, spacing), abs=1e-3)
+        assert metrics.hd95(a, b) == pytest.approx(monai_hd95(a, b), abs=1e-3)
 
 
 def test_hd95_empty_masks_where_monai_is_not_defined():
