@@ -68,7 +68,6 @@ class TrainConfig:
     device: str = "auto"
     val_every: int = 1
     best_metric: str = "qubiq"
-    num_workers: int = 0
     preset: str | None = None
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -174,7 +173,6 @@ def validate(config: TrainConfig) -> None:
     check(0 <= c.vflip <= 1, f"vflip: expected a probability in [0, 1], found {c.vflip}")
     check(0 <= c.val_fraction < 1, f"val_fraction: expected a fraction in [0, 1), found {c.val_fraction}")
     check(c.val_every >= 1, f"val_every: expected >= 1, found {c.val_every}")
-    check(c.num_workers >= 0, f"num_workers: expected >= 0, found {c.num_workers}")
     check(c.in_channels >= 0, f"in_channels: expected >= 0, found {c.in_channels}")
     check(
         len(c.decoder_channels) == 5 and all(ch >= 1 for ch in c.decoder_channels),

@@ -1,0 +1,99 @@
+"""``softseg train``: argument parsing only; the work is :func:`softseg.train.train_run`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from pathlib import Path
+
+from softseg.config import BEST_METRICS, LABEL_MODES, PRECISIONS, PRESETS
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train the soft-label U-Net (the paper's procedure) into a run folder",
+        description=(
+            "Train on a dataset folder (QUBIQ, rater folders or agreement maps). Settings: the "
+            "paper's defaults <- --preset <- --config FILE <- options below. One run folder per "
+            "seed: OUT/seed0, OUT/seed1, ... Multi-GPU / multi-node: launch with "
+            "'torchrun --nproc_per_node=N -m softseg train ...'. See docs/training.md."
+        ),
+    )
+    p.add_argument("data", type=Path, help="dataset folder (one QUBIQ dataset, e.g. .../brain-growth)")
+    p.add_argument("--out", type=Path, required=True, help="output folder; runs go to OUT/seedN")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="the paper's settings for a QUBIQ task")
+    p.add_argument("--config", type=Path, help="YAML file of settings (TrainConfig field names)")
+    p.add_argument("--layout", default="auto", help="dataset layout: auto, qubiq, raters, agreement")
+    p.add_argument("--tasks", nargs="+", help="tasks to train (default: all, or the preset's)")
+    p.add_argument("--seeds", nargs="+", type=int, help="one run per seed (default: the config's seed, 0)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="images per step before the growing batch (8)")
+    p.add_argument("--aug-copies", type=int, help="augmented copies per image per step (3)")
+    p.add_argument("--crop-size", type=int, help="training crop, a multiple of 32")
+    p.add_argument("--resize", type=int, help="resize every image and label to N x N first (undone on output)")
+    p.add_argument("--lr", type=float, help="initial learning rate (1e-2)")
+    p.add_argument("--lr-min", type=float, help="final learning rate of the cosine schedule (1e-4)")
+    p.add_argument("--vflip", type=float, help="vertical flip probability (0.5; 0 for kidney)")
+    p.add_argument("--label-mode", choices=LABEL_MODES, help="soft (default), majority or random_rater")
+    p.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 on a CPU with bf16, AMP on GPU")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--val-every", type=int, help="validate every N epochs (and after the last)")
+    p.add_argument("--val-fraction", type=float, help="held-out fraction for data without a split (0.2)")
+    p.add_argument("--best-metric", choices=BEST_METRICS, help="choose best.pt by QUBIQ score or loss")
+    p.add_argument("--encoder-weights", help="imagenet, none, or a state_dict file of the encoder")
+    p.add_argument("--val-ids", nargs="+", help="explicit validation case ids (the rest train)")
+    p.add_argument("--resume", action="store_true", help="continue stopped runs from last.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace existing run folders")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_train)
+
+
+_OVERRIDES = (
+    "tasks", "epochs", "batch_size", "aug_copies", "crop_size", "resize", "lr", "lr_min", "vflip",
+    "label_mode", "precision", "device", "val_every", "val_fraction", "best_metric", "encoder_weights",
+)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from softseg.config import resolve_config
+    from softseg.datasets import load_dataset
+    from softseg.errors import SoftsegError
+    from softseg.train import split_ids, train_run
+
+    overrides = {name: getattr(args, name) for name in _OVERRIDES}
+    config = resolve_config(args.preset, args.config, overrides)
+    tasks = config.tasks or None
+    dataset = load_dataset(args.data, layout=args.layout, tasks=tasks)
+    if args.val_ids:
+        known = {c.case_id for c in dataset.cases}
+        unknown = [i for i in args.val_ids if i not in known]
+        if unknown:
+            raise SoftsegError(f"--val-ids: no case(s) {', '.join(unknown)} in {args.data}")
+        val_ids = list(args.val_ids)
+        train_ids = [c.case_id for c in dataset.cases if c.case_id not in set(val_ids) and c.split != "Testing"]
+    else:
+        # The same split for every seed (seeded by 0), so seeds differ only in training.
+        train_ids, val_ids = split_ids(dataset, config.val_fraction, seed=0)
+    main = int(os.environ.get("RANK", "0")) == 0
+    for seed in args.seeds or [config.seed]:
+        run_dir = train_run(
+            config.replace(seed=seed), dataset, args.out / f"seed{seed}", train_ids, val_ids,
+            resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+        )
+        if main:
+            print(f"{run_dir}: {_summary(run_dir / 'history.csv')}")
+    return 0
+
+
+def _summary(history: Path) -> str:
+    rows = list(csv.DictReader(history.open()))
+    last = rows[-1]
+    scored = [r for r in rows if r["val_qubiq"]]
+    text = f"{last['epoch']} epochs, train loss {float(last['train_loss']):.4f}"
+    if scored:
+        best = max(scored, key=lambda r: float(r["val_qubiq"]))
+        text += (f", last val QUBIQ {float(scored[-1]['val_qubiq']):.4f}, best {float(best['val_qubiq']):.4f}"
+                 f" (epoch {best['epoch']})")
+    return text

@@ -1,0 +1,301 @@
+"""train: loss, schedule, growing batch in the step, run folder, resume, refusal, CLI."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from softseg import _train_loop
+from softseg._train_data import prepare, sample_batch, split_ids
+from softseg.config import TrainConfig
+from softseg.datasets import Case, Dataset, Geometry
+from softseg.errors import DatasetError, SoftsegError
+from softseg.inference import predict_images
+from softseg.model import load_run
+from softseg.train import lr_at, soft_cross_entropy, train_run
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny convolutions gain nothing from a second thread, and on a shared 2-core machine
+    # OpenMP spin-waiting makes them several times slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY = TrainConfig(epochs=2, batch_size=4, crop_size=32, encoder_weights="none", precision="fp32")
+
+
+def make_dataset(n=6, size=40, seed=0, splits=None, channels=1):
+    """Discs seen by 3 raters (radius -2, 0, +2) on a noisy image; built in memory."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    cases = []
+    for i in range(n):
+        c, r = rng.uniform(size * 0.3, size * 0.7, 2), rng.uniform(size * 0.12, size * 0.25)
+        masks = np.stack([np.hypot(yy - c[0], xx - c[1]) < r + d for d in (-2, 0, 2)])
+        image = np.stack([masks[1] * 1.0 + rng.normal(0, 0.3, (size, size))] * channels).astype(np.float32)
+        cases.append(Case(
+            f"case{i:02d}", image, (1.0, 1.0), Geometry("png", (size, size)), Path(f"case{i:02d}.png"),
+            masks={"task01": masks}, raters={"task01": ("a", "b", "c")}, n_raters={"task01": 3},
+            split=None if splits is None else splits[i],
+        ))
+    return Dataset(Path("/nonexistent/mem"), "mem", "raters", ("task01",), tuple(cases))
+
+
+def ids(ds, sl):
+    return [c.case_id for c in ds.cases[sl]]
+
+
+def history(run):
+    return list(csv.DictReader((run / "history.csv").open()))
+
+
+# ---------------------------------------------------------------------------- loss, schedule
+
+
+@pytest.mark.parametrize("g", [0.0, 0.2, 1 / 3, 0.5, 0.9, 1.0])
+def test_soft_cross_entropy_is_minimal_at_p_equal_g(g):
+    p = torch.linspace(0.001, 0.999, 999)
+    logits = torch.logit(p).reshape(1, 1, 1, -1)
+    target = torch.full_like(logits, g)
+    per_pixel = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    best = p[per_pixel.flatten().argmin()].item()
+    assert best == pytest.approx(min(max(g, 0.001), 0.999), abs=1e-3)
+    # the gradient wrt the logit is p - g: zero exactly at p = g
+    if 0 < g < 1:
+        z = torch.logit(torch.tensor([[[[g]]]], dtype=torch.float64)).requires_grad_()
+        soft_cross_entropy(z, torch.tensor([[[[g]]]], dtype=torch.float64)).backward()
+        assert abs(z.grad.item()) < 1e-6
+
+
+def test_soft_dice_would_not_be_minimal_at_g():
+    # why the paper uses cross-entropy: soft Dice against g = 0.5 is minimised at p = 1
+    p = torch.linspace(0.001, 0.999, 999)
+    dice_loss = 1 - 2 * p * 0.5 / (p + 0.5)
+    assert p[dice_loss.argmin()].item() > 0.99
+
+
+def test_soft_cross_entropy_hand_value_and_fp32_under_bf16():
+    logits = torch.zeros(1, 1, 2, 2, dtype=torch.bfloat16)
+    target = torch.tensor([0.0, 0.25, 0.5, 1.0]).reshape(1, 1, 2, 2)
+    loss = soft_cross_entropy(logits, target)
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(np.log(2), abs=1e-6)
+
+
+def test_cosine_schedule_endpoints():
+    total = 150 * 5
+    assert lr_at(0, total, 1e-2, 1e-4) == pytest.approx(1e-2)
+    assert lr_at(total - 1, total, 1e-2, 1e-4) == pytest.approx(1e-4)
+    assert lr_at((total - 1) / 2, total, 1e-2, 1e-4) == pytest.approx((1e-2 + 1e-4) / 2)
+    values = [lr_at(s, total, 1e-2, 1e-4) for s in range(total)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+# ---------------------------------------------------------------------------- data and steps
+
+
+def test_step_uses_the_growing_batch_and_the_schedule(tmp_path, monkeypatch):
+    seen = []
+    original = _train_loop.growing_batch
+
+    def spy(images, labels, copies, settings, generator):
+        out = original(images, labels, copies, settings, generator)
+        seen.append((tuple(images.shape), tuple(out[0].shape), tuple(out[1].shape)))
+        return out
+
+    lrs = []
+    original_step = torch.optim.Adam.step
+
+    def recording_step(self, *a, **k):
+        lrs.append(self.param_groups[0]["lr"])
+        return original_step(self, *a, **k)
+
+    monkeypatch.setattr(_train_loop, "growing_batch", spy)
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    ds = make_dataset(16, size=32)
+    train_run(TINY.replace(batch_size=8, epochs=1), ds, tmp_path / "r", ids(ds, slice(None)), [], progress=False)
+    assert seen == [((8, 1, 32, 32), (32, 1, 32, 32), (32, 1, 32, 32))] * 2
+    assert lrs == [pytest.approx(1e-2), pytest.approx(1e-4)]
+
+
+def test_label_modes_give_the_documented_targets():
+    ds = make_dataset(2)
+    cases = list(ds.cases)
+    soft = prepare(cases, TINY.replace(tasks=("task01",)))
+    assert set(np.unique(soft.labels[0].numpy())) <= {0.0, 1 / 3, 2 / 3, 1.0} | {np.float32(1 / 3), np.float32(2 / 3)}
+    major = prepare(cases, TINY.replace(tasks=("task01",), label_mode="majority"))
+    expected = (cases[0].masks["task01"].sum(0) >= 2).astype(np.float32)
+    np.testing.assert_array_equal(major.labels[0][0].numpy(), expected)
+    rr = prepare(cases, TINY.replace(tasks=("task01",), label_mode="random_rater"))
+    gen = torch.Generator().manual_seed(0)
+    drawn = set()
+    for _ in range(30):
+        # crop size = image size rounded down, whole masks compared
+        images, labels = sample_batch(rr, [0], 32, gen)
+        full = torch.from_numpy(cases[0].masks["task01"].astype(np.float32))
+        matches = [r for r in range(3) if any(
+            torch.equal(labels[0, 0], full[r, y:y + 32, x:x + 32]) for y in range(9) for x in range(9))]
+        assert matches
+        drawn.update(matches)
+    assert drawn == {0, 1, 2}
+
+
+def test_resize_applies_to_image_and_label_alike():
+    ds = make_dataset(1, size=64)
+    data = prepare(list(ds.cases), TINY.replace(tasks=("task01",), resize=32), validation=True)
+    assert data.images[0].shape == (1, 32, 32) and data.labels[0].shape == (1, 32, 32)
+    assert data.source_labels[0].shape == (1, 64, 64)
+    assert 0 <= data.labels[0].min() and data.labels[0].max() <= 1
+
+
+def test_split_ids_official_random_and_reproducible():
+    ds = make_dataset(6, splits=["Training"] * 4 + ["Validation"] * 2)
+    assert split_ids(ds, 0.2, 0) == (ids(ds, slice(0, 4)), ids(ds, slice(4, 6)))
+    plain = make_dataset(10)
+    train, val = split_ids(plain, 0.2, 0)
+    assert len(val) == 2 and sorted(train + val) == ids(plain, slice(None))
+    assert split_ids(plain, 0.2, 0) == (train, val) and split_ids(plain, 0.2, 1) != (train, val)
+    assert split_ids(plain, 0.0, 0) == (ids(plain, slice(None)), [])
+    with pytest.raises(SoftsegError, match="need at least 2"):
+        split_ids(make_dataset(1), 0.2, 0)
+
+
+# ---------------------------------------------------------------------------- run folder
+
+
+def test_run_folder_holds_everything_and_loads_for_prediction(tmp_path):
+    ds = make_dataset(6)
+    run = train_run(TINY, ds, tmp_path / "seed0", ids(ds, slice(0, 4)), ids(ds, slice(4, 6)), progress=False)
+    config = json.loads((run / "config.json").read_text())
+    assert config["tasks"] == ["task01"] and config["in_channels"] == 1 and config["precision"] == "fp32"
+    split = json.loads((run / "split.json").read_text())
+    assert split["train"] == ids(ds, slice(0, 4)) and split["val"] == ids(ds, slice(4, 6))
+    env = json.loads((run / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["processes"] == 1
+    rows = history(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(0 <= float(r["val_qubiq"]) <= 1 and float(r["val_loss"]) > 0 for r in rows)
+    assert float(rows[-1]["lr"]) == pytest.approx(1e-4)
+    best_epoch = max(rows, key=lambda r: float(r["val_qubiq"]))["epoch"]
+    assert torch.load(run / "checkpoints" / "best.pt", weights_only=False)["epoch"] == int(best_epoch)
+    assert not [p for p in run.rglob("*") if "tmp" in p.name]
+    loaded = load_run(run)
+    (prob,) = predict_images([loaded], [ds.cases[4].image])
+    assert prob.shape == (1, 40, 40) and 0 <= prob.min() and prob.max() <= 1
+
+
+def test_refuses_an_existing_run_and_overwrites_only_when_asked(tmp_path):
+    ds = make_dataset(4)
+    cfg = TINY.replace(epochs=1)
+    run = train_run(cfg, ds, tmp_path / "seed0", ids(ds, slice(0, 3)), ids(ds, slice(3, 4)), progress=False)
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(SoftsegError, match="run folder exists and is not empty; pass --resume.*--overwrite"):
+        train_run(cfg, ds, run, ids(ds, slice(0, 3)), ids(ds, slice(3, 4)), progress=False)
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+    train_run(cfg.replace(seed=5), ds, run, ids(ds, slice(0, 3)), ids(ds, slice(3, 4)), overwrite=True, progress=False)
+    assert json.loads((run / "config.json").read_text())["seed"] == 5
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(SoftsegError, match="not a softseg run folder.*refusing to delete"):
+        train_run(cfg, ds, other, ids(ds, slice(0, 3)), [], overwrite=True, progress=False)
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_resume_continues_to_the_same_result(tmp_path, monkeypatch):
+    ds = make_dataset(6, size=32)
+    cfg = TINY.replace(epochs=3, batch_size=2, aug_copies=1)
+    args = (ids(ds, slice(0, 4)), ids(ds, slice(4, 6)))
+    straight = train_run(cfg, ds, tmp_path / "straight", *args, progress=False)
+
+    calls = {"n": 0}
+    real_epoch = _train_loop.train_epoch
+
+    def stop_after_two(*a, **k):
+        if calls["n"] == 1:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C during epoch 2
+        calls["n"] += 1
+        return real_epoch(*a, **k)
+
+    import softseg.train as train_module
+
+    monkeypatch.setattr(train_module, "train_epoch", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, ds, tmp_path / "stopped", *args, progress=False)
+    assert len(history(tmp_path / "stopped")) == 1
+    monkeypatch.setattr(train_module, "train_epoch", real_epoch)
+    resumed = train_run(cfg, ds, tmp_path / "stopped", *args, resume=True, progress=False)
+
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=False)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
+    for ra, rb in zip(history(straight), history(resumed)):
+        for col in ("epoch", "train_loss", "val_loss", "val_qubiq", "lr"):
+            assert float(ra[col]) == pytest.approx(float(rb[col]), rel=1e-5), col
+    assert len(history(resumed)) == 3
+    # resuming a finished run does nothing
+    train_run(cfg, ds, resumed, *args, resume=True, progress=False)
+    assert len(history(resumed)) == 3
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_3d_cases_are_refused_with_the_case_named(tmp_path):
+    ds = make_dataset(3)
+    volume = ds.cases[1]
+    bad = Case("vol07", np.zeros((1, 8, 40, 40), np.float32), (1.0, 1.0, 1.0), volume.geometry,
+               volume.image_path, masks={"task01": np.zeros((2, 8, 40, 40), bool)},
+               raters={"task01": ("a", "b")}, n_raters={"task01": 2})
+    ds3 = Dataset(ds.root, ds.name, ds.layout, ds.tasks, ds.cases + (bad,))
+    with pytest.raises(DatasetError, match=r"vol07: image shape \(1, 8, 40, 40\).*not 2D.*2D slices"):
+        train_run(TINY, ds3, tmp_path / "r", ["case00", "vol07"], [], progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_data_errors_are_reported_together(tmp_path):
+    ds = make_dataset(3)
+    unlabelled = Case("case09", ds.cases[0].image, (1.0, 1.0), ds.cases[0].geometry, Path("x.png"))
+    ds2 = Dataset(ds.root, ds.name, ds.layout, ds.tasks, ds.cases + (unlabelled,))
+    with pytest.raises(DatasetError, match=r"\(2\)[\s\S]*nope: no such case[\s\S]*case09: no label for task"):
+        train_run(TINY, ds2, tmp_path / "r", ["case00", "nope", "case09"], [], progress=False)
+    with pytest.raises(SoftsegError, match="task\\(s\\) task02 not in this dataset"):
+        train_run(TINY.replace(tasks=("task02",)), ds, tmp_path / "r", ["case00"], [], progress=False)
+    with pytest.raises(SoftsegError, match="crop_size: expected a positive multiple of 32"):
+        train_run(TINY.replace(crop_size=40), ds, tmp_path / "r", ["case00"], [], progress=False)
+    with pytest.raises(SoftsegError, match="no training cases"):
+        train_run(TINY, ds, tmp_path / "r", [], ["case00"], progress=False)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def test_cli_trains_qubiq_layout_with_seeds_and_refuses_reuse(tmp_path, capsys):
+    from softseg.cli import main
+    from softseg.demo_data import write_demo_dataset
+
+    write_demo_dataset(tmp_path / "data", size=40, n_train=3, n_val=1, n_test=1)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("crop_size: 32\nbatch_size: 2\naug_copies: 1\nprecision: fp32\n")
+    argv = ["train", str(tmp_path / "data" / "demo-shapes"), "--out", str(tmp_path / "run"),
+            "--config", str(cfg), "--epochs", "1", "--seeds", "0", "1", "--encoder-weights", "none",
+            "--tasks", "task01", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "seed0: 1 epochs" in out and "seed1: 1 epochs" in out and "val QUBIQ" in out
+    for seed in (0, 1):
+        split = json.loads((tmp_path / "run" / f"seed{seed}" / "split.json").read_text())
+        assert split["layout"] == "qubiq" and split["train"] == ["case01", "case02", "case03"]
+        assert split["val"] == ["case04"]
+        assert json.loads((tmp_path / "run" / f"seed{seed}" / "config.json").read_text())["seed"] == seed
+    assert main(argv) == 2
+    assert "run folder exists" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0
+    assert main(argv[:2] + ["--out", str(tmp_path / "x"), "--crop-size", "40"]) == 2
+    assert "multiple of 32" in capsys.readouterr().err
