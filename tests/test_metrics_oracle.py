@@ -2,8 +2,8 @@
 
 HD95 against MONAI's compute_hausdorff_distance(percentile=95) (border = mask XOR erosion,
 outside background, exact Euclidean with spacing, max of the two directional percentiles),
-within 1e-3 pixel wherever both are defined; Dice / IoU against MONAI and direct NumPy
-to 1e-9; GED against a direct double loop over its definition.
+within 1e-3 pixel wherever both are defined; Dice / IoU / precision / recall against medpy
+and direct NumPy to 1e-9 (and MONAI, which computes in float32, to 1e-6); GED against a direct double loop over its definition.
 """
 
 import itertools
@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from medpy.metric import binary as medpy_binary
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
 from scipy import ndimage
 
@@ -137,6 +138,11 @@ def test_overlap_matches_monai_and_numpy():
         # MONAI computes in float32: agreement to its precision; NumPy in float64: to 1e-9.
         assert metrics.dice(a, b) == pytest.approx(float(compute_dice(pa, pb)[0, 0]), abs=1e-6)
         assert metrics.iou(a, b) == pytest.approx(float(compute_iou(pa, pb)[0, 0]), abs=1e-6)
+        # medpy works in float64: equal to 1e-9
+        assert metrics.dice(a, b) == pytest.approx(medpy_binary.dc(a, b), abs=1e-9)
+        assert metrics.iou(a, b) == pytest.approx(medpy_binary.jc(a, b), abs=1e-9)
+        assert metrics.precision(a, b) == pytest.approx(medpy_binary.precision(a, b), abs=1e-9)
+        assert metrics.recall(a, b) == pytest.approx(medpy_binary.recall(a, b), abs=1e-9)
         assert metrics.dice(a, b) == pytest.approx(2 * tp / (n_a + n_b), abs=1e-9)
         assert metrics.iou(a, b) == pytest.approx(tp / (a | b).sum(), abs=1e-9)
         assert metrics.precision(a, b) == pytest.approx(tp / n_a, abs=1e-9)
