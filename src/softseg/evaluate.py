@@ -342,8 +342,8 @@ def _rows(pred: Prediction, result: dict) -> tuple[list[dict], dict, list[dict]]
         "hd95_undefined": int(np.sum(t2["hd95_status"] == "one_empty")),
     }
     c = result["curves"]
-    curve_rows = [{"case": case, "task": task, "threshold": float(t), "precision": c["precision"][k],
-                   "recall": c["recall"][k], "dice": c["dice"][k]}
+    curve_rows = [{"case": case, "task": task, "threshold": float(t),
+                   "precision": c["precision"][k], "recall": c["recall"][k], "dice": c["dice"][k]}
                   for k, t in enumerate(c["threshold"])]
     return metric_rows, case_row, curve_rows
 
@@ -362,13 +362,15 @@ def tables_markdown(summary: dict) -> str:
     lines = [
         "# Evaluation", "",
         f"Predictions: `{summary['predictions']}` ({summary['predictions_layout']} layout)  ",
-        f"Data: `{summary['data']}` (layout {summary['layout']}, split {summary['split'] or 'all'})",
+        f"Data: `{summary['data']}` (layout {summary['layout']}, "
+        f"split {summary['split'] or 'all'})",
         "",
         "## Table 2: prediction ≥ t against soft label ≥ t, t = 0.1 … 0.9", "",
         "Mean over cases at each threshold, then mean ± std over the 9 thresholds (the "
         "paper's form). HD95 leaves out undefined rows (exactly one mask empty), counted in "
         "the last column.", "",
-        f"| Task | Cases | Dice % | Precision % | Recall % | HD95 px |{mm_head} GT area % | HD95 undefined |",
+        f"| Task | Cases | Dice % | Precision % | Recall % | HD95 px |{mm_head} GT area % "
+        "| HD95 undefined |",
         f"|---|---|---|---|---|---|{mm_rule}---|---|",
     ]
     for task, s in tasks.items():

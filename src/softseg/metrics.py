@@ -175,7 +175,8 @@ def threshold_curves(
         raise SoftsegError(f"thresholds {thresholds}: expected a non-empty increasing 1-D sequence")
     _, _, pred_bins, gt_bins = _quantised(prob, soft, thresholds)
     tp, pred_pos, gt_pos = threshold_counts(pred_bins, gt_bins, len(thresholds))
-    return {**overlap_ratios(tp, pred_pos, gt_pos), "tp": tp, "pred_pos": pred_pos, "gt_pos": gt_pos}
+    ratios = overlap_ratios(tp, pred_pos, gt_pos)
+    return {**ratios, "tp": tp, "pred_pos": pred_pos, "gt_pos": gt_pos}
 
 
 def _calibration_from_bins(
