@@ -119,6 +119,7 @@ def export_onnx(
                 "exported together must share their preprocessing"
             )
     size = first.config.resize or first.config.crop_size
+    size = -(-size // 32) * 32  # the padded size the model sees
     height, width = height or size, width or size
     _check_size("height", height)
     _check_size("width", width)
@@ -182,6 +183,8 @@ def export_onnx(
         "operating_threshold": None if threshold is None else {
             task: entry["threshold"] for task, entry in threshold["tasks"].items()
         },
+        "precision": "float32; softseg predict runs this run with precision "
+                     f"{first.config.precision!r} (bf16/AMP differ from float32 by up to ~1e-2)",
         "example_size": [height, width],
         "verified_max_abs_difference": difference,
     })
