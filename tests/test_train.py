@@ -123,6 +123,15 @@ def test_step_uses_the_growing_batch_and_the_schedule(tmp_path, monkeypatch):
     assert lrs == [pytest.approx(1e-2), pytest.approx(1e-4)]
 
 
+def test_epoch_batches_keep_partial_batches_that_every_process_can_share():
+    from softseg._train_loop import epoch_batches, steps_per_epoch
+
+    assert epoch_batches(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert epoch_batches(list(range(9)), 4, world=2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert epoch_batches(list(range(3)), 8, world=2) == [[0, 1, 2]]
+    assert steps_per_epoch(9, 4) == 3 and steps_per_epoch(9, 4, world=2) == 2
+
+
 def test_label_modes_give_the_documented_targets():
     ds = make_dataset(2)
     cases = list(ds.cases)
@@ -269,7 +278,7 @@ def test_data_errors_are_reported_together(tmp_path):
         train_run(TINY.replace(tasks=("task02",)), ds, tmp_path / "r", ["case00"], [], progress=False)
     with pytest.raises(SoftsegError, match="crop_size: expected a positive multiple of 32"):
         train_run(TINY.replace(crop_size=40), ds, tmp_path / "r", ["case00"], [], progress=False)
-    with pytest.raises(SoftsegError, match="no training cases"):
+    with pytest.raises(SoftsegError, match=r"0 training case\(s\) for 1 process"):
         train_run(TINY, ds, tmp_path / "r", [], ["case00"], progress=False)
 
 

@@ -68,8 +68,17 @@ class LoopState:
         return self.config.precision
 
 
-def steps_per_epoch(n_cases: int, batch_size: int) -> int:
-    return max(1, math.ceil(n_cases / batch_size))
+def epoch_batches(order: list[int], batch_size: int, world: int = 1) -> list[list[int]]:
+    """Consecutive global batches of ``order``; a last partial batch is kept unless it has
+    fewer cases than processes (a process would get none)."""
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < world:
+        batches.pop()
+    return batches
+
+
+def steps_per_epoch(n_cases: int, batch_size: int, world: int = 1) -> int:
+    return max(1, len(epoch_batches(list(range(n_cases)), batch_size, world)))
 
 
 def train_step(state: LoopState, data: TrainData, indices: list[int]) -> float:
@@ -113,7 +122,7 @@ def train_epoch(state: LoopState, data: TrainData, progress: bool = True) -> flo
 
     c = state.config
     order = torch.randperm(len(data.images), generator=state.sampler).tolist()
-    batches = [order[i : i + c.batch_size] for i in range(0, len(order), c.batch_size)]
+    batches = epoch_batches(order, c.batch_size, state.dist.world)
     state.wrapped.train()
     losses = []
     bar = tqdm(

@@ -85,8 +85,11 @@ def train_run(
     _distributed.check_batch(dist, config.batch_size)
     train_cases = select_cases(dataset, list(train_ids), config.tasks, "training")
     val_cases = select_cases(dataset, list(val_ids), config.tasks, "validation")
-    if not train_cases:
-        raise SoftsegError(f"{dataset.root}: no training cases given; check the split / case ids")
+    if len(train_cases) < max(1, dist.world):
+        raise SoftsegError(
+            f"{dataset.root}: {len(train_cases)} training case(s) for {dist.world} process(es); "
+            f"need at least one per process; check the split / case ids"
+        )
     _check_channels(train_cases + val_cases, config)
     if not resume and dist.is_main:
         _claim_run_dir(run_dir, overwrite)
@@ -197,7 +200,7 @@ def _build_state(config: TrainConfig, device, dist, n_train: int, resume: bool) 
         config=config, model=model, wrapped=_distributed.wrap(model, dist, device),
         optimizer=optimizer, scaler=scaler, device=device, dist=dist,
         sampler=torch.Generator().manual_seed(config.seed),
-        steps_per_epoch=steps_per_epoch(n_train, config.batch_size),
+        steps_per_epoch=steps_per_epoch(n_train, config.batch_size, dist.world),
     )
 
 
