@@ -108,13 +108,15 @@ def check_same(ours: dict, theirs: dict, label: str) -> None:
             raise SystemExit(f"{label}: {key} differs: softseg {ours[key]} vs MONAI {value}")
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
+def median_times(first, second, repeats: int) -> tuple[float, float]:
+    """Median wall times of two functions, run alternately so load affects both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, bucket in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,8 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         ours = softseg_case(prob, soft, raters, spacing)  # also warms caches and imports
         theirs = monai_case(prob, soft, raters, spacing)
         check_same(ours, theirs, label)
-        t_ours = median_time(lambda: softseg_case(prob, soft, raters, spacing), repeats)
-        t_monai = median_time(lambda: monai_case(prob, soft, raters, spacing), repeats)
+        t_ours, t_monai = median_times(lambda: softseg_case(prob, soft, raters, spacing),
+                                       lambda: monai_case(prob, soft, raters, spacing), repeats)
         print(f"{label}: identical results (Dice {np.mean(ours['dice']):.4f}, HD95 "
               f"{np.mean(ours['hd95']):.3f}, GED {ours['ged2']:.4f}); softseg "
               f"{t_ours * 1e3:.1f} ms, MONAI {t_monai * 1e3:.1f} ms (median of {repeats})")

@@ -235,3 +235,20 @@ def test_qubiq_matches_direct_definition():
             g = 10 * raters.sum(axis=0) >= k * n_raters
             direct.append(metrics.dice(prob >= np.float32(k / 10), g))
         assert metrics.qubiq_score(prob, soft) == pytest.approx(np.mean(direct), abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [10, 100, 7])
+def test_threshold_bins_fast_path_equals_binary_search(dtype, n):
+    from softseg._overlap import threshold_bins
+
+    thresholds = np.arange(1, n) / n
+    cast = thresholds.astype(dtype)
+    # every threshold and its neighbours a few ulps either side, the ends, k/A ratios
+    near = [np.nextafter(cast, direction) for direction in (0, 2)]
+    steps = [cast] + near + [np.nextafter(near[0], 0), np.nextafter(near[1], 2)]
+    ratios = [np.arange(a + 1) / a for a in (3, 5, 6, 7, 9, 10, 13)]
+    values = np.concatenate(steps + ratios + [np.random.default_rng(0).random(5000)])
+    values = np.clip(values, 0, 1).astype(dtype)
+    expected = np.searchsorted(cast, values, side="right")
+    np.testing.assert_array_equal(threshold_bins(values, thresholds), expected)

@@ -45,32 +45,50 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> No
 
 
 def threshold_bins(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Per pixel, how many thresholds the value reaches (``value >= t``), as uint8.
+    """Per pixel, how many thresholds the value reaches (``value >= t``), as flat uint8.
 
-    ``thresholds`` must be increasing; they are cast to ``values.dtype`` first so that
-    ``k/A`` stored at float32 precision ties with ``t`` stored at the same precision.
+    ``values`` lie in [0, 1]; ``thresholds`` must be increasing (at most 255 of them). They
+    are cast to ``values.dtype`` first so that ``k/A`` stored at float32 precision ties
+    with ``t`` stored at the same precision.
     """
     thr = np.asarray(thresholds).astype(values.dtype)
+    flat = values.ravel()
+    n = thr.size + 1
+    if n <= 256 and np.array_equal(thresholds, np.arange(1, n) / n):
+        # Equal steps j/n: floor(v * n) is the count up to one step of rounding either
+        # way; two look-ups fix it. ~10x faster than a binary search per pixel.
+        bins = np.minimum((flat * flat.dtype.type(n)).astype(np.uint8), n - 1)
+        edges = np.concatenate([[-np.inf], thr, [np.inf]]).astype(values.dtype)
+        bins += flat >= edges[bins + 1]
+        bins -= flat < edges[bins]
+        return bins
     # searchsorted(side="right") counts thresholds <= value, i.e. value >= t, exactly.
-    return np.searchsorted(thr, values.ravel(), side="right").astype(np.uint8)
+    return np.searchsorted(thr, flat, side="right").astype(np.uint8)
 
 
-def threshold_counts(
-    pred_bins: np.ndarray, gt_bins: np.ndarray, n_thresholds: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def joint_histogram(pred_bins: np.ndarray, gt_bins: np.ndarray, n_thresholds: int) -> np.ndarray:
+    """``(n + 1, n + 1)`` int64 counts of pixels per (prediction bin, ground-truth bin)."""
+    n = n_thresholds + 1
+    return np.bincount(pred_bins.astype(np.intp) * n + gt_bins, minlength=n * n).reshape(n, n)
+
+
+def counts_from_joint(joint: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """True positives, predicted positives and true positives per threshold.
 
     Returns ``(tp, pred_pos, gt_pos)``, each ``(n_thresholds,)`` int64, where threshold ``k``
     (0-based) means "bin > k" on both maps.
     """
-    n = n_thresholds + 1
-    joint = np.bincount(
-        pred_bins.astype(np.int64) * n + gt_bins, minlength=n * n
-    ).reshape(n, n)
     # suffix[i, j] = number of pixels with pred bin >= i and gt bin >= j.
     suffix = joint[::-1, ::-1].cumsum(axis=0).cumsum(axis=1)[::-1, ::-1]
-    k = np.arange(1, n)
+    k = np.arange(1, joint.shape[0])
     return suffix[k, k], suffix[k, 0], suffix[0, k]
+
+
+def threshold_counts(
+    pred_bins: np.ndarray, gt_bins: np.ndarray, n_thresholds: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``counts_from_joint`` of the joint histogram of two bin maps."""
+    return counts_from_joint(joint_histogram(pred_bins, gt_bins, n_thresholds))
 
 
 def overlap_ratios(
