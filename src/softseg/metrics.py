@@ -276,8 +276,8 @@ def table2(
 
     Returns ``(9,)`` arrays: "threshold", "dice", "iou", "precision", "recall", "hd95" (NaN
     where exactly one mask is empty), "hd95_status" (see :func:`hd95_status`) and
-    "gt_area_frac" (pixels of ``soft >= t`` / pixels of the image). HD95 is in units of
-    ``spacing`` (pixels when None).
+    "gt_area_frac" (pixels of ``soft >= t`` / pixels of the image), plus the int64 counts
+    "tp", "pred_pos", "gt_pos". HD95 is in units of ``spacing`` (pixels when None).
     """
     prob, soft, pred_bins, gt_bins = _quantised(prob, soft, THRESHOLDS)
     return _table2_from_bins(pred_bins, gt_bins, prob.shape, _as_spacing(spacing, prob.ndim))
