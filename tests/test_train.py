@@ -294,7 +294,7 @@ def test_cli_trains_qubiq_layout_with_seeds_and_refuses_reuse(tmp_path, capsys):
     cfg.write_text("crop_size: 32\nbatch_size: 2\naug_copies: 1\nprecision: fp32\n")
     argv = ["train", str(tmp_path / "data" / "demo-shapes"), "--out", str(tmp_path / "run"),
             "--config", str(cfg), "--epochs", "1", "--seeds", "0", "1", "--encoder-weights", "none",
-            "--tasks", "task01", "--no-progress"]
+            "--tasks", "task01", "--no-progress", "--resize", "32", "--set", "rotate=5", "hflip=0.25", "vflip=0"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "seed0: 1 epochs" in out and "seed1: 1 epochs" in out and "val QUBIQ" in out
@@ -302,9 +302,16 @@ def test_cli_trains_qubiq_layout_with_seeds_and_refuses_reuse(tmp_path, capsys):
         split = json.loads((tmp_path / "run" / f"seed{seed}" / "split.json").read_text())
         assert split["layout"] == "qubiq" and split["train"] == ["case01", "case02", "case03"]
         assert split["val"] == ["case04"]
-        assert json.loads((tmp_path / "run" / f"seed{seed}" / "config.json").read_text())["seed"] == seed
+        saved = json.loads((tmp_path / "run" / f"seed{seed}" / "config.json").read_text())
+        assert (saved["seed"], saved["resize"], saved["rotate"], saved["hflip"]) == (seed, 32, 5.0, 0.25)
+        assert saved["crop_size"] == 32 and saved["aug_copies"] == 1  # from the config file
+        assert saved["vflip"] == 0.0  # --set also works for settings that have their own option
     assert main(argv) == 2
     assert "run folder exists" in capsys.readouterr().err
     assert main(argv + ["--resume"]) == 0
     assert main(argv[:2] + ["--out", str(tmp_path / "x"), "--crop-size", "40"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
+    assert main(argv[:2] + ["--out", str(tmp_path / "x"), "--set", "rotation=3"]) == 2
+    assert "unknown setting(s) rotation" in capsys.readouterr().err
+    assert main(argv[:2] + ["--out", str(tmp_path / "x"), "--set", "rotate"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err

@@ -43,6 +43,8 @@ def register(subparsers) -> None:
     p.add_argument("--val-fraction", type=float, help="held-out fraction for data without a split (0.2)")
     p.add_argument("--best-metric", choices=BEST_METRICS, help="choose best.pt by QUBIQ score or loss")
     p.add_argument("--encoder-weights", help="imagenet, none, or a state_dict file of the encoder")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="any other setting, e.g. --set rotate=10 hflip=0 betas=[0.9,0.99] (YAML values)")
     p.add_argument("--val-ids", nargs="+", help="explicit validation case ids (the rest train)")
     p.add_argument("--resume", action="store_true", help="continue stopped runs from last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace existing run folders")
@@ -62,7 +64,8 @@ def run_train(args: argparse.Namespace) -> int:
     from softseg.errors import SoftsegError
     from softseg.train import split_ids, train_run
 
-    overrides = {name: getattr(args, name) for name in _OVERRIDES}
+    named = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
+    overrides = {**_parse_set(args.set), **named}
     config = resolve_config(args.preset, args.config, overrides)
     tasks = config.tasks or None
     dataset = load_dataset(args.data, layout=args.layout, tasks=tasks)
@@ -85,6 +88,23 @@ def run_train(args: argparse.Namespace) -> int:
         if main:
             print(f"{run_dir}: {_summary(run_dir / 'history.csv')}")
     return 0
+
+
+def _parse_set(items: list[str]) -> dict:
+    import yaml
+
+    from softseg.errors import SoftsegError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SoftsegError(f"--set {item!r}: expected KEY=VALUE, e.g. --set rotate=10")
+        try:
+            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise SoftsegError(f"--set {item!r}: value is not valid YAML ({error})")
+    return out
 
 
 def _summary(history: Path) -> str:
