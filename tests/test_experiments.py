@@ -157,6 +157,15 @@ def test_qubiq_root_missing_dataset_is_named(tmp_path):
 TINY = ["--epochs", "1", "--crop-size", "32", "--encoder-weights", "none", "--device", "cpu"]
 
 
+@pytest.fixture
+def tiny_config(tmp_path):
+    """Two images per step and no augmented copies: the code paths of the paper's batch, at a
+    fraction of the CPU time."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text("batch_size: 2\naug_copies: 0\nprecision: fp32\n")
+    return ["--config", str(path)]
+
+
 def _summary(eval_dir):
     return json.loads((eval_dir / "summary.json").read_text())
 
@@ -166,8 +175,19 @@ def test_demo_end_to_end_and_refusal_to_overwrite(tmp_path, capsys):
     from softseg.experiments import DemoSettings, demo
 
     out = tmp_path / "demo"
-    settings = DemoSettings(epochs=1, image_size=32, crop_size=32, n_train=4, n_val=2, device="cpu")
-    result = demo(out, settings, progress=False)
+    settings = DemoSettings(epochs=1, image_size=32, crop_size=32, n_train=4, n_val=2, device="cpu",
+                            batch_size=2, aug_copies=0)
+    # an earlier demo's stale output and a file of the user's: --overwrite replaces only the former
+    (out / "eval").mkdir(parents=True)
+    (out / "eval" / "summary.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SoftsegError, match=r"output folder is not empty .*pass --overwrite"):
+        demo(out, settings, progress=False)
+    assert main(["demo", "--out", str(out)]) == 2
+    assert "output folder is not empty" in capsys.readouterr().err
+
+    result = demo(out, settings, overwrite=True, progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
     assert result.report == out / "report.html" and "<html" in result.report.read_text().lower()
     saved = json.loads((out / "demo.json").read_text())
     summary = _summary(out / "eval")
@@ -176,28 +196,20 @@ def test_demo_end_to_end_and_refusal_to_overwrite(tmp_path, capsys):
         entry = summary["tasks"][task]
         assert saved["headline"][task]["qubiq"] == pytest.approx(entry["qubiq"]["mean"])
         assert saved["headline"][task]["ece"] == pytest.approx(entry["calibration"]["ece"]["mean"])
+        assert saved["headline"][task]["ged2"] == pytest.approx(entry["table3"]["ged2"]["mean"])
         assert saved["headline"][task]["dice_0.5"] == pytest.approx(entry["table2_by_threshold"]["dice"][4])
         assert 0.0 <= saved["headline"][task]["qubiq"] <= 1.0
     assert (out / "run" / "seed0" / "checkpoints" / "last.pt").is_file()
     assert f"report: {out / 'report.html'}" in result.text()
-
-    # a second demo into the same folder is refused, through the command line too
-    with pytest.raises(SoftsegError, match=r"output folder is not empty .*pass --overwrite"):
-        demo(out, settings, progress=False)
-    assert main(["demo", "--out", str(out)]) == 2
-    assert "output folder is not empty" in capsys.readouterr().err
-    # --overwrite replaces only the demo's own outputs
-    (out / "notes.txt").write_text("mine")
-    demo(out, settings, overwrite=True, progress=False)
-    assert (out / "notes.txt").read_text() == "mine" and (out / "report.html").is_file()
+    assert set(saved["seconds"]) == {"data", "train", "predict", "evaluate", "report"}
 
 
-def test_reproduce_end_to_end_on_lookalike_with_resume(tmp_path, capsys):
+def test_reproduce_end_to_end_on_lookalike_with_resume(tmp_path, capsys, tiny_config):
     from softseg.cli import main
 
     root = write_qubiq_lookalike(tmp_path / "qubiq", datasets=("kidney", "brain-growth"))
     out = tmp_path / "repro"
-    args = ["reproduce", str(root), "--out", str(out), "--tasks", "kidney", "--seeds", "0", *TINY]
+    args = ["reproduce", str(root), "--out", str(out), "--tasks", "kidney", "--seeds", "0", *TINY, *tiny_config]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| Kidney |" in printed and "tables:" in printed
@@ -212,7 +224,7 @@ def test_reproduce_end_to_end_on_lookalike_with_resume(tmp_path, capsys):
     run = out / "kidney-task01" / "seed0"
     config = json.loads((run / "config.json").read_text())
     assert config["preset"] == "kidney" and config["vflip"] == 0.0 and config["tasks"] == ["task01"]
-    assert config["epochs"] == 1 and config["crop_size"] == 32
+    assert config["epochs"] == 1 and config["crop_size"] == 32 and config["batch_size"] == 2
 
     # rerun without --resume: refused; with --resume a finished task is skipped
     assert main(args) == 2
@@ -256,13 +268,13 @@ def write_rater_folders(root, patients=3, images_per_patient=2, size=32, raters=
     return root
 
 
-def test_compare_two_folds_patient_level(tmp_path, capsys):
+def test_compare_two_folds_patient_level(tmp_path, capsys, tiny_config):
     from softseg.cli import main
 
     data = write_rater_folders(tmp_path / "data")
     out = tmp_path / "cmp"
     code = main(["compare", str(data), "--out", str(out), "--folds", "2", "--group-regex", r"^(p\d+)_",
-                 "--seeds", "0", *TINY])
+                 "--seeds", "0", "--methods", "soft", "random_rater", *TINY, *tiny_config])
     assert code == 0
     printed = capsys.readouterr().out
     manifest = json.loads((out / "folds.json").read_text())
@@ -271,7 +283,8 @@ def test_compare_two_folds_patient_level(tmp_path, capsys):
         patients = {c.split("_")[0] for c in fold["test"]}
         assert not patients & {c.split("_")[0] for c in fold["train"]}  # patient-level
     rows = json.loads((out / "comparison.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["soft", "majority", "random_rater"]
+    assert [r["method"] for r in rows] == ["soft", "random_rater"]  # in --methods order
+    assert not (out / "majority").exists()
     all_cases = sorted(f"p{p}_{x}" for p in range(3) for x in "ab")
     for row in rows:
         method_dir = out / row["method"] / "seed0"

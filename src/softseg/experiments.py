@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -80,7 +80,7 @@ class ReproduceOptions:
     crop_size: int | None = None
     encoder_weights: str | None = None  # "imagenet" (the preset's), "none" or a file
     device: str | None = None
-    overrides: Mapping[str, object] = field(default_factory=dict)  # further TrainConfig fields
+    config_file: Path | None = None  # YAML of TrainConfig settings applied over every preset
 
 
 def _reproduce_config(task: QubiqTask, seed: int, options: ReproduceOptions) -> TrainConfig:
@@ -89,9 +89,8 @@ def _reproduce_config(task: QubiqTask, seed: int, options: ReproduceOptions) -> 
         "crop_size": options.crop_size,
         "encoder_weights": options.encoder_weights,
         "device": options.device,
-        **dict(options.overrides),
     }
-    config = resolve_config(task.preset, None, given)
+    config = resolve_config(task.preset, options.config_file, given)
     return config.replace(seed=seed, label_mode="soft", tasks=(task.task,))
 
 
@@ -137,7 +136,10 @@ def reproduce(
     seeds = _check_seeds(options.seeds)
     found = locate_all(Path(root), list(dict.fromkeys(t.dataset for t in tasks)))
     out = prepare_out_dir(Path(out), resume=resume, command="reproduce")
-    write_json_atomic(out / "reproduce.json", {"root": str(Path(root).resolve()), **asdict(options), "seeds": seeds})
+    write_json_atomic(out / "reproduce.json", {
+        "root": str(Path(root).resolve()), **asdict(options), "seeds": seeds,
+        "config_file": None if options.config_file is None else str(Path(options.config_file).resolve()),
+    })
     results: dict[str, dict[str, Cell]] = {}
     for task in tqdm(tasks, desc="reproduce", unit="task"):
         task_dir = out / task.key
@@ -151,8 +153,11 @@ def reproduce(
         "checkpoint). Paper: mean ± std over thresholds (Table 2) or cases (Table 3). "
         "Δ = ours − paper, in the table's units. HD95: maximum of the two directed 95th percentiles."
     )
-    if options.epochs is not None or options.crop_size is not None or options.overrides:
-        note += f" Scaled down from the paper's settings: epochs={options.epochs}, crop={options.crop_size}, {dict(options.overrides)}."
+    if options.epochs is not None or options.crop_size is not None or options.config_file is not None:
+        note += (
+            f" Changed from the paper's settings: epochs={options.epochs or 'preset'}, "
+            f"crop={options.crop_size or 'preset'}, settings file {options.config_file}."
+        )
     paths = write_paper_tables(out, results, note)
     return {p.suffix.lstrip("."): p for p in paths}
 
@@ -309,6 +314,8 @@ class DemoSettings:
     epochs: int = 40
     image_size: int = 96
     crop_size: int = 64
+    batch_size: int = 8
+    aug_copies: int = 3
     n_train: int = 24
     n_val: int = 6
     dataset: str = "demo-shapes"  # of demo_data.DEMO_DATASETS: 1 channel, 2 tasks, 5 raters
@@ -391,7 +398,7 @@ def demo(out: Path, settings: DemoSettings = DemoSettings(), *, overwrite: bool 
     step("train")
     config = resolve_config(None, None, {
         "epochs": settings.epochs, "crop_size": settings.crop_size, "encoder_weights": settings.encoder_weights,
-        "device": settings.device,
+        "device": settings.device, "batch_size": settings.batch_size, "aug_copies": settings.aug_copies,
     }).replace(seed=settings.seed)
     run_dir = steps.train(config, dataset, out / "run" / f"seed{settings.seed}", train_ids, val_ids, progress=progress)
     done("train")

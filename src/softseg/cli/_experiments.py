@@ -63,6 +63,7 @@ def _register_reproduce(subparsers) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default: 0 1 2)")
     p.add_argument("--epochs", type=int, help="epochs for every task, to scale down (default: each preset's)")
     p.add_argument("--crop-size", type=int, help="crop size for every task (default: each preset's)")
+    p.add_argument("--config", type=Path, help="YAML file of training settings applied over every task's preset")
     _add_run_options(p)
     p.set_defaults(func=run_reproduce)
 
@@ -72,7 +73,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
     options = ReproduceOptions(
         tasks=tuple(args.tasks or ()), seeds=tuple(args.seeds), epochs=args.epochs, crop_size=args.crop_size,
-        encoder_weights=args.encoder_weights, device=args.device,
+        encoder_weights=args.encoder_weights, device=args.device, config_file=args.config,
     )
     paths = reproduce(args.root, args.out, options, resume=args.resume)
     print(paths["md"].read_text(encoding="utf-8"))
