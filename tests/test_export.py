@@ -19,6 +19,16 @@ from softseg.inference import predict_images
 from softseg.model import load_run, model_from_config, save_checkpoint
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny inputs run as fast on one thread, and a busy shared CI machine cannot turn
+    two spinning OpenMP threads into minutes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_run(run_dir: Path, in_channels: int = 1, tasks=("task01", "task02"), seed: int = 0) -> Path:
     """A run folder with an untrained model whose logits are spread out (weights x 20)."""
     config = TrainConfig(tasks=tuple(tasks), in_channels=in_channels, encoder_weights="none",
@@ -46,13 +56,28 @@ def seeds(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def exported(seeds, tmp_path_factory):
+    """seed0 exported once through the command line; (path, its printed output)."""
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("softseg.cli._COMMAND_MODULES", ("_predict",))
+        import contextlib
+        import io as _io
+
+        printed = _io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert main(["export", str(seeds / "seed0"), "--onnx", str(out), "--opset", "17"]) == 0
+    return out, printed.getvalue()
+
+
 def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(["probability"], {"image": x.astype(np.float32)})[0]
 
 
-def test_onnx_matches_pytorch_on_random_input(seeds, tmp_path):
-    path = export_onnx(seeds / "seed0", tmp_path / "model.onnx")
+def test_onnx_matches_pytorch_on_random_input(seeds, exported):
+    path, _ = exported
     model = load_run(seeds / "seed0").model
     x = torch.randn(2, 1, 96, 64, generator=torch.Generator().manual_seed(5))  # not the traced size
     with torch.no_grad():
@@ -79,9 +104,9 @@ def test_seed_folder_exports_the_average_and_its_threshold(seeds, tmp_path):
     assert len(sidecar["runs"]) == 2 and sidecar["example_size"] == [64, 96]
 
 
-def test_sidecar_preprocessing_reproduces_softseg_predict(seeds, tmp_path):
+def test_sidecar_preprocessing_reproduces_softseg_predict(seeds, exported):
     """Follow the sidecar by hand (z-score, zero-pad to 32, crop) and get predict's maps."""
-    path = export_onnx(seeds / "seed1", tmp_path / "m.onnx")
+    path, _ = exported
     steps = {s["step"]: s for s in json.loads(sidecar_path(path).read_text())["preprocessing"]}
     assert steps["normalize"]["kind"] == "zscore" and steps["pad"]["multiple"] == 32
     assert steps["resize"]["size"] is None
@@ -89,7 +114,7 @@ def test_sidecar_preprocessing_reproduces_softseg_predict(seeds, tmp_path):
     x = (image - image.mean()) / image.std()
     padded = F.pad(torch.from_numpy(x), (0, 96 - 70, 0, 64 - 45))[None]
     got = run_onnx(path, padded.numpy())[0, :, :45, :70]
-    expected = predict_images([load_run(seeds / "seed1")], [image])[0]
+    expected = predict_images([load_run(seeds / "seed0")], [image])[0]
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
@@ -109,12 +134,12 @@ def test_export_errors(seeds, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.onnx"]  # nothing half-written
 
 
-def test_command_line(seeds, tmp_path, capsys, monkeypatch):
+def test_command_line(seeds, exported, capsys, monkeypatch):
     monkeypatch.setattr("softseg.cli._COMMAND_MODULES", ("_predict",))
-    out = tmp_path / "model.onnx"
-    assert main(["export", str(seeds / "seed0"), "--onnx", str(out), "--opset", "17"]) == 0
-    printed = capsys.readouterr().out
-    assert "wrote" in printed and "max |ONNX - PyTorch|" in printed
-    assert out.is_file() and (tmp_path / "model.json").is_file()
+    out, printed = exported
+    assert f"wrote {out}" in printed and "max |ONNX - PyTorch|" in printed
+    assert out.is_file() and (out.parent / "model.json").is_file()
+    before = out.read_bytes()
     assert main(["export", str(seeds / "seed0"), "--onnx", str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "model.onnx: already exists" in capsys.readouterr().err
+    assert out.read_bytes() == before
