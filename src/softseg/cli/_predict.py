@@ -20,6 +20,8 @@ def _common_model_options(parser: argparse.ArgumentParser) -> None:
                         help="images per step (default 4)")
     parser.add_argument("--device", default="auto",
                         help="'auto' (GPU if visible, else CPU; default), 'cpu', 'cuda', 'cuda:1'")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar")
 
 
 def _register_predict(subparsers) -> None:
@@ -65,6 +67,7 @@ def run_predict(args: argparse.Namespace) -> int:
         layout=args.layout, split=args.split, std=args.std, masks=args.masks,
         use_run_threshold=args.run_threshold, qubiq=args.qubiq, batch_size=args.batch_size,
         device=args.device, checkpoint=args.checkpoint, overwrite=args.overwrite,
+        progress=args.progress,
     )
     summary = json.loads(path.read_text())
     print(f"{len(summary['cases'])} case(s), {len(summary['files'])} file(s) written to {args.out}")
@@ -123,6 +126,7 @@ def run_threshold(args: argparse.Namespace) -> int:
         args.run, args.data, criterion=criterion, target=target, split=args.split,
         layout=args.layout, reference_level=args.reference_level,
         batch_size=args.batch_size, device=args.device, checkpoint=args.checkpoint,
+        progress=args.progress,
     )
     path = write_threshold_file(args.run, payload, overwrite=args.overwrite)
     goal = criterion.replace("_", " ") + ("" if target is None else f" {target:g}")
