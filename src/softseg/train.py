@@ -91,9 +91,16 @@ def train_run(
             f"need at least one per process; check the split / case ids"
         )
     _check_channels(train_cases + val_cases, config)
+    problem = None
     if not resume and dist.is_main:
-        _claim_run_dir(run_dir, overwrite)
-    _distributed.barrier(dist)
+        try:
+            _claim_run_dir(run_dir, overwrite)
+        except SoftsegError as error:
+            problem = str(error)
+    # Every process must stop when rank 0 refuses the folder, or the others would wait forever.
+    problem = _distributed.broadcast_object(problem, dist)
+    if problem is not None:
+        raise SoftsegError(problem)
 
     train_data = prepare(train_cases, config)
     val_data = prepare(val_cases, config, validation=True)
@@ -119,8 +126,8 @@ def train_run(
         if dist.is_main:
             if val_data.images and (state.epoch % config.val_every == 0 or state.epoch == config.epochs):
                 row["val_loss"], row["val_qubiq"] = validate(state, val_data)
-                log.info("epoch %d: train loss %.4f, val loss %.4f, val QUBIQ %.4f",
-                         state.epoch, train_loss, row["val_loss"], row["val_qubiq"])
+                _report(f"epoch {state.epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss "
+                        f"{row['val_loss']:.4f}, val QUBIQ {row['val_qubiq']:.4f}", progress)
             improved = _update_best(state, row, bool(val_data.images))
         row["seconds"] = round(time.perf_counter() - start, 3)
         state.history.append(row)
@@ -128,6 +135,16 @@ def train_run(
             _save(state, run_dir, improved)
         _distributed.barrier(dist)
     return run_dir
+
+
+def _report(line: str, progress: bool) -> None:
+    """Validation results: a line under the progress bars, or a log record without them."""
+    if progress:
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stderr)
+    else:
+        log.info("%s", line)
 
 
 def _resolved(config: TrainConfig, dataset: Dataset, device: torch.device) -> TrainConfig:
