@@ -1,6 +1,6 @@
 """Prediction: image files in -> probability, std and mask files out, in the source geometry.
 
-One probability map per case and task is written beside nothing else the user owns::
+One probability map per case and task, plus the optional side outputs::
 
     OUT/<case_id>/<task>.nii.gz            float32, the source affine and header
     OUT/<case_id>/<task>.png               16-bit grey, value round(p * 65535) (PNG input)
@@ -10,16 +10,16 @@ One probability map per case and task is written beside nothing else the user ow
 
 With ``qubiq=True`` the QUBIQ submission layout ``OUT/<dataset>/<case_id>/<task>.nii.gz`` is
 written instead (probability maps only), with ``OUT/predictions-<dataset>-<tasks>.json``
-beside it; several calls (one run per task or dataset) may fill one submission folder. Several runs (seeds) are averaged by
-:func:`softseg.inference.predict_images`, which also normalises, pads to a multiple of 32 and
-crops back. Files are written atomically by :mod:`softseg.io` on a background thread while
-the next batch is computed.
+beside it; several calls (one run per task or dataset) may fill one submission folder.
+
+Several runs (seeds) are averaged by :func:`softseg.inference.predict_images`, which also
+normalises, pads to a multiple of 32 and crops back. Files are written atomically by
+:mod:`softseg.io` on a background thread while the next batch is computed.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
