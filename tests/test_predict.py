@@ -305,3 +305,16 @@ def test_command_line_end_to_end(runs, tmp_path, capsys, monkeypatch):
     code = main(["predict", str(runs / "seeds"), str(data), "--out", str(out)])
     assert code == 2
     assert "folder is not empty" in capsys.readouterr().err
+
+
+def test_trailing_singleton_axis_is_restored(runs, tmp_path):
+    # QUBIQ prostate stores (960, 640, 1): the maps keep that on-disk shape
+    image = np.random.default_rng(5).random((40, 36, 1)).astype(np.float32)
+    write_nifti(tmp_path / "prostate" / "Testing" / "case07" / "image.nii.gz", image)
+    out = tmp_path / "out"
+    predict([runs / "seeds" / "seed0"], tmp_path / "prostate", out, masks=[0.5], progress=False)
+    for name in ("task01.nii.gz", "task01_mask-0.50.nii.gz"):
+        written = nib.load(str(out / "case07" / name))
+        assert written.shape == (40, 36, 1)
+    prob, geometry = io.read_probability(out / "case07" / "task02.nii.gz")
+    assert prob.shape == (40, 36) and geometry.disk_shape == (40, 36, 1)
