@@ -305,6 +305,12 @@ def test_command_line_end_to_end(runs, tmp_path, capsys, monkeypatch):
     code = main(["predict", str(runs / "seeds"), str(data), "--out", str(out)])
     assert code == 2
     assert "folder is not empty" in capsys.readouterr().err
+    # several RUN arguments before INPUT: the same average as the folder of seeds
+    code = main(["predict", str(runs / "seeds" / "seed0"), str(runs / "seeds" / "seed1"),
+                 str(data), "--out", str(tmp_path / "two"), "--no-progress"])
+    assert code == 0
+    assert (tmp_path / "two" / "case01" / "task01.nii.gz").read_bytes() == (
+        out / "case01" / "task01.nii.gz").read_bytes()
 
 
 def test_trailing_singleton_axis_is_restored(runs, tmp_path):

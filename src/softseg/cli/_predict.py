@@ -32,8 +32,10 @@ def _register_predict(subparsers) -> None:
         "reads, labelled or not, or one image file) with one or more runs; several runs "
         "(seeds) are averaged. Writes OUT/<case>/<task>.nii.gz (or .png) and predictions.json.",
     )
-    parser.add_argument("paths", nargs="+", metavar="RUN [RUN ...] INPUT",
-                        help="run folder(s) or folder(s) of seeds, then the input folder or file")
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                        help="run folder(s) or folder(s) of seeds; all are averaged")
+    parser.add_argument("input", type=Path, metavar="INPUT",
+                        help="dataset folder, folder of images, or one image file")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="output folder (must be new or empty unless --overwrite)")
     parser.add_argument("--layout", default="auto",
@@ -56,14 +58,10 @@ def _register_predict(subparsers) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from softseg.errors import SoftsegError
     from softseg.predict import predict
 
-    if len(args.paths) < 2:
-        raise SoftsegError("expected RUN [RUN ...] INPUT: at least one run and one input")
-    *runs, input_path = args.paths
     path = predict(
-        runs, input_path, args.out,
+        args.runs, args.input, args.out,
         layout=args.layout, split=args.split, std=args.std, masks=args.masks,
         use_run_threshold=args.run_threshold, qubiq=args.qubiq, batch_size=args.batch_size,
         device=args.device, checkpoint=args.checkpoint, overwrite=args.overwrite,
