@@ -126,7 +126,9 @@ def write_evaluation(root: Path, reliability: bool = True) -> Path:
                         "hd95": "maximum of the two directed 95th percentiles"},
         "tasks": {"task01": {
             "table2": {"dice": {"mean": 0.9123, "std": 0.0145}},
-            "table3": {"ged2": {"mean": 0.1357, "std": 0.0211}},
+            "table3": {"ged2": {"mean": 0.1357, "std": 0.0211},
+                       "pred_rater_dist": {"mean": 0.1864, "std": 0.03},
+                       "rater_diversity": {"mean": 0.2371, "std": 0.04}},
             "qubiq": {"mean": 0.7246, "std": 0.1311},
             "calibration": calibration,
             "hd95_undefined": 7,
@@ -185,6 +187,8 @@ def test_page_shows_the_evaluation_numbers(built):
     for shown in ("0.725", "± 0.131", "0.023", "± 0.005", "0.136", "± 0.021", "0.843"):
         assert shown in cards
     assert "0.830" not in cards
+    assert ("Model–rater distance 0.186 vs rater–rater 0.237 (Table 3, E[1 − IoU]): the model "
+            "is closer to a rater than the raters are to each other.") in cards
     assert "<dt>task01</dt><dd>7 of 36 case × threshold rows</dd>" in page  # undefined HD95
     assert "ECE 0.0234, Brier 0.0456" in page  # in the reliability diagram's caption
     assert "maximum of the two directed 95th percentiles" in page
@@ -299,6 +303,15 @@ def test_volume_example_shows_the_slice_with_most_label_and_orients_nifti():
     np.testing.assert_array_equal(example.prob, np.flipud(prob[..., 3].T)[r0:r1 + 1, c0:c1 + 1])
     assert example.image.shape == example.soft.shape + (3,)
     assert all(np.isnan(v) for v in example.curves["precision"])
+
+
+def test_headline_verdict_follows_table3():
+    from softseg._report_html import _verdict
+
+    assert "is not closer to" in _verdict({"pred_rater_dist": {"mean": 0.3},
+                                            "rater_diversity": {"mean": 0.2}})
+    assert "is closer to" in _verdict({"pred_rater_dist": 0.1, "rater_diversity": 0.2})
+    assert _verdict(None) == "" and _verdict({"pred_rater_dist": {"mean": None}}) == ""
 
 
 def test_markdown_tables_lists_and_escaping():

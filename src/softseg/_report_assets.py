@@ -12,12 +12,13 @@ CSS = """
 * { box-sizing: border-box; }
 body { margin: 0; font: 15px/1.55 -apple-system, "Segoe UI", "DejaVu Sans", Roboto, Helvetica,
        Arial, sans-serif; color: var(--ink); background: #fff; }
+.wrap { max-width: 1280px; margin: 0 auto; padding: 0 40px; }
 header.top { background: linear-gradient(90deg, #163c6b, #1f5fa8); color: #fff;
-             padding: 22px 40px 18px; }
+             padding: 22px 0 18px; }
 header.top h1 { margin: 0 0 4px; font-size: 26px; font-weight: 600; }
 header.top p { margin: 2px 0; color: #dce7f5; font-size: 13px; word-break: break-all; }
 nav { position: sticky; top: 0; z-index: 5; background: #fff; border-bottom: 1px solid var(--line);
-      padding: 8px 40px; font-size: 14px; }
+      padding: 8px 0; font-size: 14px; }
 nav a { color: var(--accent); text-decoration: none; margin-right: 18px; }
 main { max-width: 1280px; margin: 0 auto; padding: 10px 40px 40px; }
 section { margin-top: 30px; }
@@ -40,8 +41,10 @@ dl.conventions { display: grid; grid-template-columns: max-content 1fr; gap: 3px
 dl.conventions dt { font-weight: 600; }
 dl.conventions dd { margin: 0; color: var(--muted); }
 .figures { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
+.figures figure { flex: 1 1 480px; max-width: 620px; }
 figure { margin: 0; }
 figure img { max-width: 100%; border: 1px solid var(--line); border-radius: 6px; }
+.figures figure img { width: 100%; height: auto; }
 figcaption { font-size: 13px; color: var(--muted); margin-top: 4px; }
 .example { border: 1px solid var(--line); border-radius: 10px; padding: 6px 18px 16px;
            margin-top: 18px; }
@@ -59,6 +62,7 @@ canvas.pr-plot { width: 280px; height: 170px; border: 1px solid var(--line); bor
 .legend span { display: inline-block; width: 12px; height: 12px; border-radius: 2px;
                vertical-align: -1px; margin: 0 4px 0 10px; }
 img.source { display: none; }
+.card p.verdict { margin: 8px 0 0; font-size: 13px; color: var(--muted); }
 footer { color: var(--muted); font-size: 12px; padding: 20px 40px;
          border-top: 1px solid var(--line); }
 """

@@ -48,7 +48,7 @@ def threshold_curves(evaluation: Evaluation, task: str) -> Figure:
     paper's thresholds 0.1 … 0.9 averaged over cases; the band spans the cases' 25th–75th
     percentiles of Dice.
     """
-    figure = Figure(figsize=(6.4, 4.0))
+    figure = Figure(figsize=(6.4, 4.4))
     axes = figure.add_subplot()
     curves, metrics = evaluation.curves, evaluation.metrics
     fine = curves["task"] == task
@@ -74,7 +74,9 @@ def threshold_curves(evaluation: Evaluation, task: str) -> Figure:
     axes.set_ylabel("mean over cases")
     axes.set_title(f"{task}: Dice, precision, recall by threshold ({n_cases} cases)")
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
+    # below the axes, where it cannot hide a curve
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, fontsize=8,
+                frameon=False)
     figure.tight_layout()
     return figure
 

@@ -30,6 +30,7 @@ def data_uri(png: bytes) -> str:
 def page(title: str, meta: Sequence[str], sections: Sequence[tuple[str, str, str]]) -> str:
     """The whole document. ``sections`` are (anchor id, heading, inner HTML)."""
     nav = "".join(f'<a href="#{esc(sid)}">{esc(head)}</a>' for sid, head, _ in sections)
+    nav = f'<div class="wrap">{nav}</div>'
     body = "".join(
         f'<section id="{esc(sid)}"><h2>{esc(head)}</h2>{inner}</section>'
         for sid, head, inner in sections
@@ -39,7 +40,7 @@ def page(title: str, meta: Sequence[str], sections: Sequence[tuple[str, str, str
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f'<header class="top"><h1>{esc(title)}</h1>{meta_html}</header>'
+        f'<header class="top"><div class="wrap"><h1>{esc(title)}</h1>{meta_html}</div></header>'
         f"<nav>{nav}</nav><main>{body}</main>"
         "<footer>Written by softseg report. Every number on this page is read from the "
         "evaluation files; the page needs no network.</footer>"
@@ -66,8 +67,23 @@ def headline(evaluation: Evaluation) -> str:
             for label, v in stats
         )
         cards.append(f'<div class="card"><h3>{esc(task)}</h3>'
-                     f'<div class="stats">{cells}</div></div>')
+                     f'<div class="stats">{cells}</div>{_verdict(table3)}</div>')
     return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _verdict(table3: Any) -> str:
+    """The paper's headline read off Table 3: is the model closer to a rater (E[1 - IoU(y, ŷ)])
+    than the raters are to each other (E[1 - IoU(y, y')])?"""
+    if not isinstance(table3, Mapping):
+        return ""
+    model = mean_std(table3.get("pred_rater_dist"))
+    raters = mean_std(table3.get("rater_diversity"))
+    if model is None or raters is None or not (finite(model[0]) and finite(raters[0])):
+        return ""
+    closer = "closer to" if model[0] < raters[0] else "not closer to"
+    return (f'<p class="verdict">Model–rater distance {model[0]:.3f} vs rater–rater '
+            f"{raters[0]:.3f} (Table 3, E[1 − IoU]): the model is {closer} a rater than the "
+            "raters are to each other.</p>")
 
 
 def _dice_at_half(evaluation: Evaluation, task: str, entry: Any) -> tuple[str, Any]:

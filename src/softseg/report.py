@@ -85,8 +85,10 @@ def build_report(
         sections.append(("examples", "Example cases", _examples_section(examples, pngs)))
     meta = [
         f"evaluation: {evaluation.root.resolve()}",
-        f"predictions: {evaluation.predictions}   data: {evaluation.data}",
-        f"tasks: {', '.join(evaluation.tasks)}   written "
+        f"predictions: {evaluation.predictions}",
+        f"data: {evaluation.data}",
+        *([f"run: {Path(run).resolve()}"] if run is not None else []),
+        f"tasks: {', '.join(evaluation.tasks)} · written "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
     ]
     name = evaluation.summary.get("dataset")
