@@ -387,7 +387,9 @@ def test_threshold_command_stores_the_choice_and_predict_uses_it(tmp_path, capsy
     err = capsys.readouterr().err
     assert "task01: no threshold" in err and "best achievable is precision" in err
     assert read_threshold_file(run) == stored  # a failed request leaves the choice in place
-    assert main(["predict", str(run), str(data), "--out", str(tmp_path / "pred")]) == 0
+    assert stored["run_names"] == ["."]
+    moved = run.rename(tmp_path / "moved")  # runs travel between machines
+    assert main(["predict", str(moved), str(data), "--out", str(tmp_path / "pred")]) == 0
     assert "masks at the run's operating threshold: task01 0.55" in capsys.readouterr().out
     mask, _ = __import__("softseg.io", fromlist=["read_mask"]).read_mask(
         tmp_path / "pred" / "c1" / "task01_mask-0.55.png")

@@ -206,7 +206,9 @@ def resolve_runs(run_paths: Sequence[str | Path]) -> RunSet:
 
     A threshold is stored by ``softseg threshold`` in ``threshold.json`` of the folder it was
     given (a run, or a folder of seeds). It applies when exactly one RUN argument is given and
-    the file lists exactly the runs being used; otherwise it is ignored with a warning.
+    the file lists exactly the runs being used (``run_names``, relative to that folder, so a
+    moved run keeps its threshold; else absolute ``runs``); otherwise it is ignored with a
+    warning.
     """
     from softseg.model import find_runs
 
@@ -224,7 +226,11 @@ def resolve_runs(run_paths: Sequence[str | Path]) -> RunSet:
         if payload is None:
             continue
         where = Path(given) / THRESHOLD_FILE
-        stored = sorted(str(Path(r).resolve()) for r in payload.get("runs", []))
+        if "run_names" in payload:
+            # relative to the folder holding threshold.json: survives moving the runs
+            stored = sorted(str((Path(given) / r).resolve()) for r in payload["run_names"])
+        else:
+            stored = sorted(str(Path(r).resolve()) for r in payload.get("runs", []))
         if len(run_paths) == 1 and stored == sorted(map(str, run_dirs)):
             threshold, threshold_path = payload, where
         else:

@@ -417,6 +417,7 @@ def choose_thresholds(
         "cases_from": chosen_by,
         "cases": [c.case_id for c in cases],
         "runs": [str(r) for r in run_set.run_dirs],
+        "run_names": [os.path.relpath(r, Path(run).resolve()) for r in run_set.run_dirs],
         "checkpoint": checkpoint,
         "tasks": {task: {k: v for k, v in asdict(p).items() if k not in ("criterion", "target")}
                   for task, p in points.items()},
