@@ -72,8 +72,9 @@ def build_report(
     sections = [
         ("summary", "Summary", markup.headline(evaluation)),
         ("tables", "Tables 2 and 3", markup.tables(evaluation)),
-        ("curves", "Precision and recall by threshold", _curves_section(evaluation, pngs)),
-        ("calibration", "Calibration", _calibration_section(evaluation, pngs)),
+        # one flowing row of figures: with one task, curves and reliability sit side by side
+        ("curves", "Thresholds and calibration", '<div class="figures">'
+         + _curves_section(evaluation, pngs) + _calibration_section(evaluation, pngs) + "</div>"),
     ]
     if history is not None:
         name = _save(pngs, "training.png", figures.training_curves(history, Path(run).name))
@@ -108,7 +109,7 @@ def _curves_section(evaluation, pngs: dict[str, bytes]) -> str:
             "Lines: curves.csv at t = 0.01 … 0.99; circles: metrics.csv at 0.1 … 0.9; both "
             "averaged over cases. A threshold can be chosen for the precision or recall an "
             "application needs.", name))
-    return f'<div class="figures">{"".join(items)}</div>'
+    return "".join(items)
 
 
 def _calibration_section(evaluation, pngs: dict[str, bytes]) -> str:
@@ -137,7 +138,7 @@ def _calibration_section(evaluation, pngs: dict[str, bytes]) -> str:
             pngs[name], f"{task}: reliability diagram",
             f"{bins} bins of predicted probability, as summary.json gives them; a calibrated model "
             f"lies on the diagonal. {scores or 'No ECE/Brier'} (mean over cases).", name))
-    return f'<div class="figures">{"".join(items)}</div>'
+    return "".join(items)
 
 
 def _examples_section(examples: list[Example], pngs: dict[str, bytes]) -> str:
