@@ -273,11 +273,19 @@ def test_compare_two_folds_patient_level(tmp_path, capsys, tiny_config):
 
     data = write_rater_folders(tmp_path / "data")
     out = tmp_path / "cmp"
-    code = main(["compare", str(data), "--out", str(out), "--folds", "2", "--group-regex", r"^(p\d+)_",
-                 "--seeds", "0", "--methods", "soft", "random_rater", *TINY, *tiny_config])
-    assert code == 0
-    printed = capsys.readouterr().out
+    args = ["compare", str(data), "--out", str(out), "--folds", "2", "--group-regex", r"^(p\d+)_",
+            "--seeds", "0", "--methods", "soft", "random_rater", *TINY, *tiny_config]
+    # one fold first (a fixed split drawn from the manifest), then the rest with --resume
+    assert main(args + ["--run-folds", "0"]) == 0
     manifest = json.loads((out / "folds.json").read_text())
+    first = _summary(out / "soft" / "seed0" / "eval-fold0")
+    assert sorted(first["cases"]) == sorted(manifest["folds"][0]["test"])
+    assert not (out / "soft" / "seed0" / "fold1").exists()
+    fold0_checkpoint = (out / "soft" / "seed0" / "fold0" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0
+    assert (out / "soft" / "seed0" / "fold0" / "checkpoints" / "last.pt").stat().st_mtime_ns == fold0_checkpoint
+    printed = capsys.readouterr().out
     assert manifest["k"] == 2 and manifest["grouping"] == r"regex ^(p\d+)_"
     for fold in manifest["folds"]:
         patients = {c.split("_")[0] for c in fold["test"]}
@@ -318,6 +326,10 @@ def test_compare_refusals(tmp_path, capsys):
         compare(dataset, tmp_path / "c", CompareOptions(methods=("dice",)))
     with pytest.raises(SoftsegError, match="--seeds: expected at least one seed"):
         compare(dataset, tmp_path / "d", CompareOptions(seeds=()))
+    with pytest.raises(SoftsegError, match=r"--run-folds \[2\]: expected fold numbers 0 ... 1"):
+        compare(dataset, tmp_path / "f", CompareOptions(seeds=(0,), folds=2, run_folds=(0, 2)))
+    with pytest.raises(SoftsegError, match="--run-folds selects folds of --folds K"):
+        compare(dataset, tmp_path / "g", CompareOptions(seeds=(0,), run_folds=(0,)))
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "x").write_text("")
     assert main(["compare", str(data), "--out", str(tmp_path / "e"), "--folds", "2"]) == 2

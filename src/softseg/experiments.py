@@ -195,15 +195,21 @@ class CompareOptions:
     methods: tuple[str, ...] = LABEL_MODES
     seeds: tuple[int, ...] = SEEDS
     folds: int | None = None  # None: the dataset's own Training/Validation split
+    run_folds: tuple[int, ...] | None = None  # only these folds of the K (default: all)
     split_seed: int = 0
     group_regex: str | None = None
     patients_csv: Path | None = None
 
 
-def _splits(dataset: Dataset, out: Path, options: CompareOptions) -> tuple[list[tuple[list[str], list[str]]], str]:
-    """``[(train ids, test ids)]`` per fold (one entry for the official split) and a description."""
+def _splits(
+    dataset: Dataset, out: Path, options: CompareOptions
+) -> tuple[list[tuple[str, list[str], list[str]]], str]:
+    """``[(run name, train ids, test ids)]`` per fold to run (``fold<F>``, or ``run`` for the
+    official split) and a description for the tables."""
     ids = [c.case_id for c in dataset.cases]
     if options.folds is None:
+        if options.run_folds is not None:
+            raise SoftsegError("--run-folds selects folds of --folds K; give --folds too")
         train = [c.case_id for c in dataset.cases if c.split == "Training"]
         test = [c.case_id for c in dataset.cases if c.split == "Validation"]
         if not train or not test:
@@ -211,15 +217,21 @@ def _splits(dataset: Dataset, out: Path, options: CompareOptions) -> tuple[list[
                 f"{dataset.root}: no official Training/Validation split ({len(train)} Training, "
                 f"{len(test)} Validation cases); pass --folds K for patient-level cross-validation"
             )
-        return [(train, test)], f"official split: {len(train)} Training, {len(test)} Validation cases"
+        return [("run", train, test)], f"official split: {len(train)} Training, {len(test)} Validation cases"
     patients, grouping = patient_map(ids, group_regex=options.group_regex, mapping_csv=options.patients_csv)
     manifest = prepare_folds(out / "folds.json", patients, options.folds, options.split_seed, grouping)
-    folds = [(list(manifest.train_ids(i)), list(manifest.test_ids(i))) for i in range(manifest.k)]
+    chosen = list(range(manifest.k)) if options.run_folds is None else sorted(set(options.run_folds))
+    bad = [f for f in chosen if not 0 <= f < manifest.k]
+    if bad or not chosen:
+        raise SoftsegError(f"--run-folds {bad or 'none'}: expected fold numbers 0 ... {manifest.k - 1}")
+    folds = [(f"fold{i}", list(manifest.train_ids(i)), list(manifest.test_ids(i))) for i in chosen]
     n_patients = len(set(patients.values()))
+    n_tested = sum(len(test) for _, _, test in folds)
+    which = "" if len(chosen) == manifest.k else f"; only fold(s) {chosen} run, {n_tested} held-out cases"
     return folds, (
         f"{manifest.k}-fold patient-level cross-validation of {len(ids)} cases / {n_patients} patients "
-        f"(patients by {grouping}; split seed {manifest.seed}; manifest folds.json); held-out "
-        "predictions of all folds pooled, then evaluated"
+        f"(patients by {grouping}; split seed {manifest.seed}; manifest folds.json{which}); held-out "
+        "predictions of the folds pooled, then evaluated"
     )
 
 
@@ -230,10 +242,13 @@ def compare(
     the held-out cases and write ``comparison.md``/``.csv``/``.json`` side by side. Layout::
 
         OUT/folds.json                              with --folds
-        OUT/<method>/seed<S>/fold<F>/               one run per fold (``run/`` for a fixed split)
+        OUT/<method>/seed<S>/fold<F>/               one run per fold (``run/`` for the official split)
         OUT/<method>/seed<S>/predictions/           held-out maps of every fold, pooled
         OUT/<method>/seed<S>/eval/                  their evaluation
         OUT/<method>/seed<S>/result.json            per-task values; present = finished
+
+    With ``run_folds`` (a subset of the K folds) the evaluation and result are named after
+    the folds run: ``eval-fold0/``, ``result-fold0.json``.
     """
     unknown = [m for m in options.methods if m not in LABEL_MODES]
     if unknown or not options.methods:
@@ -246,13 +261,17 @@ def compare(
         "data": str(Path(dataset.root).resolve()), "methods": list(options.methods), "seeds": list(seeds),
         "split": split_note, "config": _config_dict(options.config),
     })
+    # a subset of the folds gets its own evaluation, so runs of other subsets never mix
+    all_folds = options.folds is None or options.run_folds is None or len(folds) == options.folds
+    tag = "" if all_folds else "-" + "-".join(name for name, _, _ in folds)
     per_method: dict[str, list[dict]] = {}
     jobs = [(m, s) for m in options.methods for s in seeds]
     for method, seed in tqdm(jobs, desc="compare", unit="model"):
         seed_dir = out / method / f"seed{seed}"
-        result = _load_result(seed_dir / RESULT_FILE)
+        result = _load_result(seed_dir / f"result{tag}.json")
         if result is None:
-            result = _compare_one(dataset, seed_dir, folds, options.config.replace(label_mode=method, seed=seed), tasks)
+            config = options.config.replace(label_mode=method, seed=seed)
+            result = _compare_one(dataset, seed_dir, folds, config, tasks, tag)
         per_method.setdefault(method, []).append(result)
     results = {
         task: {m: _cells([{k: tuple(v) for k, v in r[task].items()} for r in rs]) for m, rs in per_method.items()}
@@ -272,13 +291,13 @@ def compare(
 
 
 def _compare_one(
-    dataset: Dataset, seed_dir: Path, folds: Sequence[tuple[list[str], list[str]]], config: TrainConfig,
-    tasks: Sequence[str],
+    dataset: Dataset, seed_dir: Path, folds: Sequence[tuple[str, list[str], list[str]]], config: TrainConfig,
+    tasks: Sequence[str], tag: str = "",
 ) -> dict:
-    pred_dir, eval_dir = seed_dir / "predictions", seed_dir / "eval"
+    pred_dir, eval_dir = seed_dir / "predictions", seed_dir / f"eval{tag}"
     tested: list[str] = []
-    for index, (train_ids, test_ids) in enumerate(folds):
-        run_dir = seed_dir / (f"fold{index}" if len(folds) > 1 else "run")
+    for name, train_ids, test_ids in folds:
+        run_dir = seed_dir / name
         tested += test_ids
         if (eval_dir / "summary.json").is_file() or _fold_predicted(pred_dir, test_ids):
             continue
@@ -287,7 +306,7 @@ def _compare_one(
     steps.evaluate(pred_dir, dataset, tested, eval_dir)
     summary = steps.read_summary(eval_dir)
     result = {task: steps.task_values(summary, task) for task in tasks}
-    write_json_atomic(seed_dir / RESULT_FILE, result)
+    write_json_atomic(seed_dir / f"result{tag}.json", result)
     return result
 
 

@@ -99,6 +99,9 @@ def _register_compare(subparsers) -> None:
                    help="label modes to train (default: all three)")
     p.add_argument("--folds", type=int, metavar="K", help="K-fold patient-level cross-validation "
                    "(default: the dataset's official Training/Validation split)")
+    p.add_argument("--run-folds", type=int, nargs="+", metavar="F",
+                   help="run only these folds of the K (0-based), e.g. one fold as a fixed split, or "
+                        "folds spread over machines; the same --out keeps the same manifest")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the fold assignment (default: 0)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--group-regex", metavar="REGEX",
@@ -128,6 +131,7 @@ def run_compare(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, layout=args.layout)
     options = CompareOptions(
         config=config, methods=tuple(args.methods), seeds=tuple(args.seeds), folds=args.folds,
+        run_folds=None if args.run_folds is None else tuple(args.run_folds),
         split_seed=args.split_seed, group_regex=args.group_regex, patients_csv=args.patients_csv,
     )
     paths = compare(dataset, args.out, options, resume=args.resume)
