@@ -82,7 +82,7 @@ def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(SoftsegError, match="not valid YAML"):
         resolve_config(None, bad)
     bad.write_text("epochs: many\n")
-    with pytest.raises(SoftsegError, match="epochs expected a int, found 'many'"):
+    with pytest.raises(SoftsegError, match="epochs expected an integer, found 'many'"):
         resolve_config(None, bad)
     bad.write_text("resize: 2.5\n")
     with pytest.raises(SoftsegError, match="resize expected an integer"):

@@ -154,6 +154,17 @@ def test_label_modes_give_the_documented_targets():
     assert drawn == {0, 1, 2}
 
 
+def test_random_rater_needs_individual_masks():
+    case = make_dataset(1).cases[0]
+    agreement_only = Case("agr01", case.image, case.spacing, case.geometry, case.image_path,
+                          agreement={"task01": case.masks["task01"].mean(0).astype(np.float32)},
+                          n_raters={"task01": 3})
+    with pytest.raises(SoftsegError, match="agr01: task task01 has no individual rater masks.*use 'soft'"):
+        prepare([agreement_only], TINY.replace(tasks=("task01",), label_mode="random_rater"))
+    soft = prepare([agreement_only], TINY.replace(tasks=("task01",)))
+    np.testing.assert_allclose(soft.labels[0][0].numpy(), case.masks["task01"].mean(0), atol=1e-6)
+
+
 def test_resize_applies_to_image_and_label_alike():
     ds = make_dataset(1, size=64)
     data = prepare(list(ds.cases), TINY.replace(tasks=("task01",), resize=32), validation=True)

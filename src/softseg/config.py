@@ -234,9 +234,8 @@ def _coerce(data: Mapping[str, Any], source: str) -> dict[str, Any]:
             value = float(value)
         elif isinstance(default, (int, float)) and not isinstance(value, type(default)) and value is not None:
             if key != "resize":
-                raise SoftsegError(
-                    f"{source}: {key} expected a {type(default).__name__}, found {value!r}"
-                )
+                kind = "an integer" if isinstance(default, int) else "a number"
+                raise SoftsegError(f"{source}: {key} expected {kind}, found {value!r}")
         if key == "resize" and value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise SoftsegError(f"{source}: resize expected an integer pixel size or null, found {value!r}")
         out[key] = value
