@@ -432,6 +432,15 @@ def test_example_inputs_missing(tmp_path):
         report.build_report(eval_dir, tmp_path / "r2.html")
 
 
+def test_example_case_missing_from_the_data(tmp_path):
+    eval_dir = write_evaluation(tmp_path)
+    with open(eval_dir / "cases.csv", "a", newline="") as handle:
+        csv.writer(handle).writerow(["c99", "task01", 0.1, 0.2, 0.3, 0.88, 0.99, 0.01, 0.02, 3])
+    with pytest.raises(SoftsegError, match=r"data: expected labelled case 'c99' for task "
+                       r"'task01' \(cases.csv lists it\), found no such case.*--cases 0"):
+        report.build_report(eval_dir, tmp_path / "r.html")
+
+
 def test_prediction_of_another_size_is_refused(tmp_path):
     eval_dir = write_evaluation(tmp_path)
     _write_png(tmp_path / "predictions" / "c01" / "task01.png", np.zeros((8, 8), np.uint16))

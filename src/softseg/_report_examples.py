@@ -148,7 +148,8 @@ def _prepare(evaluation, case, task, rank, qubiq, soft, prob) -> Example:
         areas = soft.reshape(-1, soft.shape[-1]).sum(axis=0)
         index = int(np.argmax(areas)) if areas.max() > 0 else soft.shape[-1] // 2
         soft, prob, image = soft[..., index], prob[..., index], image[..., index]
-        notes.append(f"slice {index} of {case.spatial_shape[-1]} (last axis)")
+        notes.append(f"slice {index} of {case.spatial_shape[-1]} (last axis); the slider's "
+                     "precision and recall are the whole volume's")
     rgb = _display_image(image)
     if case.geometry.format == "nifti":  # nibabel's (x, y): show y upwards, x to the right
         soft, prob, rgb = (np.flipud(np.swapaxes(a, 0, 1)) for a in (soft, prob, rgb))
