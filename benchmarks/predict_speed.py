@@ -11,7 +11,11 @@ U-Net (EfficientNet-B0, the paper's model; weights do not change the speed):
   sigmoid, cropping, and writing 16-bit PNG probability maps plus a 0.5 mask.
 
 It prints images per second for both and one line per size that starts with ``ratio``
-(softseg / bare; the target is at least 0.9). Run it on an idle machine::
+(softseg / bare; the target is at least 0.9). Writing runs on a background thread, so the
+ratio depends on a core being free for it. The untrained model's maps are near 0.5 with
+noise in the low bits, the worst case for PNG compression (a trained model's maps are mostly
+0 and 1 and encode several times faster), so the ratio measured here is a lower bound. Run
+it on an idle machine::
 
     python benchmarks/predict_speed.py                 # 256x256 and 480x480, 64 images each
     python benchmarks/predict_speed.py --quick         # smoke run: 64x64, 4 images
