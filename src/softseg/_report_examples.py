@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from softseg import datasets, io, labels
 from softseg._report_inputs import Evaluation
 from softseg.errors import SoftsegError
 
@@ -85,9 +86,6 @@ def load_examples(evaluation: Evaluation, n_cases: int) -> list[Example]:
     wanted = {task: choose_cases(evaluation, task, n_cases) for task in evaluation.tasks}
     if not any(wanted.values()):
         return []
-    # Imported here so the rest of the report works without the data layer loaded.
-    from softseg import datasets, io, labels
-
     data, predictions = evaluation.data, evaluation.predictions
     for what, folder in (("data", data), ("predictions", predictions)):
         if folder is None or not folder.is_dir():
