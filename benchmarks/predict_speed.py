@@ -13,8 +13,9 @@ U-Net (EfficientNet-B0, the paper's model; weights do not change the speed):
 It prints images per second for both and one line per size that starts with ``ratio``
 (softseg / bare; the target is at least 0.9). Writing runs on a background thread, so the
 ratio depends on a core being free for it. The untrained model's maps are near 0.5 with
-noise in the low bits, the worst case for PNG compression (a trained model's maps are mostly
-0 and 1 and encode several times faster), so the ratio measured here is a lower bound. Run
+noise in the low bits, a bad case for PNG compression (at 256x256 such a map took 18 ms to
+write, a smooth mostly-0/1 map like a trained model's 12 ms), so the ratio measured here is
+on the low side. Run
 it on an idle machine::
 
     python benchmarks/predict_speed.py                 # 256x256 and 480x480, 64 images each
