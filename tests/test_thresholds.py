@@ -394,3 +394,20 @@ def test_threshold_command_stores_the_choice_and_predict_uses_it(tmp_path, capsy
     mask, _ = __import__("softseg.io", fromlist=["read_mask"]).read_mask(
         tmp_path / "pred" / "c1" / "task01_mask-0.55.png")
     assert mask.all()  # p = 0.555 >= 0.55 everywhere
+
+
+def test_folder_of_seeds_is_averaged_and_stores_its_threshold_in_the_folder(tmp_path):
+    from softseg.predict import resolve_runs
+    from softseg.thresholds import choose_thresholds
+
+    data = rater_dataset(tmp_path / "data")
+    seeds = tmp_path / "seeds"
+    make_run(seeds / "seed0", constant=0.50)
+    make_run(seeds / "seed1", constant=0.61, seed=1)  # mean 0.555: predicted up to t = 0.55
+    payload, _ = choose_thresholds(seeds, data, criterion="max_f1", progress=False)
+    assert payload["tasks"]["task01"]["threshold"] == 0.55
+    assert payload["run_names"] == ["seed0", "seed1"]
+    write_threshold_file(seeds, payload)
+    assert resolve_runs([seeds]).threshold == read_threshold_file(seeds)
+    # one seed alone is another model: the folder's threshold does not apply to it
+    assert resolve_runs([seeds / "seed0"]).threshold is None
