@@ -333,4 +333,5 @@ def test_compare_refusals(tmp_path, capsys):
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "x").write_text("")
     assert main(["compare", str(data), "--out", str(tmp_path / "e"), "--folds", "2"]) == 2
-    assert "output folder is not empty" in capsys.readouterr().err
+    assert "output folder is not empty (an earlier compare run?); choose another --out or pass --resume" \
+        in capsys.readouterr().err

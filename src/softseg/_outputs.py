@@ -47,16 +47,16 @@ def prepare_out_dir(out: Path, *, overwrite: bool = False, resume: bool = False,
 
     ``resume`` keeps what is there (the caller skips finished work); ``overwrite`` allows
     writing into it (files of the same names are replaced, nothing else is deleted).
-    Raises :class:`SoftsegError` naming the folder and both ways out.
+    Raises :class:`SoftsegError` naming the folder and the way out.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SoftsegError(f"{out}: expected an output folder, found a file; choose another --out")
     if out.is_dir() and any(out.iterdir()) and not (overwrite or resume):
-        way_out = "--resume to continue that run, " if command != "demo" else ""
+        # demo offers --overwrite (its outputs are cheap to remake); experiments offer --resume
+        way_out = "pass --overwrite to replace its outputs" if command == "demo" else "pass --resume to continue that run"
         raise SoftsegError(
-            f"{out}: output folder is not empty (an earlier {command} run?); "
-            f"choose another --out, {way_out}or pass --overwrite to write into it"
+            f"{out}: output folder is not empty (an earlier {command} run?); choose another --out or {way_out}"
         )
     out.mkdir(parents=True, exist_ok=True)
     return out
