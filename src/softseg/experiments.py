@@ -29,7 +29,7 @@ from softseg import _pipeline as steps
 from softseg._demo import DemoResult, DemoSettings, demo
 from softseg._folds import patient_map, prepare_folds
 from softseg._outputs import prepare_out_dir, write_json_atomic
-from softseg._paper import QubiqTask, select_tasks
+from softseg._paper import QUBIQ_TASKS, QubiqTask, select_tasks
 from softseg._qubiq_root import locate_all
 from softseg._tables import Cell, aggregate, write_comparison, write_paper_tables
 from softseg.config import LABEL_MODES, TrainConfig, resolve_config
@@ -134,7 +134,8 @@ def reproduce(
         OUT/<task>/result.json            per-seed values; present = task finished
 
     With ``resume`` a finished task is skipped and a half-finished one continues; without it
-    a non-empty ``out`` is refused. Returns the paths of the three table files.
+    a non-empty ``out`` is refused. The tables also keep tasks finished in ``out`` by earlier
+    invocations (e.g. one ``--tasks`` at a time). Returns the paths of the three table files.
     """
     tasks = select_tasks(list(options.tasks))
     seeds = _check_seeds(options.seeds)
@@ -151,8 +152,14 @@ def reproduce(
         if result is None or result.get("seeds") != list(seeds):
             result = _reproduce_task(found[task.dataset], task, task_dir, seeds, options)
         results[task.label] = _cells([{k: tuple(v) for k, v in s.items()} for s in result["per_seed"].values()])
+    # tasks finished by earlier invocations into the same folder stay in the tables
+    for task in QUBIQ_TASKS:
+        earlier = _load_result(out / task.key / RESULT_FILE) if task.label not in results else None
+        if earlier is not None:
+            results[task.label] = _cells([{k: tuple(v) for k, v in s.items()} for s in earlier["per_seed"].values()])
     note = (
-        f"Ours: mean ± population std over {len(seeds)} seed(s) {list(seeds)} of each seed's value "
+        f"Ours: mean ± population std over seeds of each seed's value (seeds {list(seeds)} in this "
+        "invocation; n_seeds per row in tables.csv) "
         "(trained on the official Training split, evaluated on the official Validation split, last "
         "checkpoint). Paper: mean ± std over thresholds (Table 2) or cases (Table 3). "
         "Δ = ours − paper, in the table's units. HD95: maximum of the two directed 95th percentiles."
