@@ -188,6 +188,9 @@ def test_read_probability_rejects_out_of_range(tmp_path):
     path = save_nifti(tmp_path / "p.nii.gz", np.array([[0.0, 1.2]], np.float32))
     with pytest.raises(SoftsegError, match=r"p.nii.gz: expected probabilities in \[0, 1\], found values in \[0, 1.2\]"):
         io.read_probability(path)
+    path = save_nifti(tmp_path / "h.nii.gz", np.full((2, 2), 1.5, np.float32))
+    with pytest.raises(SoftsegError, match=r"h.nii.gz: .* found values in \[1.5, 1.5\]"):
+        io.read_probability(path)
     path = save_nifti(tmp_path / "n.nii.gz", np.array([[0.0, np.nan]], np.float32))
     with pytest.raises(SoftsegError, match=r"n.nii.gz: expected finite probabilities"):
         io.read_probability(path)
