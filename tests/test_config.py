@@ -24,7 +24,7 @@ def test_defaults_are_the_papers_procedure():
     assert (c.epochs, c.batch_size, c.aug_copies) == (150, 8, 3)
     assert (c.lr, c.lr_min, c.betas, c.weight_decay) == (1e-2, 1e-4, (0.9, 0.999), 0.0)
     assert (c.translate, c.rotate, c.zoom, c.hflip, c.vflip) == (0.1, 15.0, 0.1, 0.5, 0.5)
-    assert c.label_mode == "soft" and c.normalization == "zscore"
+    assert c.label_mode == "soft" and c.normalization == "zscore" and c.bn_momentum == 0.1
 
 
 def test_presets_match_spec_table():

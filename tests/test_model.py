@@ -39,6 +39,22 @@ def test_shapes_and_architecture(unet):
     assert unet.encoder._conv_stem.in_channels == 4
 
 
+def test_batchnorm_momentum_is_uniform_and_running_stats_settle(unet):
+    # smp's efficientnet encoder ships momentum 0.01 (TF's 0.99 decay); we use 0.1 everywhere
+    bns = [m for m in unet.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) > 50 and {b.momentum for b in bns} == {0.1}
+    m = create_model(1, 1, bn_momentum=0.5)
+    assert {b.momentum for b in m.modules() if isinstance(b, nn.BatchNorm2d)} == {0.5}
+    stem = create_model(1, 1).encoder._bn0
+    with torch.no_grad():
+        stem.train()
+        x = torch.randn(4, 32, 8, 8) * 3 + 5
+        for _ in range(40):
+            stem(x)
+    # after 40 steps at momentum 0.1 the running mean is within 1.5 % of the batch mean
+    assert torch.allclose(stem.running_mean, x.mean(dim=(0, 2, 3)), rtol=0.02)
+
+
 def test_every_parameter_receives_a_gradient():
     # smp's efficientnet encoder keeps an unused _conv_head/_bn1; DDP would reject them.
     m = create_model(1, 1)

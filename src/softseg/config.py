@@ -48,6 +48,7 @@ class TrainConfig:
     encoder: str = "efficientnet-b0"
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     encoder_weights: str = "imagenet"
+    bn_momentum: float = 0.1
     # procedure (SPEC.md, "The method")
     epochs: int = 150
     batch_size: int = 8
@@ -151,6 +152,7 @@ def validate(config: TrainConfig) -> None:
     check(c.precision in PRECISIONS, f"precision: expected one of {PRECISIONS}, found {c.precision!r}")
     check(c.best_metric in BEST_METRICS, f"best_metric: expected one of {BEST_METRICS}, found {c.best_metric!r}")
     check(c.normalization in NORMALIZATIONS, f"normalization: expected one of {NORMALIZATIONS}, found {c.normalization!r}")
+    check(0 < c.bn_momentum <= 1, f"bn_momentum: expected a value in (0, 1], found {c.bn_momentum}")
     check(c.epochs >= 1, f"epochs: expected >= 1, found {c.epochs}")
     check(c.batch_size >= 1, f"batch_size: expected >= 1, found {c.batch_size}")
     check(c.aug_copies >= 0, f"aug_copies: expected >= 0, found {c.aug_copies}")

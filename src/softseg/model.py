@@ -9,6 +9,11 @@ the paper asks for; tests/test_model.py pins the resulting statistics.
 smp's EfficientNet encoder keeps the classifier's ``_conv_head``/``_bn1`` although its
 forward never uses them; they never receive gradients, which DistributedDataParallel rejects
 unless told to search for unused parameters every step. They are removed here.
+
+Batch-norm momentum: smp's EfficientNet encoder keeps TensorFlow's 0.99 decay, i.e. PyTorch
+momentum 0.01, so its running statistics need about 500 steps to forget their initial
+values; a run of a few hundred steps then validates (in eval mode) on stale statistics and
+predicts almost nothing. Every BatchNorm here uses ``bn_momentum`` (PyTorch's default 0.1).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ def create_model(
     encoder: str = "efficientnet-b0",
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
     encoder_weights: str | Path | None = "none",
+    bn_momentum: float = 0.1,
 ) -> nn.Module:
     """A U-Net taking ``(N, in_channels, H, W)`` (H, W multiples of 32) to ``(N, n_tasks, H, W)`` logits.
 
@@ -81,6 +87,9 @@ def create_model(
     for name in _UNUSED_ENCODER_MODULES:
         if hasattr(model.encoder, name):
             delattr(model.encoder, name)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = bn_momentum
     if state is not None:
         _load_encoder_state(model.encoder, state, weights_file)
         if build_channels != in_channels:
@@ -96,6 +105,7 @@ def model_from_config(config: TrainConfig, encoder_weights: str | Path | None = 
         encoder=config.encoder,
         decoder_channels=config.decoder_channels,
         encoder_weights=encoder_weights,
+        bn_momentum=config.bn_momentum,
     )
 
 
