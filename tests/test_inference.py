@@ -100,3 +100,15 @@ def test_errors(runs):
     other = _run(4, tasks=("task01",))
     with pytest.raises(SoftsegError, match="differ from.*only runs trained on the same tasks"):
         predict_images([runs[0], other], [np.zeros((1, 32, 32), np.float32)])
+
+
+def test_batched_images_of_mixed_shapes_equal_one_at_a_time(runs):
+    rng = np.random.default_rng(5)
+    images = [rng.random((1, 40, 50)).astype(np.float32), rng.random((1, 64, 64)).astype(np.float32),
+              rng.random((1, 40, 50)).astype(np.float32)]
+    together = predict_images(runs, images)
+    assert [p.shape for p in together] == [(2, 40, 50), (2, 64, 64), (2, 40, 50)]
+    for image, prob in zip(images, together):
+        (alone,) = predict_images(runs, [image])
+        np.testing.assert_allclose(prob, alone, atol=1e-5)
+    assert not np.allclose(together[0], together[2])  # each image keeps its own map

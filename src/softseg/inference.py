@@ -36,11 +36,20 @@ def predict_logits(
 
     The image is padded to a multiple of 32 and the logits cropped back to ``(H, W)``.
     """
-    h, w = image.shape[-2:]
-    x = pad_to_multiple(image.to(device))[None].contiguous(memory_format=memory_format(precision, device))
+    return predict_logits_batch(model, image[None], precision, device)[0]
+
+
+@torch.no_grad()
+def predict_logits_batch(
+    model: torch.nn.Module, images: torch.Tensor, precision: str, device: torch.device
+) -> torch.Tensor:
+    """Logits ``(N, T, H, W)`` float32 on ``device`` for prepared ``(N, C, H, W)`` images,
+    in one forward pass (padded to a multiple of 32, cropped back)."""
+    h, w = images.shape[-2:]
+    x = pad_to_multiple(images.to(device)).contiguous(memory_format=memory_format(precision, device))
     with autocast(precision, device):
         logits = model(x)
-    return logits[0, :, :h, :w].float()
+    return logits[:, :, :h, :w].float()
 
 
 def predict_images(
@@ -62,9 +71,8 @@ def predict_images(
                 f"{first.run_dir}: {first.tasks} / {first.config.in_channels} channels; only runs "
                 f"trained on the same tasks and image channels can be averaged"
             )
-    outputs = []
+    images = [np.asarray(image) for image in images]
     for index, image in enumerate(images):
-        image = np.asarray(image)
         if image.ndim != 3:
             raise SoftsegError(
                 f"image {index}: expected a 2D image (C, H, W), found shape {image.shape}; "
@@ -75,13 +83,19 @@ def predict_images(
                 f"image {index}: expected {first.config.in_channels} channel(s) as in training, "
                 f"found {image.shape[0]} (shape {image.shape})"
             )
-        h, w = image.shape[1:]
-        total = None
-        for run in runs:
-            x = prepare_image(image, run.config)
-            precision = resolve_precision(run.config.precision, run.device)
-            prob = torch.sigmoid(predict_logits(run.model, x, precision, run.device))
-            prob = resize(prob.cpu(), (h, w), clamp01=True)
-            total = prob if total is None else total + prob
-        outputs.append((total / len(runs)).numpy().astype(np.float32))
-    return outputs
+    totals: list[torch.Tensor | None] = [None] * len(images)
+    for run in runs:
+        precision = resolve_precision(run.config.precision, run.device)
+        prepared = [prepare_image(image, run.config) for image in images]
+        # Images of one model-input shape share a forward pass; the caller bounds how many
+        # images come at once (predict's --batch-size).
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, x in enumerate(prepared):
+            groups.setdefault(tuple(x.shape), []).append(index)
+        for indices in groups.values():
+            batch = torch.stack([prepared[i] for i in indices])
+            probs = torch.sigmoid(predict_logits_batch(run.model, batch, precision, run.device)).cpu()
+            for i, prob in zip(indices, probs):
+                prob = resize(prob, tuple(images[i].shape[1:]), clamp01=True)
+                totals[i] = prob if totals[i] is None else totals[i] + prob
+    return [(total / len(runs)).numpy().astype(np.float32) for total in totals]
