@@ -138,8 +138,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64,
                         help="images per size (default 64; the model is loaded once per call)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats, best kept")
-    parser.add_argument("--batch-size", type=int, default=1,
-                        help="images per inference call (default 1, as the bare loop)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="softseg's images per step (default: predict's own default); "
+                             "softseg is also measured at 1, as the bare loop")
     parser.add_argument("--precision", default="auto", help="auto (default), fp32, bf16, amp")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
@@ -148,9 +149,14 @@ def main() -> None:
     if args.quick:
         args.sizes, args.images, args.repeats = [64], 4, 1
 
+    import inspect
+
     import torch
 
     from softseg._train_runtime import resolve_precision
+    from softseg.predict import predict
+
+    batch_size = args.batch_size or inspect.signature(predict).parameters["batch_size"].default
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -164,11 +170,16 @@ def main() -> None:
             folder = root / f"images{size}" / "images"
             make_images(folder, size, args.images)
             bare = bare_loop(run, folder, args.device, args.repeats)
+            single = softseg_predict(run, folder, root / f"pred{size}-1", args.device,
+                                     args.repeats, 1)
             full = softseg_predict(run, folder, root / f"pred{size}", args.device, args.repeats,
-                                   args.batch_size)
-            print(f"{size}x{size}: bare model(x) {bare:.2f} img/s, softseg predict {full:.2f} img/s "
-                  f"(of its {args.images / full:.2f} s, {load_seconds(run, args.device):.2f} s load the model)")
-            print(f"ratio {size}x{size} {full / bare:.3f}")
+                                   batch_size)
+            print(f"{size}x{size}: bare model(x) one image per call {bare:.2f} img/s; softseg "
+                  f"predict {single:.2f} img/s at batch 1, {full:.2f} img/s at batch {batch_size} "
+                  f"({load_seconds(run, args.device):.2f} s of each call loads the model)")
+            print(f"ratio {size}x{size} softseg predict (batch 1) / bare loop: {single / bare:.3f}")
+            print(f"ratio {size}x{size} softseg predict (batch {batch_size}, its default) / bare loop: "
+                  f"{full / bare:.3f}")
 
 
 if __name__ == "__main__":

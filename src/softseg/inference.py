@@ -17,7 +17,7 @@ from softseg._train_runtime import autocast, memory_format, resolve_precision
 from softseg.config import TrainConfig
 from softseg.errors import SoftsegError
 from softseg.model import LoadedRun
-from softseg.transforms import normalize, pad_to_multiple, resize
+from softseg.transforms import normalize, pad_to_multiple, padded_size, resize
 
 
 def prepare_image(image: np.ndarray | torch.Tensor, config: TrainConfig) -> torch.Tensor:
@@ -50,6 +50,26 @@ def predict_logits_batch(
     with autocast(precision, device):
         logits = model(x)
     return logits[:, :, :h, :w].float()
+
+
+# On a CPU, a forward pass over more than about 2^18 input pixels at once spills the caches:
+# measured with the paper's model in bf16, four 256x256 images together ran 1.5x faster per
+# image than one at a time, while four 480x480 images together ran slower than one at a time.
+CPU_BATCH_PIXELS = 2**18
+
+
+def _split_for_cache(groups, prepared: list[torch.Tensor], device: torch.device) -> list[list[int]]:
+    """Split groups of same-shaped image indices into forward passes; on a CPU each pass
+    holds at most :data:`CPU_BATCH_PIXELS` padded pixels (but always at least one image)."""
+    passes = []
+    for indices in groups:
+        if device.type != "cpu":
+            passes.append(list(indices))
+            continue
+        h, w = prepared[indices[0]].shape[-2:]
+        per_pass = max(1, CPU_BATCH_PIXELS // (padded_size(h) * padded_size(w)))
+        passes.extend(list(indices[i : i + per_pass]) for i in range(0, len(indices), per_pass))
+    return passes
 
 
 def predict_images(
@@ -92,7 +112,7 @@ def predict_images(
         groups: dict[tuple[int, ...], list[int]] = {}
         for index, x in enumerate(prepared):
             groups.setdefault(tuple(x.shape), []).append(index)
-        for indices in groups.values():
+        for indices in _split_for_cache(groups.values(), prepared, run.device):
             batch = torch.stack([prepared[i] for i in indices])
             probs = torch.sigmoid(predict_logits_batch(run.model, batch, precision, run.device)).cpu()
             for i, prob in zip(indices, probs):
