@@ -29,13 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"softseg.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"softseg.cli.{name}":
-                continue  # that area's commands are not built yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"softseg.cli.{name}").register(subparsers)
     return parser
 
 
