@@ -13,14 +13,7 @@ from softseg.inference import predict_images
 from softseg.model import LoadedRun, create_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny convolutions gain nothing from a second thread, and on a shared 2-core machine
-    # OpenMP spin-waiting makes them several times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def _run(seed=0, in_channels=1, tasks=("task01", "task02"), resize=None, precision="fp32"):

@@ -14,14 +14,7 @@ from softseg.errors import SoftsegError
 from softseg.model import create_model, find_runs, load_run, save_checkpoint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny convolutions gain nothing from a second thread, and on a shared 2-core machine
-    # OpenMP spin-waiting makes them several times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,7 @@ from softseg.predict import load_input, predict, std_map, threshold_label
 TASKS = ("task01", "task02")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny inputs run as fast on one thread, and a busy shared CI machine cannot turn
-    two spinning OpenMP threads into minutes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def make_run(run_dir: Path, in_channels: int = 1, tasks=TASKS, seed: int = 0) -> Path:

@@ -244,16 +244,7 @@ def test_threshold_file_invalid(tmp_path):
 # ----------------------------------------------------------------------------- on a run
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    import torch
-
-    """Tiny inputs run as fast on one thread, and a busy shared CI machine cannot turn
-    two spinning OpenMP threads into minutes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 def rater_dataset(root, n_cases=3, shape=(32, 40), n_raters=3, seed=0):
     """``images/<case>.png`` + ``raters/<case>/<rater>.png``: nested discs per rater."""

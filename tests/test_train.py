@@ -17,14 +17,7 @@ from softseg.inference import predict_images
 from softseg.model import load_run
 from softseg.train import lr_at, soft_cross_entropy, train_run
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny convolutions gain nothing from a second thread, and on a shared 2-core machine
-    # OpenMP spin-waiting makes them several times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 TINY = TrainConfig(epochs=2, batch_size=4, crop_size=32, encoder_weights="none", precision="fp32")
