@@ -16,7 +16,7 @@ import torch
 from softseg._train_runtime import autocast, memory_format, resolve_precision
 from softseg.config import TrainConfig
 from softseg.errors import SoftsegError
-from softseg.model import LoadedRun
+from softseg.model import LoadedRun, check_runs_compatible
 from softseg.transforms import normalize, pad_to_multiple, padded_size, resize
 
 
@@ -81,16 +81,8 @@ def predict_images(
     their probabilities are averaged. Only 2D images are supported.
     """
     runs = list(loaded_runs)
-    if not runs:
-        raise SoftsegError("no trained run given; pass at least one run folder")
+    check_runs_compatible(runs)
     first = runs[0]
-    for run in runs[1:]:
-        if run.tasks != first.tasks or run.config.in_channels != first.config.in_channels:
-            raise SoftsegError(
-                f"{run.run_dir}: tasks {run.tasks} / {run.config.in_channels} channels differ from "
-                f"{first.run_dir}: {first.tasks} / {first.config.in_channels} channels; only runs "
-                f"trained on the same tasks and image channels can be averaged"
-            )
     images = [np.asarray(image) for image in images]
     for index, image in enumerate(images):
         if image.ndim != 3:

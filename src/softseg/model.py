@@ -25,7 +25,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -286,6 +286,21 @@ class LoadedRun:
     tasks: tuple[str, ...]
     checkpoint: Path
     device: torch.device
+
+
+def check_runs_compatible(runs: Sequence[LoadedRun]) -> None:
+    """Raise SoftsegError unless all runs share tasks and input channels (so that their
+    probabilities can be averaged); also when no run is given."""
+    if not runs:
+        raise SoftsegError("no trained run given; pass at least one run folder")
+    first = runs[0]
+    for run in runs[1:]:
+        if run.tasks != first.tasks or run.config.in_channels != first.config.in_channels:
+            raise SoftsegError(
+                f"{run.run_dir}: tasks {run.tasks} / {run.config.in_channels} channels differ from "
+                f"{first.run_dir}: {first.tasks} / {first.config.in_channels} channels; only runs "
+                f"trained on the same tasks and image channels can be averaged"
+            )
 
 
 def find_runs(path: str | Path) -> list[Path]:

@@ -252,18 +252,11 @@ def resolve_device(device: str | None) -> str:
 
 def load_models(run_dirs: Sequence[Path], device: str | None = "auto", checkpoint: str = "best") -> list:
     """:func:`model.load_run` for every run; all must share tasks and input channels."""
-    from softseg.model import load_run
+    from softseg.model import check_runs_compatible, load_run
 
     device = resolve_device(device)
     loaded = [load_run(run, checkpoint=checkpoint, device=device) for run in run_dirs]
-    first = loaded[0]
-    for other in loaded[1:]:
-        if other.tasks != first.tasks or other.config.in_channels != first.config.in_channels:
-            raise SoftsegError(
-                f"{other.run_dir}: tasks {other.tasks} / {other.config.in_channels} channels "
-                f"differ from {first.run_dir}: {first.tasks} / {first.config.in_channels}; "
-                "only runs trained on the same tasks can be averaged"
-            )
+    check_runs_compatible(loaded)
     return loaded
 
 
