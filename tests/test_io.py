@@ -294,3 +294,21 @@ def test_shapes_that_are_not_images_or_maps(tmp_path):
     geometry = io.read_image(tmp_path / "rgb.png")[2]
     with pytest.raises(SoftsegError, match=r"p.png: PNG maps must be 2D, got shape \(2, 2, 3\)"):
         io.write_map(tmp_path / "p.png", np.zeros((2, 2, 3)), geometry)
+
+
+def test_png_maps_are_exact_for_any_size_and_read_by_pillow(tmp_path):
+    # write_map encodes PNGs itself (Up filter, zlib level 1): Pillow must read every value back
+    rng = np.random.default_rng(7)
+    for shape in [(1, 1), (3, 7), (33, 65), (64, 48)]:
+        Image.fromarray(np.zeros(shape, np.uint8)).save(tmp_path / "src.png")
+        _, _, geometry = io.read_image(tmp_path / "src.png")
+        prob = rng.random(shape).astype(np.float32)
+        io.write_map(tmp_path / "p.png", prob, geometry, overwrite=True)
+        stored = np.array(Image.open(tmp_path / "p.png"))
+        np.testing.assert_array_equal(stored, np.round(prob.astype(np.float64) * 65535))
+        assert Image.open(tmp_path / "p.png").mode.startswith("I;16")
+        mask = prob >= 0.5
+        io.write_map(tmp_path / "m.png", mask, geometry, overwrite=True)
+        with Image.open(tmp_path / "m.png") as image:
+            assert image.mode == "L"
+            np.testing.assert_array_equal(np.array(image), np.where(mask, 255, 0))
