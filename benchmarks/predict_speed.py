@@ -13,10 +13,10 @@ U-Net (EfficientNet-B0, the paper's model; weights do not change the speed):
 It prints images per second for both and one line per size that starts with ``ratio``
 (softseg / bare; the target is at least 0.9). Writing runs on a background thread, so the
 ratio depends on a core being free for it. The untrained model's maps are near 0.5 with
-noise in the low bits, a bad case for PNG compression (at 256x256 such a map took 18 ms to
-write, a smooth mostly-0/1 map like a trained model's 12 ms), so the ratio measured here is
-on the low side. Run
-it on an idle machine::
+noise in the low bits, the worst case for writing (at 480x480 such a map takes about 5 ms
+to write, its 0.5 mask 3 ms; a smooth trained-looking map under 1 ms), so the ratio measured
+here is on the low side. softseg is measured at batch 1, as the bare loop, and at its default
+batch size. Run it on an idle machine::
 
     python benchmarks/predict_speed.py                 # 256x256 and 480x480, 64 images each
     python benchmarks/predict_speed.py --quick         # smoke run: 64x64, 4 images

@@ -1,6 +1,7 @@
 """Reading and writing image, mask and probability files: the only module that knows formats.
 
-Formats: NIfTI (``.nii``, ``.nii.gz``, via nibabel) and PNG (via Pillow).
+Formats: NIfTI (``.nii``, ``.nii.gz``, via nibabel) and PNG (read via Pillow; grey maps
+and masks written by the small encoder :func:`_encode_grey_png`, for speed).
 
 Conventions
 -----------
