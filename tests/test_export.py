@@ -11,30 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _runs import make_run  # tests/_runs.py
 from softseg.cli import main
-from softseg.config import TrainConfig, save_config, to_dict
 from softseg.errors import SoftsegError
 from softseg.export import export_onnx, sidecar_path
 from softseg.inference import predict_images
-from softseg.model import load_run, model_from_config, save_checkpoint
+from softseg.model import load_run
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
-
-
-def make_run(run_dir: Path, in_channels: int = 1, tasks=("task01", "task02"), seed: int = 0) -> Path:
-    """A run folder with an untrained model whose logits are spread out (weights x 20)."""
-    config = TrainConfig(tasks=tuple(tasks), in_channels=in_channels, encoder_weights="none",
-                         precision="fp32", seed=seed, crop_size=64)
-    torch.manual_seed(seed)
-    model = model_from_config(config)
-    with torch.no_grad():
-        model.segmentation_head[0].weight.mul_(20.0)
-    (run_dir / "checkpoints").mkdir(parents=True)
-    save_config(config, run_dir / "config.json")
-    save_checkpoint({"model": model.state_dict(), "config": to_dict(config)},
-                    run_dir / "checkpoints" / "best.pt")
-    return run_dir
 
 
 @pytest.fixture(scope="module")

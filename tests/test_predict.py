@@ -8,37 +8,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
+from _runs import make_run  # tests/_runs.py
 from softseg import io
 from softseg.cli import main
-from softseg.config import TrainConfig, save_config, to_dict
 from softseg.errors import SoftsegError
 from softseg.inference import predict_images
-from softseg.model import load_run, model_from_config, save_checkpoint
+from softseg.model import load_run
 from softseg.predict import load_input, predict, std_map, threshold_label
 
 TASKS = ("task01", "task02")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
-
-
-def make_run(run_dir: Path, in_channels: int = 1, tasks=TASKS, seed: int = 0) -> Path:
-    """A run folder with an untrained model whose logits are spread out (weights x 20)."""
-    config = TrainConfig(tasks=tuple(tasks), in_channels=in_channels, encoder_weights="none",
-                         precision="fp32", seed=seed)
-    torch.manual_seed(seed)
-    model = model_from_config(config)
-    with torch.no_grad():
-        model.segmentation_head[0].weight.mul_(20.0)
-    (run_dir / "checkpoints").mkdir(parents=True)
-    save_config(config, run_dir / "config.json")
-    save_checkpoint({"model": model.state_dict(), "config": to_dict(config)},
-                    run_dir / "checkpoints" / "best.pt")
-    (run_dir / "split.json").write_text(json.dumps({"train": [], "val": []}))
-    return run_dir
 
 
 @pytest.fixture(scope="module")
