@@ -22,7 +22,11 @@ from softseg.transforms import normalize, pad_to_multiple, padded_size, resize
 
 def prepare_image(image: np.ndarray | torch.Tensor, config: TrainConfig) -> torch.Tensor:
     """``(C, H, W)`` raw image -> ``(C, H', W')`` float32 normalised (and resized) model input."""
-    x = normalize(image)
+    return resize_input(normalize(image), config)
+
+
+def resize_input(x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """A normalised ``(C, H, W)`` image resized as the run was trained (unchanged without a resize)."""
     if config.resize is not None:
         x = resize(x, (config.resize, config.resize))
     return x
@@ -96,9 +100,10 @@ def predict_images(
                 f"found {image.shape[0]} (shape {image.shape})"
             )
     totals: list[torch.Tensor | None] = [None] * len(images)
+    normalized = [normalize(image) for image in images]  # the same for every run
     for run in runs:
         precision = resolve_precision(run.config.precision, run.device)
-        prepared = [prepare_image(image, run.config) for image in images]
+        prepared = [resize_input(x, run.config) for x in normalized]
         # Images of one model-input shape share a forward pass; the caller bounds how many
         # images come at once (predict's --batch-size).
         groups: dict[tuple[int, ...], list[int]] = {}
