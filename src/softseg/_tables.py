@@ -134,10 +134,14 @@ def _csv_text(rows: list[dict]) -> str:
 
 def write_paper_tables(out_dir: Path, results: Mapping[str, Mapping[str, Cell]], note: str = "") -> list[Path]:
     """Write ``tables.md``, ``tables.csv`` and ``tables.json`` (the rows of :func:`paper_rows`)."""
-    out_dir = Path(out_dir)
     rows = paper_rows(results)
-    paths = [out_dir / "tables.md", out_dir / "tables.csv", out_dir / "tables.json"]
-    write_text_atomic(paths[0], paper_markdown(rows, note) + "\n")
+    return _write_table_files(Path(out_dir), "tables", paper_markdown(rows, note), rows, note)
+
+
+def _write_table_files(out_dir: Path, stem: str, markdown: str, rows: list[dict], note: str) -> list[Path]:
+    """``<stem>.md``, ``<stem>.csv`` and ``<stem>.json`` (the rows and the note), each atomically."""
+    paths = [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", out_dir / f"{stem}.json"]
+    write_text_atomic(paths[0], markdown + "\n")
     write_text_atomic(paths[1], _csv_text(rows))
     write_json_atomic(paths[2], {"note": note, "rows": rows})
     return paths
@@ -195,10 +199,5 @@ def write_comparison(
     out_dir: Path, results: Mapping[str, Mapping[str, Mapping[str, Cell]]], note: str = ""
 ) -> list[Path]:
     """Write ``comparison.md``, ``comparison.csv`` and ``comparison.json``."""
-    out_dir = Path(out_dir)
     rows = comparison_rows(results)
-    paths = [out_dir / "comparison.md", out_dir / "comparison.csv", out_dir / "comparison.json"]
-    write_text_atomic(paths[0], comparison_markdown(rows, note) + "\n")
-    write_text_atomic(paths[1], _csv_text(rows))
-    write_json_atomic(paths[2], {"note": note, "rows": rows})
-    return paths
+    return _write_table_files(Path(out_dir), "comparison", comparison_markdown(rows, note), rows, note)
