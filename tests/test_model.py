@@ -10,6 +10,7 @@ from torch import nn
 
 from softseg import model as model_module
 from softseg.config import TrainConfig, save_config, to_dict
+from softseg._fold import fold_batchnorm
 from softseg.errors import SoftsegError
 from softseg.model import create_model, find_runs, load_run, save_checkpoint
 
@@ -158,17 +159,55 @@ def _fake_run(run_dir, seed=0):
     run_dir.mkdir(parents=True)
     save_config(config, run_dir / "config.json")
     torch.manual_seed(seed)
-    m = create_model(1, 2)
+    m = _with_running_stats(create_model(1, 2), seed)
     save_checkpoint({"model": m.state_dict(), "config": to_dict(config)}, run_dir / "checkpoints" / "best.pt")
     return m
+
+
+def _with_running_stats(model, seed=1):
+    """``model`` with BatchNorm statistics far from their (0, 1) start, as after training."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            n = bn.num_features
+            bn.running_mean.copy_(torch.randn(n, generator=generator) * 0.5)
+            bn.running_var.copy_(torch.rand(n, generator=generator) * 2 + 0.2)
+            bn.weight.copy_(torch.randn(n, generator=generator) * 0.3 + 1)
+            bn.bias.copy_(torch.randn(n, generator=generator) * 0.2)
+    return model.eval()
+
+
+def test_fold_batchnorm_keeps_the_function_and_removes_every_batchnorm():
+    torch.manual_seed(0)
+    model = _with_running_stats(create_model(2, 3))
+    x = torch.randn(2, 2, 64, 96)
+    with torch.no_grad():
+        expected = model(x)
+        folded = fold_batchnorm(model)
+        got = folded(x)
+    assert folded is model and not folded.training
+    assert [n for n, m in folded.named_modules() if isinstance(m, nn.BatchNorm2d)] == []
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_fold_batchnorm_leaves_unknown_pairs_alone():
+    # a BatchNorm that is not directly after a convolution, and one without running stats
+    seq = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.BatchNorm2d(2),
+                        nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2, track_running_stats=False))
+    fold_batchnorm(seq)
+    assert [type(m).__name__ for m in seq] == ["Conv2d", "ReLU", "BatchNorm2d", "Conv2d", "BatchNorm2d"]
 
 
 def test_load_run_restores_the_model(tmp_path):
     source = _fake_run(tmp_path / "seed0")
     run = load_run(tmp_path / "seed0")
     assert run.tasks == ("task01", "task02") and not run.model.training
-    for a, b in zip(source.state_dict().values(), run.model.state_dict().values()):
-        assert torch.equal(a, b)
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():  # the checkpoint's function, computed by the folded model
+        expected = source.eval()(x)
+        got = run.model(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+    assert not [m for m in run.model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert not list((tmp_path / "seed0" / "checkpoints").glob(".*tmp*"))
     with pytest.raises(SoftsegError, match=r"last.pt: checkpoint not found; available: \['best'\]"):
         load_run(tmp_path / "seed0", checkpoint="last")
