@@ -152,12 +152,17 @@ def test_binary_mask_png_is_8_bit_0_255(tmp_path):
         np.testing.assert_array_equal(np.array(img), [[255, 0], [0, 255]])
 
 
-def test_nifti_probability_keeps_affine_header_and_drops_channels(tmp_path):
+@pytest.mark.parametrize("gzip_by", ["isal", "zlib"])
+def test_nifti_probability_keeps_affine_header_and_drops_channels(tmp_path, monkeypatch, gzip_by):
+    if gzip_by == "zlib":
+        monkeypatch.setattr(io, "_isal_gzip", None)
     src = save_nifti(tmp_path / "image.nii.gz", np.zeros((6, 5, 4), np.int16))
     _, _, geometry = io.read_image(src)
     p = np.random.default_rng(1).random((6, 5)).astype(np.float32)
     out = io.write_map(tmp_path / "task01.nii.gz", p, geometry)
+    assert out.read_bytes()[:2] == b"\x1f\x8b"  # gzip, as .nii.gz promises
     back = nib.load(str(out))
+    assert back.header["vox_offset"] == nib.load(str(src)).header["vox_offset"]
     assert back.shape == (6, 5)
     np.testing.assert_array_equal(back.affine, geometry.affine)
     np.testing.assert_array_equal(back.get_fdata(dtype=np.float32), p)
@@ -256,12 +261,12 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
     geometry = io.read_image(src)[2]
     out = io.write_map(tmp_path / "p.nii.gz", np.full((2, 2), 0.25), geometry)
 
-    def broken_save(image, filename):
-        with open(filename, "wb") as handle:
-            handle.write(b"half a file")
+    def broken_write(self, data):
+        with open(self, "wb") as handle:
+            handle.write(data[: len(data) // 2])
         raise OSError("disk full")
 
-    monkeypatch.setattr(io.nib, "save", broken_save)
+    monkeypatch.setattr(io.Path, "write_bytes", broken_write)
     with pytest.raises(OSError, match="disk full"):
         io.write_map(out, np.full((2, 2), 0.75), geometry, overwrite=True)
     monkeypatch.undo()
@@ -296,19 +301,37 @@ def test_shapes_that_are_not_images_or_maps(tmp_path):
         io.write_map(tmp_path / "p.png", np.zeros((2, 2, 3)), geometry)
 
 
-def test_png_maps_are_exact_for_any_size_and_read_by_pillow(tmp_path):
-    # write_map encodes PNGs itself (Up filter, zlib level 1): Pillow must read every value back
+@pytest.mark.parametrize("deflate", ["isal", "zlib"])
+def test_png_maps_are_exact_for_any_size_and_read_by_pillow(tmp_path, monkeypatch, deflate):
+    # write_map encodes PNGs itself (Up filter, ISA-L or zlib deflate): Pillow must read
+    # every value back
+    if deflate == "zlib":
+        monkeypatch.setattr(io, "_isal_zlib", None)
+    else:
+        assert io._isal_zlib is not None, "isal is a dependency on this platform"
     rng = np.random.default_rng(7)
     for shape in [(1, 1), (3, 7), (33, 65), (64, 48)]:
         Image.fromarray(np.zeros(shape, np.uint8)).save(tmp_path / "src.png")
         _, _, geometry = io.read_image(tmp_path / "src.png")
+        yy, xx = np.mgrid[: shape[0], : shape[1]]
+        smooth = np.exp(-((yy - shape[0] / 2) ** 2 + (xx - shape[1] / 3) ** 2) / 50.0)
+        for prob in (rng.random(shape).astype(np.float32), smooth.astype(np.float32)):
+            io.write_map(tmp_path / "p.png", prob, geometry, overwrite=True)
+            stored = np.array(Image.open(tmp_path / "p.png"))
+            np.testing.assert_array_equal(stored, np.round(prob.astype(np.float64) * 65535))
+            assert Image.open(tmp_path / "p.png").mode.startswith("I;16")
         prob = rng.random(shape).astype(np.float32)
-        io.write_map(tmp_path / "p.png", prob, geometry, overwrite=True)
-        stored = np.array(Image.open(tmp_path / "p.png"))
-        np.testing.assert_array_equal(stored, np.round(prob.astype(np.float64) * 65535))
-        assert Image.open(tmp_path / "p.png").mode.startswith("I;16")
         mask = prob >= 0.5
         io.write_map(tmp_path / "m.png", mask, geometry, overwrite=True)
         with Image.open(tmp_path / "m.png") as image:
             assert image.mode == "L"
             np.testing.assert_array_equal(np.array(image), np.where(mask, 255, 0))
+
+
+def test_uncompressed_nifti_is_written_uncompressed(tmp_path):
+    array = np.arange(12, dtype=np.int16).reshape(3, 4)
+    out = io.write_array(tmp_path / "a.nii", array)
+    assert out.read_bytes()[344:348] == b"n+1\x00"  # the single-file NIfTI-1 magic, not gzip
+    back = nib.load(str(out))
+    assert back.get_data_dtype() == np.int16
+    np.testing.assert_array_equal(np.asarray(back.dataobj), array)
