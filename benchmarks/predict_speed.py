@@ -1,24 +1,28 @@
 """Inference speed: `softseg predict` (files in, files out) against a bare ``model(x)`` loop.
 
-For each image size, the same N grey PNG images are predicted twice with the same untrained
-U-Net (EfficientNet-B0, the paper's model; weights do not change the speed):
+For each image size, the same N grey images (PNG, or NIfTI with ``--format nifti``) are
+predicted with the same untrained U-Net (EfficientNet-B0, the paper's model; weights do not
+change the model's speed):
 
 * bare: the images already in memory, normalised, padded and in the model's memory format;
   only ``model(x)`` is timed, one image per call, under the precision softseg picks on this
-  machine (bf16 + channels_last on a CPU with bf16, AMP on a GPU, else fp32);
+  machine (bf16 + channels_last on a CPU with bf16, AMP on a GPU, else fp32). Two models:
+  the checkpoint's model as a user would load it (the reference of the target), and
+  softseg's inference model (BatchNorm folded into the convolutions, the same function);
 * softseg: :func:`softseg.predict.predict` on the folder, timed as a whole: loading the
-  model (reported on its own line too), reading the PNGs, normalising, padding, the model,
-  sigmoid, cropping, and writing 16-bit PNG probability maps plus a 0.5 mask.
+  model, reading the files, normalising, padding, the model, sigmoid, cropping, and writing
+  probability maps (16-bit PNG or float32 NIfTI) plus a 0.5 mask.
 
-It prints images per second for both and one line per size that starts with ``ratio``
-(softseg / bare; the target is at least 0.9). Writing runs on a background thread, so the
-ratio depends on a core being free for it. The untrained model's maps are near 0.5 with
-noise in the low bits, the worst case for writing (at 480x480 such a map takes about 5 ms
-to write, its 0.5 mask 3 ms; a smooth trained-looking map under 1 ms), so the ratio measured
-here is on the low side. softseg is measured at batch 1, as the bare loop, and at its default
-batch size. Run it on an idle machine::
+The four are measured in interleaved rounds, so that a machine whose speed drifts affects
+them alike; medians over the rounds are printed, and one line per ratio that starts with
+``ratio`` (the median of the per-round ratios). The target is softseg predict at least 0.9x
+the bare loop over the checkpoint's model. The last ratio, against the bare loop over the
+same folded model, is what files and the pipeline around the model cost. Writing runs on a
+background thread, so the ratios depend on a core being free for it. softseg is measured
+at batch 1, as the bare loop, and at its default batch size. Run it on an idle machine::
 
     python benchmarks/predict_speed.py                 # 256x256 and 480x480, 64 images each
+    python benchmarks/predict_speed.py --format nifti  # the same with .nii.gz in and out
     python benchmarks/predict_speed.py --quick         # smoke run: 64x64, 4 images
 """
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -53,74 +58,94 @@ def make_run(root: Path, precision: str) -> Path:
     return run
 
 
-def make_images(folder: Path, size: int, count: int) -> None:
-    from PIL import Image
+def make_images(folder: Path, size: int, count: int, fmt: str) -> None:
+    from softseg import io
 
     rng = np.random.default_rng(size)
     folder.mkdir(parents=True)
     yy, xx = np.mgrid[:size, :size]
+    suffix = ".png" if fmt == "png" else ".nii.gz"
     for i in range(count):
         centre = rng.uniform(0.3, 0.7, 2) * size
         blob = np.exp(-((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / (0.05 * size**2))
         pixels = np.clip(200 * blob + rng.normal(30, 10, blob.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"img{i:03d}.png")
+        io.write_array(folder / f"img{i:03d}{suffix}", pixels)
 
 
-def bare_loop(run: Path, folder: Path, device: str, repeats: int) -> float:
-    """Images per second of ``model(x)`` alone, inputs prepared beforehand."""
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def checkpoint_model(run: Path, device: str):
+    """The trained model as a user would load it from the checkpoint: the network with the
+    saved weights, eval mode, in the memory format softseg uses. Returns (model, precision)."""
+    import torch
+
+    from softseg._train_runtime import memory_format, resolve_precision
+    from softseg.config import load_config
+    from softseg.model import model_from_config
+
+    config = load_config(run / "config.json")
+    model = model_from_config(config)
+    model.load_state_dict(torch.load(run / "checkpoints" / "best.pt", weights_only=False)["model"])
+    precision = resolve_precision(config.precision, torch.device(device))
+    fmt = memory_format(precision, torch.device(device))
+    return model.to(device).to(memory_format=fmt).eval(), precision
+
+
+def inference_model(run: Path, device: str):
+    """softseg's own inference model (:func:`softseg.model.load_run`: BatchNorm folded)."""
+    from softseg._train_runtime import resolve_precision
+    from softseg.model import load_run
+
+    loaded = load_run(run, device=device)
+    return loaded.model, resolve_precision(loaded.config.precision, loaded.device)
+
+
+def prepared_inputs(folder: Path, precision: str, device: str) -> list:
+    """Every image of ``folder`` read, normalised, padded and in the model's memory format."""
     import torch
 
     from softseg import io
-    from softseg._train_runtime import autocast, memory_format, resolve_precision
-    from softseg.model import load_run
+    from softseg._train_runtime import memory_format
     from softseg.transforms import normalize, pad_to_multiple
 
-    loaded = load_run(run, device=device)
-    precision = resolve_precision(loaded.config.precision, loaded.device)
-    fmt = memory_format(precision, loaded.device)
-    inputs = [
-        pad_to_multiple(normalize(io.read_image(path)[0]).to(loaded.device))[None].contiguous(
+    fmt = memory_format(precision, torch.device(device))
+    return [
+        pad_to_multiple(normalize(io.read_image(path)[0]).to(device))[None].contiguous(
             memory_format=fmt)
-        for path in sorted(folder.glob("*.png"))
+        for path in image_files(folder)
     ]
-    best = float("inf")
+
+
+def bare_seconds(model, precision: str, inputs: list, device: str) -> float:
+    """Seconds of one pass of ``model(x)`` over ``inputs``, one image per call."""
+    import torch
+
+    from softseg._train_runtime import autocast
+
+    device = torch.device(device)
     with torch.no_grad():
-        for x in inputs[:2]:  # warm-up: kernels picked, caches filled
-            with autocast(precision, loaded.device):
-                loaded.model(x)
-        for _ in range(repeats):
-            if loaded.device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            for x in inputs:
-                with autocast(precision, loaded.device):
-                    y = loaded.model(x)
-            if loaded.device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-            del y
-    return len(inputs) / best
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for x in inputs:
+            with autocast(precision, device):
+                y = model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        del y
+    return time.perf_counter() - start
 
 
-def softseg_predict(run: Path, folder: Path, out_root: Path, device: str, repeats: int,
-                    batch_size: int) -> float:
-    """Images per second of the whole `softseg predict` call, files in and out."""
+def predict_seconds(run: Path, folder: Path, out: Path, device: str, batch_size: int) -> float:
+    """Seconds of the whole `softseg predict` call, files in and out."""
     from softseg.predict import predict
 
-    count = len(list(folder.glob("*.png")))
-    # warm-up on two images, as the bare loop gets
-    warm = folder.parent / "warm"
-    warm.mkdir(exist_ok=True)
-    for path in sorted(folder.glob("*.png"))[:2]:
-        (warm / path.name).write_bytes(path.read_bytes())
-    predict([run], warm, out_root / "warm", device=device, progress=False)
-    best = float("inf")
-    for repeat in range(repeats):
-        start = time.perf_counter()
-        predict([run], folder, out_root / f"out{repeat}", masks=[0.5], device=device,
-                batch_size=batch_size, progress=False)
-        best = min(best, time.perf_counter() - start)
-    return count / best
+    start = time.perf_counter()
+    predict([run], folder, out, masks=[0.5], device=device, batch_size=batch_size,
+            progress=False)
+    return time.perf_counter() - start
 
 
 def load_seconds(run: Path, device: str) -> float:
@@ -137,7 +162,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 480])
     parser.add_argument("--images", type=int, default=64,
                         help="images per size (default 64; the model is loaded once per call)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats, best kept")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="interleaved rounds, medians reported (default 5)")
+    parser.add_argument("--format", choices=("png", "nifti"), default="png",
+                        help="image files in and maps out (default png)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="softseg's images per step (default: predict's own default); "
                              "softseg is also measured at 1, as the bare loop")
@@ -147,7 +175,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 64x64, 4 images, 1 repeat")
     args = parser.parse_args()
     if args.quick:
-        args.sizes, args.images, args.repeats = [64], 4, 1
+        args.sizes, args.images, args.rounds = [64], 4, 1
 
     import inspect
 
@@ -162,25 +190,54 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     precision = resolve_precision(args.precision, torch.device(args.device))
     print(f"device {args.device}, precision {precision}, torch threads {torch.get_num_threads()}, "
-          f"{args.images} images per size, best of {args.repeats}")
+          f"{args.images} {args.format} images per size, medians of {args.rounds} interleaved rounds")
     with tempfile.TemporaryDirectory(prefix="softseg-bench-") as tmp:
         root = Path(tmp)
         run = make_run(root, precision)
         for size in args.sizes:
             folder = root / f"images{size}" / "images"
-            make_images(folder, size, args.images)
-            bare = bare_loop(run, folder, args.device, args.repeats)
-            single = softseg_predict(run, folder, root / f"pred{size}-1", args.device,
-                                     args.repeats, 1)
-            full = softseg_predict(run, folder, root / f"pred{size}", args.device, args.repeats,
-                                   batch_size)
-            print(f"{size}x{size}: bare model(x) one image per call {bare:.2f} img/s; softseg "
-                  f"predict {single:.2f} img/s at batch 1, {full:.2f} img/s at batch {batch_size} "
-                  f"({load_seconds(run, args.device):.2f} s of each call loads the model)")
-            print(f"ratio {size}x{size} softseg predict (batch 1) / bare loop: {single / bare:.3f}")
-            print(f"ratio {size}x{size} softseg predict (batch {batch_size}, its default) / bare loop: "
-                  f"{full / bare:.3f}")
+            make_images(folder, size, args.images, args.format)
+            warm = root / f"warm{size}"
+            warm.mkdir()
+            for path in image_files(folder)[:2]:
+                (warm / path.name).write_bytes(path.read_bytes())
+            models = {"checkpoint": checkpoint_model(run, args.device),
+                      "folded": inference_model(run, args.device)}
+            inputs = prepared_inputs(folder, precision, args.device)
+            for model, model_precision in models.values():  # warm-up: kernels, caches
+                bare_seconds(model, model_precision, inputs[:2], args.device)
+            predict_seconds(run, warm, root / f"warm-out{size}", args.device, batch_size)
+            seconds: dict[str, list[float]] = {}
+            for round_ in range(args.rounds):
+                timings = {
+                    name: bare_seconds(model, model_precision, inputs, args.device)
+                    for name, (model, model_precision) in models.items()
+                }
+                for batch in (1, batch_size):
+                    timings[f"predict{batch}"] = predict_seconds(
+                        run, folder, root / f"out{size}-{batch}-{round_}", args.device, batch)
+                for name, value in timings.items():
+                    seconds.setdefault(name, []).append(value)
 
+            def rate(name: str) -> float:
+                return args.images / statistics.median(seconds[name])
+
+            def ratio(name: str, reference: str) -> float:
+                return statistics.median(
+                    ref / s for s, ref in zip(seconds[name], seconds[reference]))
+
+            print(f"{size}x{size}: bare model(x) one image per call {rate('checkpoint'):.2f} img/s "
+                  f"(checkpoint's model), {rate('folded'):.2f} img/s (softseg's folded model); "
+                  f"softseg predict {rate('predict1'):.2f} img/s at batch 1, "
+                  f"{rate(f'predict{batch_size}'):.2f} img/s at batch {batch_size} "
+                  f"({load_seconds(run, args.device):.2f} s of each call loads the model)")
+            print(f"ratio {size}x{size} softseg predict (batch 1) / bare loop: "
+                  f"{ratio('predict1', 'checkpoint'):.3f}")
+            print(f"ratio {size}x{size} softseg predict (batch {batch_size}, its default) / bare "
+                  f"loop: {ratio(f'predict{batch_size}', 'checkpoint'):.3f}")
+            print(f"ratio {size}x{size} softseg predict (batch {batch_size}) / bare loop over the "
+                  f"same folded model (files and pipeline only): "
+                  f"{ratio(f'predict{batch_size}', 'folded'):.3f}")
 
 if __name__ == "__main__":
     main()

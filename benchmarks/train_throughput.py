@@ -8,7 +8,10 @@ per-step cosine learning rate. The bare loop is the textbook loop over the same 
 BCE-with-logits, backward, Adam step; no augmentation, no data.
 
 Both see ``batch * (1 + copies)`` samples of ``size x size`` per step (8 -> 32 by default).
-Configurations are measured in interleaved rounds so machine load affects them alike.
+Configurations are measured in interleaved rounds so machine load affects them alike. Both
+loops run with malloc keeping freed memory (:func:`softseg._train_runtime.keep_freed_memory`,
+which ``softseg train`` sets for its process): with glibc's defaults both were measured
+1.4-2x slower, from page faults that come and go with where allocations land.
 
 Targets on a 2-core AVX-512 CPU at 256 x 256: softseg >= 0.9x the bare loop at the same
 precision; softseg's CPU default (bf16 autocast + channels_last) >= 2x the bare fp32 loop.
@@ -115,8 +118,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from softseg._train_runtime import cpu_supports_bf16, resolve_precision
+    from softseg._train_runtime import cpu_supports_bf16, keep_freed_memory, resolve_precision
 
+    # softseg's train_run sets this for its process; set here it applies to both loops alike
+    keep_freed_memory()
     default = resolve_precision("auto", torch.device("cpu"))
     n = args.batch * (1 + args.copies)
     print(f"# {args.size}x{args.size}, {n} samples per step ({args.batch} + {args.copies} copies each), "

@@ -61,3 +61,37 @@ def memory_format(precision: str, device: torch.device) -> torch.memory_format:
     if device.type == "cpu" or precision != "fp32":
         return torch.channels_last
     return torch.contiguous_format
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEEP_BYTES = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse rather than hand it back to the OS.
+
+    A forward pass allocates and frees the same few hundred MB for every image. By default
+    glibc gives large freed blocks back (blocks above the mmap threshold, and free space at
+    the top of the heap above the trim threshold), and the next pass faults every page back
+    in, zero-filled. Whether that happens depends on where other allocations land, so it
+    comes and goes: measured with the paper's model at 480x480 in bf16, 8-15 thousand page
+    faults per image and 56-60 ms instead of 45-46 ms with this setting and no faults; a
+    training step at 256x256 (32 samples) ran 1.4x faster in bf16 and 1.9x in fp32. Both
+    thresholds are raised to 1 GiB: the process keeps up to that much freed memory.
+
+    Process-wide and idempotent; called by :func:`softseg.predict.predict` and
+    :func:`softseg.train.train`. Returns False where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without mallopt)
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    # older glibc caps the mmap threshold at 32 MiB on 64-bit machines
+    mmap = mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES) or mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    return bool(mmap) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))

@@ -41,7 +41,7 @@ from softseg._train_loop import (
     train_epoch,
     validate,
 )
-from softseg._train_runtime import memory_format, resolve_device, resolve_precision
+from softseg._train_runtime import keep_freed_memory, memory_format, resolve_device, resolve_precision
 from softseg.config import TrainConfig, load_config, save_config, to_dict, validate as validate_config
 from softseg.datasets import Dataset
 from softseg.errors import SoftsegError
@@ -71,6 +71,7 @@ def train_run(
     ``config.best_metric`` on the validation cases (by training loss when there are none).
     """
     run_dir = Path(run_dir)
+    keep_freed_memory()  # every step frees and reallocates the same activations
     dist = _distributed.from_environment()
     device = _distributed.device_for(dist, resolve_device(config.device))
     if resume and (run_dir / "checkpoints" / "last.pt").is_file():
