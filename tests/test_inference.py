@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from softseg.config import TrainConfig
 from softseg.errors import SoftsegError
+from softseg import inference
 from softseg.inference import predict_images
 from softseg.model import LoadedRun, create_model
 
@@ -105,3 +106,16 @@ def test_batched_images_of_mixed_shapes_equal_one_at_a_time(runs):
         (alone,) = predict_images(runs, [image])
         np.testing.assert_allclose(prob, alone, atol=1e-5)
     assert not np.allclose(together[0], together[2])  # each image keeps its own map
+
+
+def test_passes_hold_same_shaped_images_up_to_the_pixel_bound(monkeypatch):
+    prepared = [torch.zeros(1, 64, 64), torch.zeros(1, 40, 50), torch.zeros(1, 64, 64),
+                torch.zeros(1, 64, 64), torch.zeros(1, 64, 64)]
+    groups = [[0, 2, 3, 4], [1]]  # 40x50 pads to 64x64 too, but it is its own shape group
+    monkeypatch.setattr(inference, "CPU_BATCH_PIXELS", 2 * 64 * 64 + 1)
+    cpu = torch.device("cpu")
+    assert inference._split_passes(groups, prepared, cpu) == [[0, 2], [3, 4], [1]]
+    monkeypatch.setattr(inference, "CPU_BATCH_PIXELS", 100)  # less than one image: one each
+    assert inference._split_passes(groups, prepared, cpu) == [[0], [2], [3], [4], [1]]
+    # a GPU takes each group in one pass
+    assert inference._split_passes(groups, prepared, torch.device("cuda")) == [[0, 2, 3, 4], [1]]
