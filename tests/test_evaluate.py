@@ -111,6 +111,10 @@ def test_summary_aggregates_metrics_csv(evaluated):
     assert summary["predictions"] == str(pred.resolve())
     assert summary["data"] == str(dataset.root.resolve())
     assert summary["layout"] == "qubiq" and summary["predictions_layout"] == "cases"
+    cases_of = {t: {r["case"] for r in read_csv(out / "cases.csv") if r["task"] == t}
+                for t in dataset.tasks}
+    for task in dataset.tasks:  # the evaluated file of every row, relative to the folder
+        assert summary["files"][task] == {c: f"{c}/{task}.nii.gz" for c in cases_of[task]}
     assert summary["conventions"]["ece_bins"] == 10
     assert "maximum of the two directions" in summary["conventions"]["hd95"]
     rows = read_csv(out / "metrics.csv")
@@ -159,6 +163,7 @@ def test_qubiq_submission_layout_gives_the_same_numbers(evaluated, demo, tmp_pat
     out2 = evaluate(tmp_path / "sub", data, tmp_path / "eval", progress=False)
     summary = json.loads((out2 / "summary.json").read_text())
     assert summary["predictions_layout"] == "qubiq"
+    assert summary["files"]["task01"]["case01"] == f"{dataset.name}/case01/task01.nii.gz"
     assert (out2 / "metrics.csv").read_text() == (out / "metrics.csv").read_text()
 
 

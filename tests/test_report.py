@@ -120,6 +120,7 @@ def write_evaluation(root: Path, reliability: bool = True) -> Path:
         }
     summary = {
         "predictions": str(predictions),
+        "files": {"task01": {case: f"{case}/task01.png" for case in CASE_SCORES}},
         "data": str(data),
         "layout": "raters",
         "conventions": {"thresholds": "np.arange(1, 10) / 10, prediction >= t",
@@ -420,11 +421,16 @@ def test_output_and_option_errors(tmp_path):
 def test_example_inputs_missing(tmp_path):
     eval_dir = write_evaluation(tmp_path)
     (tmp_path / "predictions" / "c01" / "task01.png").unlink()
-    with pytest.raises(SoftsegError, match=r"expected the prediction of case 'c01', task "
-                       r"'task01'.*found none.*--cases 0"):
+    with pytest.raises(SoftsegError, match=r"c01/task01.png: expected the prediction of case "
+                       r"'c01', task 'task01' that was evaluated, found no file.*--cases 0"):
         report.build_report(eval_dir, tmp_path / "r.html")
     report.build_report(eval_dir, tmp_path / "r.html", n_cases=0)  # the way out works
     summary = json.loads((eval_dir / "summary.json").read_text())
+    del summary["files"]["task01"]["c01"]  # an evaluation that did not record the file
+    (eval_dir / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(SoftsegError, match=r"summary.json: expected the prediction file of case "
+                       r"'c01', task 'task01' under \"files\", found none"):
+        report.build_report(eval_dir, tmp_path / "r3.html")
     summary["predictions"] = str(tmp_path / "moved")
     (eval_dir / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(SoftsegError, match=r"the predictions folder it names .*moved\) does "

@@ -1,8 +1,8 @@
 """Example cases of the report: which cases, and their image, soft label and prediction.
 
 Cases are chosen by their QUBIQ score in cases.csv (best, median, worst, ...). Images come
-from the dataset (``datasets.load_dataset``, ``labels.soft_label``) and predictions from the
-predictions folder (``io.read_probability``); nothing here computes a metric. The arrays are
+from the dataset (``datasets.scan_dataset``, ``labels.soft_label``) and predictions from the
+files summary.json records (``io.read_probability``); nothing here computes a metric. The arrays are
 only prepared for display: one 2-D slice, oriented for the screen, cropped to the structure.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from softseg import datasets, io, labels
 from softseg._report_inputs import Evaluation
-from softseg.errors import SoftsegError
+from softseg.errors import DatasetError, SoftsegError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,6 @@ FINE_THRESHOLDS = np.arange(1, 100) / 100  # the slider's positions; curves.csv'
 # Maps are float32; soft labels k/A must reach t = k/A (7/10 in float32 is below 0.7 in
 # float64), so thresholds are compared in float32 too.
 _FINE_THRESHOLDS_32 = FINE_THRESHOLDS.astype(np.float32)
-_PREDICTION_SUFFIXES = (".nii.gz", ".nii", ".png")
 
 
 @dataclass(frozen=True)
@@ -95,9 +94,12 @@ def load_examples(evaluation: Evaluation, n_cases: int) -> list[Example]:
                 f"Move the folder back, fix \"{what}\" in summary.json, or pass --cases 0"
             )
     ids = {case_id for chosen in wanted.values() for case_id, _, _ in chosen}
-    dataset = datasets.load_dataset(
-        data, layout=evaluation.summary.get("layout") or "auto"
-    ).select(case_ids=ids)
+    # scanned, not loaded: its warnings were shown when the predictions were evaluated
+    scan = datasets.scan_dataset(data, layout=evaluation.summary.get("layout") or "auto")
+    if scan.problems:
+        raise DatasetError(list(scan.problems), header=f"{data}: the data folder named in "
+                           f"{evaluation.root / 'summary.json'} has problems now")
+    dataset = scan.dataset.select(case_ids=ids)
     by_id = {case.case_id: case for case in dataset.cases}
     examples = []
     for task, chosen in wanted.items():
@@ -110,25 +112,28 @@ def load_examples(evaluation: Evaluation, n_cases: int) -> list[Example]:
                     f"{'no such case' if case is None else 'no label'}; "
                     "evaluate again against this data folder, or pass --cases 0"
                 )
-            prob, _ = io.read_probability(prediction_path(predictions, case_id, task))
+            prob, _ = io.read_probability(prediction_path(evaluation, case_id, task))
             soft = labels.soft_label(case, task)
             examples.append(_prepare(evaluation, case, task, rank, qubiq, soft, prob))
     return examples
 
 
-def prediction_path(predictions: Path, case_id: str, task: str) -> Path:
-    """The probability file of a case and task: ``<case>/<task>.nii.gz|.nii|.png``, or the
-    ``--qubiq`` layout ``<dataset>/<case>/<task>.nii.gz``."""
-    candidates = [predictions / case_id / f"{task}{s}" for s in _PREDICTION_SUFFIXES]
-    candidates += sorted(predictions.glob(f"*/{case_id}/{task}.nii.gz"))
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise SoftsegError(
-        f"{predictions}: expected the prediction of case {case_id!r}, task {task!r} at "
-        f"{predictions / case_id / (task + '.nii.gz')} (or .nii / .png), found none; "
-        "predict again into this folder, or pass --cases 0"
-    )
+def prediction_path(evaluation: Evaluation, case_id: str, task: str) -> Path:
+    """The probability file evaluated for a case and task, as summary.json records it."""
+    relative = evaluation.summary.get("files", {}).get(task, {}).get(case_id)
+    if relative is None:
+        raise SoftsegError(
+            f"{evaluation.root / 'summary.json'}: expected the prediction file of case "
+            f"{case_id!r}, task {task!r} under \"files\", found none; evaluate again with "
+            "this softseg version, or pass --cases 0"
+        )
+    path = evaluation.predictions / relative
+    if not path.is_file():
+        raise SoftsegError(
+            f"{path}: expected the prediction of case {case_id!r}, task {task!r} that was "
+            "evaluated, found no file; predict again into this folder, or pass --cases 0"
+        )
+    return path
 
 
 def _prepare(evaluation, case, task, rank, qubiq, soft, prob) -> Example:

@@ -506,6 +506,12 @@ def evaluate(
         "layout": dataset.layout,
         "split": split,
         "cases": list(dict.fromkeys(p.case.case_id for p in matched)),
+        # the file evaluated for every task and case, relative to "predictions"
+        "files": {
+            t: {p.case.case_id: p.path.relative_to(Path(predictions)).as_posix()
+                for p in matched if p.task == t}
+            for t in chosen
+        },
         "conventions": {**CONVENTIONS, "ece_bins": metrics.ECE_BINS,
                         "hd95_percentile": 95, "hd95_directions": "max"},
         "tasks": {t: summarise_task(r) for t, r in by_task.items() if r},
