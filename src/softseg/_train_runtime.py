@@ -80,8 +80,8 @@ def keep_freed_memory() -> bool:
     training step at 256x256 (32 samples) ran 1.4x faster in bf16 and 1.9x in fp32. Both
     thresholds are raised to 1 GiB: the process keeps up to that much freed memory.
 
-    Process-wide and idempotent; called by :func:`softseg.predict.predict` and
-    :func:`softseg.train.train`. Returns False where the C library is not glibc.
+    Process-wide and idempotent; called by :func:`softseg.model.load_run` and
+    :func:`softseg.train.train_run`. Returns False where the C library is not glibc.
     """
     import ctypes
     import ctypes.util

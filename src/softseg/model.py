@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from softseg._fold import fold_batchnorm
-from softseg._train_runtime import memory_format, resolve_precision
+from softseg._train_runtime import keep_freed_memory, memory_format, resolve_precision
 from softseg.config import TrainConfig, from_dict, load_config
 from softseg.errors import SoftsegError
 
@@ -329,7 +329,12 @@ def load_run(
 ) -> LoadedRun:
     """Load one run folder's model from ``checkpoints/<checkpoint>.pt`` ("best" or "last",
     or a path to a .pt file) in eval mode, its BatchNorms folded into the convolutions: the
-    same function, about 9% faster, but a ``state_dict`` that differs from the checkpoint's."""
+    same function, about 9% faster, but a ``state_dict`` that differs from the checkpoint's.
+
+    Also tells malloc to keep freed memory for the next forward pass (process-wide, see
+    :func:`softseg._train_runtime.keep_freed_memory`).
+    """
+    keep_freed_memory()
     run_dir = Path(run_dir)
     config = load_config(run_dir / "config.json")
     ckpt_path = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir / "checkpoints" / f"{checkpoint}.pt"

@@ -251,15 +251,9 @@ def resolve_device(device: str | None) -> str:
 
 
 def load_models(run_dirs: Sequence[Path], device: str | None = "auto", checkpoint: str = "best") -> list:
-    """:func:`model.load_run` for every run; all must share tasks and input channels.
-
-    Also tells malloc to keep freed memory for the next forward pass (process-wide, see
-    :func:`softseg._train_runtime.keep_freed_memory`).
-    """
-    from softseg._train_runtime import keep_freed_memory
+    """:func:`model.load_run` for every run; all must share tasks and input channels."""
     from softseg.model import check_runs_compatible, load_run
 
-    keep_freed_memory()
     device = resolve_device(device)
     loaded = [load_run(run, checkpoint=checkpoint, device=device) for run in run_dirs]
     check_runs_compatible(loaded)
