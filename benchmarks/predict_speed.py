@@ -17,9 +17,11 @@ The four are measured in interleaved rounds, so that a machine whose speed drift
 them alike; medians over the rounds are printed, and one line per ratio that starts with
 ``ratio`` (the median of the per-round ratios). The target is softseg predict at least 0.9x
 the bare loop over the checkpoint's model. The last ratio, against the bare loop over the
-same folded model, is what files and the pipeline around the model cost. Writing runs on a
-background thread, so the ratios depend on a core being free for it. softseg is measured
-at batch 1, as the bare loop, and at its default batch size. Run it on an idle machine::
+same folded model, is what files and the pipeline around the model cost. Both sides run
+with malloc keeping freed memory (:func:`softseg._train_runtime.keep_freed_memory`, which
+softseg sets when it loads a run). Writing runs on a background thread, so the ratios
+depend on a core being free for it. softseg is measured at batch 1, as the bare loop, and
+at its default batch size. Run it on an idle machine::
 
     python benchmarks/predict_speed.py                 # 256x256 and 480x480, 64 images each
     python benchmarks/predict_speed.py --format nifti  # the same with .nii.gz in and out
@@ -188,6 +190,10 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from softseg._train_runtime import keep_freed_memory
+
+    # softseg's load_run sets this for its process; set here it applies to both sides alike
+    keep_freed_memory()
     precision = resolve_precision(args.precision, torch.device(args.device))
     print(f"device {args.device}, precision {precision}, torch threads {torch.get_num_threads()}, "
           f"{args.images} {args.format} images per size, medians of {args.rounds} interleaved rounds")
