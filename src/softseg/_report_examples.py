@@ -2,8 +2,9 @@
 
 Cases are chosen by their QUBIQ score in cases.csv (best, median, worst, ...). Images come
 from the dataset (``datasets.scan_dataset``, ``labels.soft_label``) and predictions from the
-files summary.json records (``io.read_probability``); nothing here computes a metric. The arrays are
-only prepared for display: one 2-D slice, oriented for the screen, cropped to the structure.
+files summary.json records (``io.read_probability``); nothing here computes a metric. The
+arrays are only prepared for display: one 2-D slice, oriented for the screen, cropped to
+the structure.
 """
 
 from __future__ import annotations
