@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from softseg import metrics
+from softseg.evaluation import metrics
 
 N_RATERS = 7
 SIZES = (((256, 256), (1.0, 1.0)), ((640, 960), (1.0, 1.0)), ((128, 128, 64), (1.0, 1.0, 2.5)))

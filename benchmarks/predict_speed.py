@@ -9,7 +9,7 @@ change the model's speed):
   machine (bf16 + channels_last on a CPU with bf16, AMP on a GPU, else fp32). Two models:
   the checkpoint's model as a user would load it (the reference of the target), and
   softseg's inference model (BatchNorm folded into the convolutions, the same function);
-* softseg: :func:`softseg.predict.predict` on the folder, timed as a whole: loading the
+* softseg: :func:`softseg.inference.predict.predict` on the folder, timed as a whole: loading the
   model, reading the files, normalising, padding, the model, sigmoid, cropping, and writing
   probability maps (16-bit PNG or float32 NIfTI) plus a 0.5 mask.
 
@@ -18,7 +18,7 @@ them alike; medians over the rounds are printed, and one line per ratio that sta
 ``ratio`` (the median of the per-round ratios). The target is softseg predict at least 0.9x
 the bare loop over the checkpoint's model. The last ratio, against the bare loop over the
 same folded model, is what files and the pipeline around the model cost. Both sides run
-with malloc keeping freed memory (:func:`softseg._train_runtime.keep_freed_memory`, which
+with malloc keeping freed memory (:func:`softseg.training.runtime.keep_freed_memory`, which
 softseg sets when it loads a run). Writing runs on a background thread, so the ratios
 depend on a core being free for it. softseg is measured at batch 1, as the bare loop, and
 at its default batch size. Run it on an idle machine::
@@ -45,8 +45,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def make_run(root: Path, precision: str) -> Path:
     import torch
 
-    from softseg.config import TrainConfig, save_config, to_dict
-    from softseg.model import model_from_config, save_checkpoint
+    from softseg.training.config import TrainConfig, save_config, to_dict
+    from softseg.training.model import model_from_config, save_checkpoint
 
     config = TrainConfig(tasks=("task01",), in_channels=1, encoder_weights="none",
                          precision=precision)
@@ -61,7 +61,7 @@ def make_run(root: Path, precision: str) -> Path:
 
 
 def make_images(folder: Path, size: int, count: int, fmt: str) -> None:
-    from softseg import io
+    from softseg.data import io
 
     rng = np.random.default_rng(size)
     folder.mkdir(parents=True)
@@ -83,9 +83,9 @@ def checkpoint_model(run: Path, device: str):
     saved weights, eval mode, in the memory format softseg uses. Returns (model, precision)."""
     import torch
 
-    from softseg._train_runtime import memory_format, resolve_precision
-    from softseg.config import load_config
-    from softseg.model import model_from_config
+    from softseg.training.runtime import memory_format, resolve_precision
+    from softseg.training.config import load_config
+    from softseg.training.model import model_from_config
 
     config = load_config(run / "config.json")
     model = model_from_config(config)
@@ -96,9 +96,9 @@ def checkpoint_model(run: Path, device: str):
 
 
 def inference_model(run: Path, device: str):
-    """softseg's own inference model (:func:`softseg.model.load_run`: BatchNorm folded)."""
-    from softseg._train_runtime import resolve_precision
-    from softseg.model import load_run
+    """softseg's own inference model (:func:`softseg.training.model.load_run`: BatchNorm folded)."""
+    from softseg.training.runtime import resolve_precision
+    from softseg.training.model import load_run
 
     loaded = load_run(run, device=device)
     return loaded.model, resolve_precision(loaded.config.precision, loaded.device)
@@ -108,9 +108,9 @@ def prepared_inputs(folder: Path, precision: str, device: str) -> list:
     """Every image of ``folder`` read, normalised, padded and in the model's memory format."""
     import torch
 
-    from softseg import io
-    from softseg._train_runtime import memory_format
-    from softseg.transforms import normalize, pad_to_multiple
+    from softseg.data import io
+    from softseg.training.runtime import memory_format
+    from softseg.training.augment import normalize, pad_to_multiple
 
     fmt = memory_format(precision, torch.device(device))
     return [
@@ -124,7 +124,7 @@ def bare_seconds(model, precision: str, inputs: list, device: str) -> float:
     """Seconds of one pass of ``model(x)`` over ``inputs``, one image per call."""
     import torch
 
-    from softseg._train_runtime import autocast
+    from softseg.training.runtime import autocast
 
     device = torch.device(device)
     with torch.no_grad():
@@ -142,7 +142,7 @@ def bare_seconds(model, precision: str, inputs: list, device: str) -> float:
 
 def predict_seconds(run: Path, folder: Path, out: Path, device: str, batch_size: int) -> float:
     """Seconds of the whole `softseg predict` call, files in and out."""
-    from softseg.predict import predict
+    from softseg.inference.predict import predict
 
     start = time.perf_counter()
     predict([run], folder, out, masks=[0.5], device=device, batch_size=batch_size,
@@ -151,8 +151,8 @@ def predict_seconds(run: Path, folder: Path, out: Path, device: str, batch_size:
 
 
 def load_seconds(run: Path, device: str) -> float:
-    """Seconds :func:`softseg.predict.load_models` takes: a one-off cost of every predict call."""
-    from softseg.predict import load_models
+    """Seconds :func:`softseg.inference.predict.load_models` takes: a one-off cost of every predict call."""
+    from softseg.inference.predict import load_models
 
     start = time.perf_counter()
     load_models([run], device=device)
@@ -183,14 +183,14 @@ def main() -> None:
 
     import torch
 
-    from softseg._train_runtime import resolve_precision
-    from softseg.predict import predict
+    from softseg.training.runtime import resolve_precision
+    from softseg.inference.predict import predict
 
     batch_size = args.batch_size or inspect.signature(predict).parameters["batch_size"].default
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from softseg._train_runtime import keep_freed_memory
+    from softseg.training.runtime import keep_freed_memory
 
     # softseg's load_run sets this for its process; set here it applies to both sides alike
     keep_freed_memory()

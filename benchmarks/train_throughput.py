@@ -1,6 +1,6 @@
 """Training throughput: softseg's step against a bare PyTorch loop, in one process, side by side.
 
-softseg's step (``softseg._train_loop.train_step``) includes everything a real step does:
+softseg's step (``softseg.training.loop.train_step``) includes everything a real step does:
 drawing the batch, random crops from pre-loaded normalised images, the growing batch with
 augmentation on the model's device, forward, soft cross-entropy, backward, Adam with the
 per-step cosine learning rate. The bare loop is the textbook loop over the same smp U-Net
@@ -9,7 +9,7 @@ BCE-with-logits, backward, Adam step; no augmentation, no data.
 
 Both see ``batch * (1 + copies)`` samples of ``size x size`` per step (8 -> 32 by default).
 Configurations are measured in interleaved rounds so machine load affects them alike. Both
-loops run with malloc keeping freed memory (:func:`softseg._train_runtime.keep_freed_memory`,
+loops run with malloc keeping freed memory (:func:`softseg.training.runtime.keep_freed_memory`,
 which ``softseg train`` sets for its process): with glibc's defaults both were measured
 1.4-2x slower, from page faults that come and go with where allocations land.
 
@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 
 def _cases(n: int, size: int):
-    from softseg.datasets import Case, Geometry
+    from softseg.data.cases import Case
+    from softseg.data.io import Geometry
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:size, :size]
@@ -50,11 +51,11 @@ def _cases(n: int, size: int):
 
 def softseg_step(precision: str, args):
     """A closure running one softseg training step (batch of ``args.batch`` originals)."""
-    from softseg import train as train_module
-    from softseg._distributed import Dist
-    from softseg._train_data import prepare
-    from softseg._train_loop import train_step
-    from softseg.config import TrainConfig
+    from softseg.training import train as train_module
+    from softseg.training.distributed import Dist
+    from softseg.training.batches import prepare
+    from softseg.training.loop import train_step
+    from softseg.training.config import TrainConfig
 
     config = TrainConfig(
         tasks=("task01",), in_channels=1, epochs=1000, batch_size=args.batch, aug_copies=args.copies,
@@ -118,7 +119,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from softseg._train_runtime import cpu_supports_bf16, keep_freed_memory, resolve_precision
+    from softseg.training.runtime import cpu_supports_bf16, keep_freed_memory, resolve_precision
 
     # softseg's train_run sets this for its process; set here it applies to both loops alike
     keep_freed_memory()

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from softseg.cli import main
-from softseg.datasets import load_dataset
-from softseg.labels import soft_label
+from softseg.data.datasets import load_dataset
+from softseg.data.labels import soft_label
 
 
 @pytest.fixture(scope="module")

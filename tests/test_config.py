@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from softseg.config import (
+from softseg.training.config import (
     PRESETS,
     TrainConfig,
     from_dict,

@@ -9,7 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from softseg.datasets import Dataset, find_qubiq_datasets, load_dataset, scan_dataset
+from softseg.data.cases import Dataset
+from softseg.data.datasets import find_qubiq_datasets, load_dataset, scan_dataset
 from softseg.errors import DatasetError, SoftsegError
 
 AFFINE = np.diag([0.8, 0.8, 3.0, 1.0])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from softseg.datasets import load_dataset, scan_dataset
+from softseg.data.datasets import load_dataset, scan_dataset
 from softseg.errors import DatasetError, SoftsegError
 
 

@@ -25,7 +25,8 @@ CONFIG = dict(epochs=2, batch_size=8, aug_copies=3, crop_size=32, translate=0.0,
 
 
 def _dataset(n=16, size=32):
-    from softseg.datasets import Case, Dataset, Geometry
+    from softseg.data.cases import Case, Dataset
+    from softseg.data.io import Geometry
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:size, :size]
@@ -58,8 +59,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
                       RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    import softseg.train as train_module
-    from softseg.config import TrainConfig
+    import softseg.training.train as train_module
+    from softseg.training.config import TrainConfig
 
     real = train_module.model_from_config
     train_module.model_from_config = lambda *a, **k: _batch_independent(real(*a, **k))

@@ -8,10 +8,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from softseg.datasets import find_qubiq_datasets, scan_dataset
-from softseg.demo_data import DEMO_DATASETS, write_demo_dataset
+from softseg.data.datasets import find_qubiq_datasets, scan_dataset
+from softseg.data.synthetic import DEMO_DATASETS, write_demo_dataset
 from softseg.errors import SoftsegError
-from softseg.labels import soft_label
+from softseg.data.labels import soft_label
 
 
 @pytest.fixture(scope="module")

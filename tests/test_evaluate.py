@@ -9,13 +9,14 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from softseg import io, metrics
+from softseg.data import io
+from softseg.evaluation import metrics
 from softseg.cli import main
-from softseg.datasets import load_dataset
-from softseg.demo_data import write_demo_dataset
+from softseg.data.datasets import load_dataset
+from softseg.data.synthetic import write_demo_dataset
 from softseg.errors import DatasetError, SoftsegError
-from softseg.evaluate import evaluate
-from softseg.labels import soft_label
+from softseg.evaluation.evaluate import evaluate
+from softseg.data.labels import soft_label
 
 
 def fake_prediction(case, task, seed):

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from softseg._paper import PAPER_TABLE2, PAPER_TABLE3, QUBIQ_TASKS, select_tasks
-from softseg._tables import Cell, aggregate, below_diversity, write_comparison, write_paper_tables
+from softseg.experiments.paper import PAPER_TABLE2, PAPER_TABLE3, QUBIQ_TASKS, select_tasks
+from softseg.experiments.tables import Cell, aggregate, below_diversity, write_comparison, write_paper_tables
 from softseg.errors import SoftsegError
 
 
@@ -129,9 +129,9 @@ def write_qubiq_lookalike(root, datasets=("kidney", "brain-growth"), n_train=4, 
 
 @pytest.mark.parametrize("release", [True, False])
 def test_qubiq_root_both_layouts(tmp_path, release):
-    from softseg._qubiq_root import locate_all
-    from softseg.experiments import _qubiq_dataset
-    from softseg._paper import select_tasks
+    from softseg.experiments.qubiq_release import locate_all
+    from softseg.experiments.studies import _qubiq_dataset
+    from softseg.experiments.paper import select_tasks
 
     root = write_qubiq_lookalike(tmp_path, datasets=("kidney",), release=release)
     found = locate_all(root, ["kidney"])
@@ -142,7 +142,7 @@ def test_qubiq_root_both_layouts(tmp_path, release):
 
 
 def test_qubiq_root_missing_dataset_is_named(tmp_path):
-    from softseg._qubiq_root import locate_all
+    from softseg.experiments.qubiq_release import locate_all
 
     root = write_qubiq_lookalike(tmp_path, datasets=("kidney",))
     with pytest.raises(SoftsegError, match=r"QUBIQ dataset 'prostate' has no Training / Validation split .*"
@@ -172,7 +172,7 @@ def _summary(eval_dir):
 
 def test_demo_end_to_end_and_refusal_to_overwrite(tmp_path, capsys):
     from softseg.cli import main
-    from softseg.experiments import DemoSettings, demo
+    from softseg.experiments.studies import DemoSettings, demo
 
     out = tmp_path / "demo"
     settings = DemoSettings(epochs=1, image_size=32, crop_size=32, n_train=4, n_val=2, device="cpu",
@@ -316,8 +316,8 @@ def test_compare_two_folds_patient_level(tmp_path, capsys, tiny_config):
 
 def test_compare_refusals(tmp_path, capsys):
     from softseg.cli import main
-    from softseg.datasets import load_dataset
-    from softseg.experiments import CompareOptions, compare
+    from softseg.data.datasets import load_dataset
+    from softseg.experiments.studies import CompareOptions, compare
 
     data = write_rater_folders(tmp_path / "data", patients=2, images_per_patient=1)
     dataset = load_dataset(data)

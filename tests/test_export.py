@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from _runs import make_run  # tests/_runs.py
 from softseg.cli import main
 from softseg.errors import SoftsegError
-from softseg.export import export_onnx, sidecar_path
-from softseg.inference import predict_images
-from softseg.model import load_run
+from softseg.inference.export import export_onnx, sidecar_path
+from softseg.inference.arrays import predict_images
+from softseg.training.model import load_run
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

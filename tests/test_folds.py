@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from softseg._folds import (
+from softseg.experiments.folds import (
     FoldManifest,
     make_folds,
     patient_map,

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from softseg.config import TrainConfig
+from softseg.training.config import TrainConfig
 from softseg.errors import SoftsegError
-from softseg import inference
-from softseg.inference import predict_images
-from softseg.model import LoadedRun, create_model
+from softseg.inference import arrays as inference
+from softseg.inference.arrays import predict_images
+from softseg.training.model import LoadedRun, create_model
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

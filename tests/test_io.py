@@ -1,4 +1,4 @@
-"""softseg.io: every format and quirk read and written on files made here."""
+"""softseg.data.io: every format and quirk read and written on files made here."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from softseg import io
+from softseg.data import io
 from softseg.errors import SoftsegError
 
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from softseg import io
-from softseg.datasets import Case, Dataset, Geometry
+from softseg.data import io
+from softseg.data.cases import Case, Dataset
+from softseg.data.io import Geometry
 from softseg.errors import SoftsegError
-from softseg.labels import (
+from softseg.data.labels import (
     majority_label,
     random_rater_label,
     soft_label,

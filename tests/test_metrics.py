@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from softseg import metrics
+from softseg.evaluation import metrics
 from softseg.errors import SoftsegError
 
 

@@ -16,7 +16,8 @@ from medpy.metric import binary as medpy_binary
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
 from scipy import ndimage
 
-from softseg import _surface, metrics
+from softseg.evaluation import _surface
+from softseg.evaluation import metrics
 
 
 def blob_masks(rng, shape, n, sigma=None, level=None):
@@ -186,7 +187,7 @@ def test_ged_matches_double_loop():
 
 
 def test_pairwise_intersections_matches_direct_counts():
-    from softseg._overlap import pairwise_intersections
+    from softseg.evaluation._overlap import pairwise_intersections
 
     rng = np.random.default_rng(17)
     for shape in ((1, 1), (7, 9), (65, 3), (10, 11, 13)):
@@ -240,7 +241,7 @@ def test_qubiq_matches_direct_definition():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [10, 100, 7])
 def test_threshold_bins_fast_path_equals_binary_search(dtype, n):
-    from softseg._overlap import threshold_bins
+    from softseg.evaluation._overlap import threshold_bins
 
     thresholds = np.arange(1, n) / n
     cast = thresholds.astype(dtype)

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from softseg import model as model_module
-from softseg.config import TrainConfig, save_config, to_dict
-from softseg._fold import fold_batchnorm
+from softseg.training import model as model_module
+from softseg.training.config import TrainConfig, save_config, to_dict
+from softseg.inference.batchnorm_fold import fold_batchnorm
 from softseg.errors import SoftsegError
-from softseg.model import create_model, find_runs, load_run, save_checkpoint
+from softseg.training.model import create_model, find_runs, load_run, save_checkpoint
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 
 from _runs import make_run  # tests/_runs.py
-from softseg import io
+from softseg.data import io
 from softseg.cli import main
 from softseg.errors import SoftsegError
-from softseg.inference import predict_images
-from softseg.model import load_run
-from softseg.predict import load_input, predict, std_map, threshold_label
+from softseg.inference.arrays import predict_images
+from softseg.training.model import load_run
+from softseg.inference.predict import load_input, predict, std_map, threshold_label
 
 TASKS = ("task01", "task02")
 

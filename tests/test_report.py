@@ -17,15 +17,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from softseg import report
-from softseg._report_examples import (Example, _prepare, choose_cases, load_examples,
+from softseg.report import build as report
+from softseg.report.examples import (Example, _prepare, choose_cases, load_examples,
                                       threshold_levels)
-from softseg._report_figures import (FALSE_NEGATIVE, FALSE_POSITIVE, reliability_data,
+from softseg.report.figures import (FALSE_NEGATIVE, FALSE_POSITIVE, reliability_data,
                                      threshold_grid)
-from softseg._report_html import markdown
-from softseg._report_inputs import read_evaluation
+from softseg.report.html import markdown
+from softseg.report.inputs import read_evaluation
 from softseg.cli import main
-from softseg.datasets import Case, Geometry
+from softseg.data.cases import Case
+from softseg.data.io import Geometry
 from softseg.errors import DatasetError, SoftsegError
 
 SIZE = 40
@@ -307,7 +308,7 @@ def test_volume_example_shows_the_slice_with_most_label_and_orients_nifti():
 
 
 def test_headline_verdict_follows_table3():
-    from softseg._report_html import _verdict
+    from softseg.report.html import _verdict
 
     assert "is not closer to" in _verdict({"pred_rater_dist": {"mean": 0.3},
                                             "rater_diversity": {"mean": 0.2}})
@@ -469,7 +470,7 @@ def test_reliability_data_forms():
 
 def test_report_of_a_real_evaluation(tmp_path):
     """The contract end to end: `evaluate` writes the folder, the report renders its numbers."""
-    from softseg.evaluate import evaluate
+    from softseg.evaluation.evaluate import evaluate
 
     data, predictions = write_dataset(tmp_path)
     eval_dir = evaluate(predictions, data, tmp_path / "eval", progress=False)
@@ -501,8 +502,8 @@ def test_training_curves_skip_epochs_without_validation(tmp_path):
     (run / "history.csv").write_text("epoch,train_loss,val_loss,val_qubiq,lr,seconds\n"
                                      "1,0.5,,,0.01,1\n2,0.4,0.45,0.6,0.005,1\n3,0.3,,,0.001,1\n"
                                      "4,0.2,0.25,0.7,0.0001,1\n")
-    from softseg._report_figures import training_curves
-    from softseg._report_inputs import read_history
+    from softseg.report.figures import training_curves
+    from softseg.report.inputs import read_history
 
     loss, score, rate = training_curves(read_history(run), "run").axes[:3]
     train, val = loss.get_lines()
@@ -517,10 +518,10 @@ def test_report_of_multichannel_nifti_in_the_qubiq_submission_layout(tmp_path):
     """NIfTI images with 4 channels, 2 tasks, predictions in <dataset>/<case>/<task>.nii.gz."""
     import nibabel as nib
 
-    from softseg.datasets import load_dataset
-    from softseg.demo_data import write_demo_dataset
-    from softseg.evaluate import evaluate
-    from softseg.labels import soft_label
+    from softseg.data.datasets import load_dataset
+    from softseg.data.synthetic import write_demo_dataset
+    from softseg.evaluation.evaluate import evaluate
+    from softseg.data.labels import soft_label
 
     data = write_demo_dataset(tmp_path / "demo", size=32, n_train=1, n_val=1, n_test=0)
     data = data / "demo-multichannel"

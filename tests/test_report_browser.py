@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from softseg import report
+from softseg.report import build as report
 from test_report import fine_curve, write_evaluation, write_run
 
 BROWSER = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))),

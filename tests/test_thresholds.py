@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from softseg.errors import SoftsegError
-from softseg.thresholds import (
+from softseg.inference.thresholds import (
     THRESHOLD_GRID,
     OperatingPoint,
     format_tradeoff,
@@ -268,8 +268,8 @@ def make_run(run_dir, *, constant=None, seed=0, val=("c1", "c2")):
     """A one-task run; ``constant`` = the probability it predicts everywhere (else spread)."""
     import torch
 
-    from softseg.config import TrainConfig, save_config, to_dict
-    from softseg.model import model_from_config, save_checkpoint
+    from softseg.training.config import TrainConfig, save_config, to_dict
+    from softseg.training.model import model_from_config, save_checkpoint
 
     config = TrainConfig(tasks=("task01",), in_channels=1, encoder_weights="none",
                          precision="fp32", seed=seed)
@@ -304,7 +304,7 @@ def reference_fraction(data, cases, level):
 
 
 def test_choose_thresholds_on_a_constant_model_hand_computed(tmp_path):
-    from softseg.thresholds import choose_thresholds
+    from softseg.inference.thresholds import choose_thresholds
 
     data = rater_dataset(tmp_path / "data")
     run = make_run(tmp_path / "run", constant=0.555)  # predicted for t <= 0.55, never above
@@ -328,11 +328,11 @@ def test_choose_thresholds_on_a_constant_model_hand_computed(tmp_path):
 
 
 def test_choose_thresholds_matches_brute_force_on_predictions(tmp_path):
-    from softseg.datasets import load_dataset
-    from softseg.inference import predict_images
-    from softseg.labels import soft_label
-    from softseg.model import load_run
-    from softseg.thresholds import choose_thresholds
+    from softseg.data.datasets import load_dataset
+    from softseg.inference.arrays import predict_images
+    from softseg.data.labels import soft_label
+    from softseg.training.model import load_run
+    from softseg.inference.thresholds import choose_thresholds
 
     data = rater_dataset(tmp_path / "data", seed=4)
     run = make_run(tmp_path / "run", seed=3, val=("c2", "c3"))
@@ -346,7 +346,7 @@ def test_choose_thresholds_matches_brute_force_on_predictions(tmp_path):
 
 
 def test_choose_thresholds_errors(tmp_path):
-    from softseg.thresholds import choose_thresholds
+    from softseg.inference.thresholds import choose_thresholds
 
     data = rater_dataset(tmp_path / "data")
     run = make_run(tmp_path / "run", constant=0.5, val=("c1", "c9"))
@@ -382,14 +382,14 @@ def test_threshold_command_stores_the_choice_and_predict_uses_it(tmp_path, capsy
     moved = run.rename(tmp_path / "moved")  # runs travel between machines
     assert main(["predict", str(moved), str(data), "--out", str(tmp_path / "pred")]) == 0
     assert "masks at the run's operating threshold: task01 0.55" in capsys.readouterr().out
-    mask, _ = __import__("softseg.io", fromlist=["read_mask"]).read_mask(
+    mask, _ = __import__("softseg.data.io", fromlist=["read_mask"]).read_mask(
         tmp_path / "pred" / "c1" / "task01_mask-0.55.png")
     assert mask.all()  # p = 0.555 >= 0.55 everywhere
 
 
 def test_folder_of_seeds_is_averaged_and_stores_its_threshold_in_the_folder(tmp_path):
-    from softseg.predict import resolve_runs
-    from softseg.thresholds import choose_thresholds
+    from softseg.inference.predict import resolve_runs
+    from softseg.inference.thresholds import choose_thresholds
 
     data = rater_dataset(tmp_path / "data")
     seeds = tmp_path / "seeds"

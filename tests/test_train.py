@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from softseg import _train_loop
-from softseg._train_data import prepare, sample_batch, split_ids
-from softseg.config import TrainConfig
-from softseg.datasets import Case, Dataset, Geometry
+from softseg.training import loop as _train_loop
+from softseg.training.batches import prepare, sample_batch, split_ids
+from softseg.training.config import TrainConfig
+from softseg.data.cases import Case, Dataset
+from softseg.data.io import Geometry
 from softseg.errors import DatasetError, SoftsegError
-from softseg.inference import predict_images
-from softseg.model import load_run
-from softseg.train import lr_at, soft_cross_entropy, train_run
+from softseg.inference.arrays import predict_images
+from softseg.training.model import load_run
+from softseg.training.train import lr_at, soft_cross_entropy, train_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
@@ -120,7 +121,7 @@ def test_step_uses_the_growing_batch_and_the_schedule(tmp_path, monkeypatch):
 
 
 def test_epoch_batches_keep_partial_batches_that_every_process_can_share():
-    from softseg._train_loop import epoch_batches, steps_per_epoch
+    from softseg.training.loop import epoch_batches, steps_per_epoch
 
     assert epoch_batches(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert epoch_batches(list(range(9)), 4, world=2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
@@ -238,7 +239,7 @@ def test_resume_continues_to_the_same_result(tmp_path, monkeypatch):
         calls["n"] += 1
         return real_epoch(*a, **k)
 
-    import softseg.train as train_module
+    import softseg.training.train as train_module
 
     monkeypatch.setattr(train_module, "train_epoch", stop_after_two)
     with pytest.raises(KeyboardInterrupt):
@@ -294,7 +295,7 @@ def test_data_errors_are_reported_together(tmp_path):
 
 def test_cli_trains_qubiq_layout_with_seeds_and_refuses_reuse(tmp_path, capsys):
     from softseg.cli import main
-    from softseg.demo_data import write_demo_dataset
+    from softseg.data.synthetic import write_demo_dataset
 
     write_demo_dataset(tmp_path / "data", size=40, n_train=3, n_val=1, n_test=1)
     cfg = tmp_path / "c.yaml"
@@ -331,7 +332,7 @@ def test_keep_freed_memory_lets_large_blocks_be_reused_without_page_faults():
     # the heap has settled (a few blocks), none.
     script = (
         "import resource, torch\n"
-        "from softseg._train_runtime import keep_freed_memory\n"
+        "from softseg.training.runtime import keep_freed_memory\n"
         "def faults():\n"
         "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
         "    block = torch.ones(8 << 20, dtype=torch.float64)  # 64 MiB, every page written\n"

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from softseg.config import TrainConfig
-from softseg.transforms import (
+from softseg.training.config import TrainConfig
+from softseg.training.augment import (
     affine_matrices,
     augment_batch,
     growing_batch,

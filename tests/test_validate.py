@@ -9,7 +9,7 @@ import pytest
 from medpy.metric.binary import dc
 from PIL import Image
 
-from softseg.validate import check_dataset, dataset_folders, format_report, pairwise_dice
+from softseg.data.check import check_dataset, dataset_folders, format_report, pairwise_dice
 
 
 def png(path, array):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from softseg.demo_data import DEFAULT_CASES, DEFAULT_SIZE
+from softseg.data.synthetic import DEFAULT_CASES, DEFAULT_SIZE
 
 
 def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +75,7 @@ def _dataset_kwargs(args) -> dict:
 
 
 def run_check(args) -> int:
-    from softseg.validate import check_dataset, dataset_folders, format_report
+    from softseg.data.check import check_dataset, dataset_folders, format_report
 
     # A release root with several QUBIQ datasets is checked dataset by dataset.
     reports = [check_dataset(folder, **_dataset_kwargs(args))
@@ -85,8 +85,8 @@ def run_check(args) -> int:
 
 
 def run_labels(args) -> int:
-    from softseg.datasets import load_dataset
-    from softseg.labels import write_labels
+    from softseg.data.datasets import load_dataset
+    from softseg.data.labels import write_labels
 
     dataset = load_dataset(args.data, **_dataset_kwargs(args))
     written = write_labels(dataset, args.out, variance=args.variance, overwrite=args.overwrite)
@@ -95,7 +95,7 @@ def run_labels(args) -> int:
 
 
 def run_demo_data(args) -> int:
-    from softseg.demo_data import DEMO_DATASETS, write_demo_dataset
+    from softseg.data.synthetic import DEMO_DATASETS, write_demo_dataset
 
     n_train, n_val, n_test = args.cases
     out = write_demo_dataset(args.out, seed=args.seed, size=args.size, n_train=n_train,

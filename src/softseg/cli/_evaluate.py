@@ -1,4 +1,4 @@
-"""``softseg evaluate``: parsing only; the work is in :mod:`softseg.evaluate`."""
+"""``softseg evaluate``: parsing only; the work is in :mod:`softseg.evaluation.evaluate`."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from softseg.evaluate import evaluate
+    from softseg.evaluation.evaluate import evaluate
 
     out = evaluate(
         args.predictions, args.data, args.out, layout=args.layout, tasks=args.tasks,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from softseg.config import LABEL_MODES
+from softseg.training.config import LABEL_MODES
 
 
 def register(subparsers) -> None:
@@ -15,7 +15,7 @@ def register(subparsers) -> None:
 
 
 def _register_demo(subparsers) -> None:
-    from softseg.experiments import DemoSettings
+    from softseg.experiments.studies import DemoSettings
 
     d = DemoSettings()
     p = subparsers.add_parser(
@@ -36,7 +36,7 @@ def _register_demo(subparsers) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from softseg.experiments import DemoSettings, demo
+    from softseg.experiments.studies import DemoSettings, demo
 
     result = demo(args.out, DemoSettings(seed=args.seed, epochs=args.epochs), overwrite=args.overwrite)
     print(result.text())
@@ -69,7 +69,7 @@ def _register_reproduce(subparsers) -> None:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
-    from softseg.experiments import ReproduceOptions, reproduce
+    from softseg.experiments.studies import ReproduceOptions, reproduce
 
     options = ReproduceOptions(
         tasks=tuple(args.tasks or ()), seeds=tuple(args.seeds), epochs=args.epochs, crop_size=args.crop_size,
@@ -120,9 +120,9 @@ def _register_compare(subparsers) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from softseg.config import resolve_config
-    from softseg.datasets import load_dataset
-    from softseg.experiments import CompareOptions, compare
+    from softseg.training.config import resolve_config
+    from softseg.data.datasets import load_dataset
+    from softseg.experiments.studies import CompareOptions, compare
 
     config = resolve_config(args.preset, args.config, {
         "epochs": args.epochs, "crop_size": args.crop_size, "resize": args.resize,

@@ -58,7 +58,7 @@ def _register_predict(subparsers) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from softseg.predict import predict
+    from softseg.inference.predict import predict
 
     path = predict(
         args.runs, args.input, args.out,
@@ -106,7 +106,7 @@ def _register_threshold(subparsers) -> None:
 
 
 def run_threshold(args: argparse.Namespace) -> int:
-    from softseg.thresholds import (
+    from softseg.inference.thresholds import (
         check_can_store,
         choose_thresholds,
         format_tradeoff,
@@ -162,7 +162,7 @@ def _register_export(subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from softseg.export import export_onnx, sidecar_path
+    from softseg.inference.export import export_onnx, sidecar_path
 
     path = export_onnx(
         args.run, args.onnx, height=args.height, width=args.width, opset=args.opset,

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from softseg.report import build_report, files_folder
+    from softseg.report.build import build_report, files_folder
 
     out = build_report(args.eval_dir, args.out, run=args.run, n_cases=args.cases,
                        overwrite=args.overwrite)

@@ -1,4 +1,4 @@
-"""``softseg train``: argument parsing only; the work is :func:`softseg.train.train_run`."""
+"""``softseg train``: argument parsing only; the work is :func:`softseg.training.train.train_run`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import csv
 import os
 from pathlib import Path
 
-from softseg.config import BEST_METRICS, LABEL_MODES, PRECISIONS, PRESETS
+from softseg.training.config import BEST_METRICS, LABEL_MODES, PRECISIONS, PRESETS
 
 
 def register(subparsers) -> None:
@@ -59,10 +59,10 @@ _OVERRIDES = (
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from softseg.config import resolve_config
-    from softseg.datasets import load_dataset
+    from softseg.training.config import resolve_config
+    from softseg.data.datasets import load_dataset
     from softseg.errors import SoftsegError
-    from softseg.train import split_ids, train_run
+    from softseg.training.train import split_ids, train_run
 
     named = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
     overrides = {**_parse_set(args.set), **named}

@@ -1,0 +1,94 @@
+"""The dataclasses every step passes around: :class:`Case` (one image with its raters' masks),
+:class:`Dataset` and :class:`Scan` (what reading a dataset found), and their naming helpers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from softseg.data.io import Geometry
+
+LAYOUTS = ("qubiq", "raters", "agreement")
+QUBIQ_SPLITS = ("Training", "Validation", "Testing")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One image with its raters' masks for every task.
+
+    ``image`` is ``(C, *spatial)`` float32, channels first; spatial axes keep the on-disk
+    array order. ``masks[task]`` is ``(R, *spatial)`` bool with raters in ``raters[task]``
+    order; it is absent for unlabelled cases and for agreement-map data, where
+    ``agreement[task]`` holds the ``(*spatial)`` float32 map in [0, 1] instead.
+    ``n_raters[task]`` is the number of raters behind the label.
+    """
+
+    case_id: str
+    image: np.ndarray
+    spacing: tuple[float, ...]
+    geometry: Geometry
+    image_path: Path
+    masks: Mapping[str, np.ndarray] = field(default_factory=dict)
+    raters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    agreement: Mapping[str, np.ndarray] = field(default_factory=dict)
+    n_raters: Mapping[str, int] = field(default_factory=dict)
+    split: str | None = None
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(self.image.shape[1:])
+
+    @property
+    def channels(self) -> int:
+        return int(self.image.shape[0])
+
+    def is_labelled(self, task: str) -> bool:
+        return task in self.masks or task in self.agreement
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A set of cases sharing tasks. ``layout`` is "qubiq", "raters" or "agreement"."""
+
+    root: Path
+    name: str
+    layout: str
+    tasks: tuple[str, ...]
+    cases: tuple[Case, ...]
+
+    def select(self, split: str | None = None, case_ids=None) -> "Dataset":
+        """The cases of one split and/or with the given ids, in dataset order."""
+        wanted = None if case_ids is None else set(case_ids)
+        cases = tuple(
+            c
+            for c in self.cases
+            if (split is None or c.split == split) and (wanted is None or c.case_id in wanted)
+        )
+        return Dataset(self.root, self.name, self.layout, self.tasks, cases)
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What reading a dataset found: the cases that could be read, plus every problem.
+
+    ``problems`` make the dataset unusable (load_dataset raises them); ``warnings`` are
+    worth knowing (a case with fewer raters, rater sets that vary between cases).
+    """
+
+    dataset: Dataset
+    problems: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def is_qubiq_case(folder: Path) -> bool:
+    """A QUBIQ case folder holds ``image.nii.gz`` (or ``image.nii``)."""
+    return (folder / "image.nii.gz").is_file() or (folder / "image.nii").is_file()
+
+
+def natural_key(text: str) -> list:
+    """Sort key that orders case2 before case10."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]

@@ -1,0 +1,187 @@
+"""Datasets on disk -> :class:`Case` objects.
+
+Three layouts are read (see docs/datasets.md): QUBIQ, rater folders and agreement maps.
+This module knows layouts; only :mod:`softseg.data.io` knows file formats. The readers of each
+layout live in :mod:`softseg.data._layouts`, the dataclasses they fill in
+:mod:`softseg.data.cases`; this module detects the layout and holds :func:`load_dataset`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from softseg.data import _layouts
+from softseg.data.cases import LAYOUTS, QUBIQ_SPLITS, Case, Dataset, Scan, is_qubiq_case, natural_key
+from softseg.errors import DatasetError, SoftsegError
+
+log = logging.getLogger(__name__)
+
+DATASET_JSON = "dataset.json"
+
+
+def load_dataset(
+    path: str | Path,
+    layout: str = "auto",
+    tasks: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
+    n_raters: int | Mapping[str, int] | None = None,
+    strict: bool = False,
+) -> Dataset:
+    """Read a dataset folder into a :class:`Dataset`.
+
+    ``layout`` is "auto" (detected from the folder), "qubiq", "raters" or "agreement".
+    ``tasks`` selects tasks by name; for single-task rater-folder and agreement data, one
+    name renames the task (default "task01"). ``splits`` selects QUBIQ splits (e.g.
+    ``("Training",)``). ``n_raters`` is the number of raters behind agreement maps (an int,
+    or one per task); it may also come from ``dataset.json`` in the folder. ``strict`` turns
+    rater-set warnings (a case with fewer raters) into problems.
+
+    Raises DatasetError listing every problem found, or SoftsegError when the folder
+    cannot be read as a dataset at all. Warnings are logged.
+    """
+    scan = scan_dataset(path, layout, tasks=tasks, splits=splits, n_raters=n_raters, strict=strict)
+    for warning in scan.warnings:
+        log.warning("%s", warning)
+    if scan.problems:
+        raise DatasetError(
+            list(scan.problems),
+            header=f"{scan.dataset.root}: dataset has problems; `softseg check` lists them with a summary",
+        )
+    return scan.dataset
+
+
+def scan_dataset(
+    path: str | Path,
+    layout: str = "auto",
+    tasks: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
+    n_raters: int | Mapping[str, int] | None = None,
+    strict: bool = False,
+) -> Scan:
+    """Like :func:`load_dataset` but returns the problems instead of raising them."""
+
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        found = "a file" if root.exists() else "nothing"
+        raise SoftsegError(f"{root}: expected a dataset folder, found {found}; check the path")
+    options = read_dataset_json(root)
+    if layout == "auto":
+        layout = options.get("layout") or "auto"
+    if layout == "auto":
+        layout = detect_layout(root)
+    if layout not in LAYOUTS:
+        raise SoftsegError(
+            f"{root}: unknown layout {layout!r}; expected one of auto, {', '.join(LAYOUTS)}"
+        )
+    if splits is not None:
+        unknown = [s for s in splits if s not in QUBIQ_SPLITS]
+        if unknown:
+            raise SoftsegError(
+                f"unknown split(s) {', '.join(unknown)}; expected some of {', '.join(QUBIQ_SPLITS)}"
+            )
+        if layout != "qubiq":
+            raise SoftsegError(f"{root}: splits apply to the QUBIQ layout only, this is {layout!r}")
+    if tasks is None and options.get("tasks") is not None:
+        tasks = options["tasks"]
+    if n_raters is None:
+        n_raters = options.get("n_raters")
+    name = str(options.get("name") or root.resolve().name)
+    if layout == "qubiq":
+        return _layouts.read_qubiq(root, name, tasks, splits, strict)
+    if layout == "raters":
+        return _layouts.read_rater_folders(root, name, tasks, strict)
+    return _layouts.read_agreement(root, name, tasks, n_raters)
+
+
+def read_dataset_json(root: Path) -> dict[str, Any]:
+    """Options from ``<root>/dataset.json`` (all optional): ``layout``, ``name``, ``tasks``
+    (list of names), ``n_raters`` (int or {task: int}). ``{}`` when the file is absent."""
+    path = root / DATASET_JSON
+    if not path.is_file():
+        return {}
+    try:
+        options = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SoftsegError(f"{path}: cannot read as JSON ({error}); fix or remove the file") from error
+    if not isinstance(options, dict):
+        raise SoftsegError(f"{path}: expected a JSON object, found {type(options).__name__}")
+    allowed = {"layout", "name", "tasks", "n_raters"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise SoftsegError(
+            f"{path}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}"
+        )
+    tasks = options.get("tasks")
+    if tasks is not None and not (
+        isinstance(tasks, list) and tasks and all(isinstance(t, str) and t for t in tasks)
+    ):
+        raise SoftsegError(f"{path}: \"tasks\" must be a non-empty list of names, found {tasks!r}")
+    return options
+
+
+def is_qubiq_dataset(folder: Path) -> bool:
+    """Split folders (Training/Validation/Testing) with cases, or case folders directly."""
+    if not folder.is_dir():
+        return False
+    for child in _subdirs(folder):
+        if child.name in QUBIQ_SPLITS and any(is_qubiq_case(c) for c in _subdirs(child)):
+            return True
+        if is_qubiq_case(child):
+            return True
+    return False
+
+
+def find_qubiq_datasets(root: str | Path, max_depth: int = 3) -> list[Path]:
+    """QUBIQ dataset folders at or below ``root`` (e.g. a release root such as
+    ``training_data_v3/`` holding brain-growth, kidney, ...), sorted by path.
+
+    Looks ``max_depth`` folder levels down and does not descend into a dataset.
+    """
+    root = Path(root)
+    found: list[Path] = []
+
+    def visit(folder: Path, depth: int) -> None:
+        if is_qubiq_dataset(folder):
+            found.append(folder)
+            return
+        if depth < max_depth:
+            for child in _subdirs(folder):
+                visit(child, depth + 1)
+
+    visit(root, 0)
+    return sorted(found)
+
+
+def detect_layout(root: Path) -> str:
+    """The layout of ``root`` from its contents; raises SoftsegError naming what was looked for."""
+    if (root / "images").is_dir() and (root / "agreement").is_dir():
+        return "agreement"
+    if (root / "images").is_dir() and (root / "raters").is_dir():
+        return "raters"
+    if is_qubiq_dataset(root):
+        return "qubiq"
+    nested = find_qubiq_datasets(root)
+    if nested:
+        listed = ", ".join(str(p) for p in nested)
+        raise SoftsegError(
+            f"{root}: holds {len(nested)} QUBIQ dataset(s) ({listed}); "
+            f"expected one dataset folder, pass one of them"
+        )
+    raise SoftsegError(
+        f"{root}: no dataset layout found; looked for QUBIQ "
+        f"(Training|Validation|Testing/caseNN/image.nii.gz, or caseNN/image.nii.gz), "
+        f"rater folders (images/ and raters/) and agreement maps (images/ and agreement/); "
+        f"point at the dataset folder or name the layout"
+    )
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    try:
+        return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda p: natural_key(p.name))
+    except OSError:
+        return []

@@ -1,0 +1,484 @@
+"""Reading and writing image, mask and probability files: the only module that knows formats.
+
+Formats: NIfTI (``.nii``, ``.nii.gz``, via nibabel) and PNG (read via Pillow; grey maps
+and masks written by the small encoder :func:`_encode_grey_png`, for speed). Writing
+compresses with ISA-L (the ``isal`` package) where it is installed, else with zlib: the
+files are the same formats either way, only written several times faster.
+
+Conventions
+-----------
+* Images come back channels first, float32: ``(C, *spatial)``. Spatial axes keep the
+  on-disk array order: nibabel's ``(x, y[, z])`` for NIfTI, ``(row, col)`` for PNG.
+* Trailing singleton axes beyond the second are dropped (QUBIQ stores some 2D masks as
+  ``(960, 640, 1)``); the on-disk shape is kept in :class:`Geometry` so outputs can be
+  written back the same way.
+* A NIfTI array whose last axis is small (<= 4) is either a volume or channels-last
+  (QUBIQ brain-tumor: ``(240, 240, 4)``). Callers that know the masks' shape pass it as
+  ``spatial_shape`` and the matching reading is chosen; otherwise a 3-axis array with a
+  last axis of 2-4 is read as channels-last.
+* PNG images: "L", "I;16", "I", "F", "1" -> one channel; "RGB" -> three; "LA"/"RGBA" ->
+  the alpha channel is dropped with a logged warning (alpha is transparency, not signal);
+  "P" (palette) is converted to RGB for images; for masks its indices are read.
+* Probability maps on disk: float32 NIfTI with the source affine and header, or 16-bit
+  grey PNG with value ``round(p * 65535)``. Binary masks: uint8 NIfTI 0/1, or 8-bit PNG 0/255.
+* Files are written atomically (temporary file in the same folder, then rename) and an
+  existing file is never replaced unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from PIL import Image
+
+from softseg.errors import SoftsegError
+
+try:  # ISA-L's deflate, several times faster than zlib's fastest level (see _deflate)
+    from isal import igzip as _isal_gzip
+    from isal import isal_zlib as _isal_zlib
+except ImportError:  # a platform without an isal wheel: zlib, slower
+    _isal_gzip = _isal_zlib = None
+
+log = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+PNG_SUFFIXES = (".png",)
+SUPPORTED = "NIfTI (.nii, .nii.gz) or PNG (.png)"
+
+# Largest last axis that can be channels rather than slices (4 = QUBIQ brain-tumor MRI).
+MAX_CHANNELS_LAST = 4
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What is needed to write an output exactly like its source file.
+
+    ``disk_shape`` is the array shape as stored (e.g. ``(240, 240, 4)`` for a channels-last
+    NIfTI, ``(H, W, 3)`` for an RGB PNG). ``affine``/``header`` are set for NIfTI only,
+    ``png_mode``/``bit_depth`` for PNG only.
+    """
+
+    format: str
+    disk_shape: tuple[int, ...]
+    affine: np.ndarray | None = None
+    header: Any | None = None
+    png_mode: str | None = None
+    bit_depth: int | None = None
+
+
+def file_format(path: str | os.PathLike) -> str:
+    """``"nifti"`` or ``"png"`` from the file name; raises SoftsegError for anything else."""
+    name = Path(path).name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(PNG_SUFFIXES):
+        return "png"
+    raise SoftsegError(f"{path}: unsupported file type; expected {SUPPORTED}")
+
+
+def is_supported(path: str | os.PathLike) -> bool:
+    """True for a file name ending in a supported suffix."""
+    name = Path(path).name.lower()
+    return name.endswith(NIFTI_SUFFIXES + PNG_SUFFIXES)
+
+
+def stem(path: str | os.PathLike) -> str:
+    """File name without its format suffix (``case01.nii.gz`` -> ``case01``)."""
+    name = Path(path).name
+    for suffix in NIFTI_SUFFIXES + PNG_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def map_suffix(geometry: Geometry) -> str:
+    """The suffix an output in this geometry gets: ``.nii.gz`` or ``.png``."""
+    return ".nii.gz" if geometry.format == "nifti" else ".png"
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, tuple[float, ...]]:
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as error:  # nibabel raises many types for broken files
+        raise SoftsegError(
+            f"{path}: cannot read as NIfTI ({type(error).__name__}: {error}); "
+            f"expected a valid .nii/.nii.gz file"
+        ) from error
+    geometry = Geometry(
+        format="nifti",
+        disk_shape=tuple(int(s) for s in data.shape),
+        affine=np.array(img.affine, dtype=np.float64),
+        header=img.header.copy(),
+    )
+    # Zooms are stored as float32; 7 significant digits give back the value that was meant
+    # (0.8, not 0.800000011920929).
+    zooms = tuple(float(f"{float(z):.7g}") for z in img.header.get_zooms())
+    return data, geometry, zooms
+
+
+def _load_png(path: Path, palette_indices: bool = False) -> tuple[np.ndarray, Geometry]:
+    """``palette_indices``: keep a palette PNG's indices (label maps) instead of its colours."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode == "P" and not palette_indices:
+                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+                mode = img.mode
+            data = np.array(img)
+    except Exception as error:  # Pillow raises many types for broken files
+        raise SoftsegError(
+            f"{path}: cannot read as PNG ({type(error).__name__}: {error}); "
+            f"expected a valid .png file"
+        ) from error
+    bit_depth = 16 if data.dtype in (np.uint16, np.int32) and mode.startswith("I") else 8
+    if mode == "F":
+        bit_depth = 32
+    geometry = Geometry(
+        format="png", disk_shape=tuple(int(s) for s in data.shape), png_mode=mode, bit_depth=bit_depth
+    )
+    return data, geometry
+
+
+def _squeeze_trailing(data: np.ndarray) -> np.ndarray:
+    """Drop trailing singleton axes beyond the second: (960, 640, 1) -> (960, 640)."""
+    while data.ndim > 2 and data.shape[-1] == 1:
+        data = data[..., 0]
+    return data
+
+
+def _png_channels_first(data: np.ndarray, path: Path, mode: str) -> np.ndarray:
+    if data.ndim == 2:
+        return data[None]
+    if mode in ("LA", "RGBA", "PA"):
+        log.warning("%s: PNG mode %s has an alpha channel; it is dropped", path, mode)
+        data = data[..., :-1]
+    return np.moveaxis(data, -1, 0)
+
+
+def read_image(
+    path: str | os.PathLike, spatial_shape: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, tuple[float, ...], Geometry]:
+    """Read an image file.
+
+    Returns ``(image, spacing, geometry)``: ``image`` is ``(C, *spatial)`` float32, channels
+    first, values as stored (no normalisation); ``spacing`` has one entry per spatial axis
+    (NIfTI zooms, 1.0 for PNG). ``spatial_shape`` (e.g. a mask's shape) picks between
+    "volume" and "channels-last" for NIfTI arrays where both are possible.
+    Raises SoftsegError for an unreadable or unsupported file.
+    """
+    path = Path(path)
+    if file_format(path) == "png":
+        data, geometry = _load_png(path)
+        image = _png_channels_first(data, path, geometry.png_mode or "")
+        return image.astype(np.float32), (1.0,) * (image.ndim - 1), geometry
+
+    data, geometry, zooms = _load_nifti(path)
+    data = _squeeze_trailing(data)
+    if data.ndim < 2 or data.ndim > 4:
+        raise SoftsegError(
+            f"{path}: expected a 2D or 3D image (optionally with a last channel axis), "
+            f"found an array of shape {geometry.disk_shape}"
+        )
+    channels_last = _is_channels_last(data.shape, spatial_shape)
+    if channels_last:
+        image = np.moveaxis(data, -1, 0)
+    else:
+        image = data[None]
+    n_spatial = image.ndim - 1
+    spacing = tuple(zooms[:n_spatial]) + (1.0,) * max(0, n_spatial - len(zooms))
+    return np.asarray(image, dtype=np.float32), spacing, geometry
+
+
+def _is_channels_last(shape: tuple[int, ...], spatial_shape: tuple[int, ...] | None) -> bool:
+    if len(shape) == 4:
+        return True  # (x, y, z, c): 3D volumes with several channels
+    if len(shape) != 3:
+        return False
+    if spatial_shape is not None:
+        if tuple(spatial_shape) == tuple(shape[:-1]):
+            return True
+        if tuple(spatial_shape) == tuple(shape):
+            return False
+    # No masks to tell: a short last axis is channels (a 3D volume has many slices).
+    return 2 <= shape[-1] <= MAX_CHANNELS_LAST
+
+
+def _binary_values(values: np.ndarray) -> bool:
+    allowed = ({0, 1}, {0, 255}, {0, 65535})
+    found = set(values.tolist())
+    return any(found <= a for a in allowed)
+
+
+def read_mask(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
+    """Read one rater's binary mask.
+
+    Returns ``(mask, geometry)``: ``mask`` is ``(*spatial)`` bool, trailing singleton axes
+    dropped. Accepted stored values: {0, 1}, {0, 255} or {0, 65535} (any dtype, incl. bool
+    and 1-bit PNG); an RGB(A) mask must have equal colour channels. Raises SoftsegError
+    naming the file and the values found when the mask is not binary or cannot be read.
+    """
+    path = Path(path)
+    if file_format(path) == "png":
+        # A palette mask stores labels as indices (0 background, 1 object): read those.
+        data, geometry = _load_png(path, palette_indices=True)
+        if data.ndim == 3:
+            colour = data[..., :3] if data.shape[-1] >= 3 else data[..., :1]
+            if not (colour == colour[..., :1]).all():
+                raise SoftsegError(
+                    f"{path}: expected a grey binary mask, found a colour PNG ({geometry.png_mode}) "
+                    f"whose channels differ; save the mask as 8-bit grey with 0 and 255"
+                )
+            data = colour[..., 0]
+    else:
+        data, geometry, _ = _load_nifti(path)
+        data = _squeeze_trailing(data)
+    if data.dtype == bool:
+        return data.copy(), geometry
+    values = np.unique(data)
+    if values.size > 3 or not _binary_values(values):
+        shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if values.size > 6 else "")
+        raise SoftsegError(
+            f"{path}: expected a binary mask with values {{0, 1}} or {{0, 255}}, found "
+            f"{values.size} distinct values ({shown}); binarise it (e.g. value > 0)"
+        )
+    return data > 0, geometry
+
+
+def read_probability(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
+    """Read a probability (or agreement) map written by :func:`write_map` or a user.
+
+    Returns ``(array, geometry)``: ``array`` is ``(*spatial)`` float32 in [0, 1]. NIfTI
+    values are taken as stored and must lie in [0, 1]; PNG values are divided by the
+    largest value of their bit depth (255 for 8-bit, 65535 for 16-bit). Raises
+    SoftsegError for NaN/inf, values outside [0, 1], colour PNGs or unreadable files.
+    """
+    path = Path(path)
+    if file_format(path) == "png":
+        data, geometry = _load_png(path)
+        if data.ndim != 2:
+            raise SoftsegError(
+                f"{path}: expected a grey probability map, found PNG mode {geometry.png_mode} "
+                f"with shape {geometry.disk_shape}; save it as 8- or 16-bit grey"
+            )
+        if data.dtype == bool:
+            array = data.astype(np.float32)
+        elif geometry.bit_depth == 32:
+            array = data.astype(np.float32)
+        else:
+            scale = 65535.0 if geometry.bit_depth == 16 else 255.0
+            array = (data.astype(np.float64) / scale).astype(np.float32)
+    else:
+        data, geometry, _ = _load_nifti(path)
+        array = _squeeze_trailing(np.asarray(data, dtype=np.float32))
+    if not np.isfinite(array).all():
+        raise SoftsegError(f"{path}: expected finite probabilities in [0, 1], found NaN or inf")
+    low, high = _value_range(array)
+    if low < 0.0 or high > 1.0:
+        raise SoftsegError(
+            f"{path}: expected probabilities in [0, 1], found values in [{low:g}, {high:g}]"
+        )
+    return array, geometry
+
+
+def _value_range(array: np.ndarray) -> tuple[float, float]:
+    """(min, max) of an array, (0, 0) when it is empty; for messages about [0, 1] ranges."""
+    if array.size == 0:
+        return 0.0, 0.0
+    return float(array.min()), float(array.max())
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _disk_array(array: np.ndarray, geometry: Geometry, path: Path) -> np.ndarray:
+    """Give a ``(*spatial)`` map the on-disk shape of its source (channel axis dropped)."""
+    disk = tuple(geometry.disk_shape)
+    if array.shape == disk:
+        return array
+    trimmed = disk
+    while len(trimmed) > array.ndim and trimmed[-1] == 1:
+        trimmed = trimmed[:-1]
+    if array.shape == trimmed:
+        return array.reshape(disk)  # restore trailing singleton axes: (960, 640) -> (960, 640, 1)
+    if disk[: array.ndim] == array.shape and len(disk) == array.ndim + 1:
+        return array  # source was channels-last (240, 240, 4): one map per image is (240, 240)
+    raise SoftsegError(
+        f"{path}: map of shape {array.shape} does not fit its source geometry "
+        f"(stored shape {disk}); write maps on the source image's spatial grid"
+    )
+
+
+def _atomic_write(path: Path, overwrite: bool, write) -> None:
+    if path.exists() and not overwrite:
+        raise SoftsegError(f"{path}: already exists; remove it or allow overwriting")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_map(
+    path: str | os.PathLike, array: np.ndarray, geometry: Geometry, *, overwrite: bool = False
+) -> Path:
+    """Write a ``(*spatial)`` map in the layout of its source file.
+
+    A bool array is a binary mask: uint8 0/1 NIfTI or 8-bit 0/255 PNG. Any other array is a
+    probability map in [0, 1]: float32 NIfTI, or 16-bit grey PNG with value
+    ``round(p * 65535)``. NIfTI outputs carry the source affine and header (data type and
+    shape updated). The format follows ``path``'s suffix, which must match
+    ``geometry.format``. Raises SoftsegError if the file exists and ``overwrite`` is False,
+    for values outside [0, 1] or NaN, or a shape that does not fit the geometry.
+    """
+    path = Path(path)
+    fmt = file_format(path)
+    if fmt != geometry.format:
+        raise SoftsegError(
+            f"{path}: suffix means {fmt} but the source geometry is {geometry.format}; "
+            f"use the suffix {map_suffix(geometry)}"
+        )
+    array = np.asarray(array)
+    is_mask = array.dtype == bool
+    if not is_mask:
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            raise SoftsegError(f"{path}: map has NaN or inf values; expected values in [0, 1]")
+        low, high = _value_range(array)
+        if low < 0.0 or high > 1.0:
+            raise SoftsegError(
+                f"{path}: expected map values in [0, 1], found [{low:g}, {high:g}]"
+            )
+    data = _disk_array(array, geometry, path)
+
+    if fmt == "nifti":
+        out = data.astype(np.uint8) if is_mask else data.astype(np.float32)
+        header = geometry.header.copy() if geometry.header is not None else None
+        affine = geometry.affine if geometry.affine is not None else np.eye(4)
+        image = nib.Nifti1Image(out, affine, header)
+        image.set_data_dtype(out.dtype)
+        # The source may carry intensity scaling and a display window for its intensities;
+        # a probability map is stored as-is and displayed over [0, 1].
+        image.header.set_slope_inter(None, None)
+        image.header["cal_min"], image.header["cal_max"] = 0.0, 1.0
+        _atomic_write(path, overwrite, lambda tmp: Path(tmp).write_bytes(_nifti_bytes(image, path)))
+    else:
+        if data.ndim != 2:
+            raise SoftsegError(f"{path}: PNG maps must be 2D, got shape {data.shape}")
+        if is_mask:
+            grey = np.where(data, 255, 0).astype(np.uint8)
+        else:
+            grey = np.round(data.astype(np.float64) * 65535).astype(np.uint16)
+        encoded = _encode_grey_png(grey)
+        _atomic_write(path, overwrite, lambda tmp: Path(tmp).write_bytes(encoded))
+    return path
+
+
+def _nifti_bytes(image: nib.Nifti1Image, path: Path) -> bytes:
+    """The file ``path`` (``.nii`` or ``.nii.gz``) holding ``image``, as nibabel writes it.
+
+    Gzip by ISA-L when installed (level 2): on a 678x678 float32 map 4.2 ms for 60% of the
+    raw size, where nibabel's own gzip (zlib level 1) took 23 ms for 59%.
+    """
+    data = image.to_bytes()
+    if not path.name.lower().endswith(".gz"):
+        return data
+    if _isal_gzip is not None:
+        return _isal_gzip.compress(data, 2, mtime=0)
+    return gzip.compress(data, compresslevel=1, mtime=0)
+
+
+def _encode_grey_png(grey: np.ndarray) -> bytes:
+    """A 2D uint8 or uint16 array as the bytes of a grey PNG (8 or 16 bits).
+
+    Written here rather than by Pillow because writing maps is on prediction's critical
+    path: every row takes the "Up" filter (difference to the row above, which suits smooth
+    probability maps), then the fast deflate of :func:`_deflate`. On 16-bit maps of a
+    trained model (580x580 to 778x778) Pillow at its fastest level took 12-18 ms for 46-60%
+    of the raw size, this encoder with ISA-L 1.5-2.3 ms for 42-56%.
+    """
+    height, width = grey.shape
+    depth = 16 if grey.dtype == np.uint16 else 8
+    rows = np.ascontiguousarray(grey.astype(">u2" if depth == 16 else np.uint8))
+    rows = rows.view(np.uint8).reshape(height, -1)
+    filtered = np.empty((height, rows.shape[1] + 1), np.uint8)
+    filtered[:, 0] = 2  # filter type Up
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # modulo 256, as PNG specifies
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0)  # grey, no interlace
+    return b"".join((
+        b"\x89PNG\r\n\x1a\n",
+        chunk(b"IHDR", header),
+        chunk(b"IDAT", _deflate(filtered.tobytes())),
+        chunk(b"IEND", b""),
+    ))
+
+
+def _deflate(data: bytes) -> bytes:
+    """zlib stream of ``data`` at the fastest level: ISA-L's deflate when ``isal`` is
+    installed, else zlib with run-length matching only (Z_RLE, level 1).
+
+    Measured on Up-filtered 16-bit maps of a trained model (580x580 to 778x778): ISA-L took
+    1.5-2.3 ms for 42-56% of the raw size where zlib took 4.6-7.8 ms for 59-69%; on the
+    noisy 480x480 map of an untrained model 0.4 vs 2.9 ms, both 92%.
+    """
+    if _isal_zlib is not None:
+        return _isal_zlib.compress(data, 1)
+    compressor = zlib.compressobj(1, zlib.DEFLATED, zlib.MAX_WBITS, 8, zlib.Z_RLE)
+    return compressor.compress(data) + compressor.flush()
+
+
+def write_array(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    affine: np.ndarray | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write an array as stored, for making datasets (images and masks), atomically.
+
+    NIfTI keeps the array's dtype and shape, with ``affine`` (identity when None). PNG takes
+    a 2D uint8/uint16/bool array (grey) or an ``(H, W, 3)`` uint8 array (RGB). Raises
+    SoftsegError if the file exists and ``overwrite`` is False, or for an array PNG cannot hold.
+    """
+    path = Path(path)
+    array = np.asarray(array)
+    if file_format(path) == "nifti":
+        image = nib.Nifti1Image(array, np.eye(4) if affine is None else np.asarray(affine, float))
+        image.set_data_dtype(array.dtype)
+        _atomic_write(path, overwrite, lambda tmp: Path(tmp).write_bytes(_nifti_bytes(image, path)))
+        return path
+    grey = array.ndim == 2 and array.dtype in (np.uint8, np.uint16, np.bool_)
+    rgb = array.ndim == 3 and array.shape[-1] == 3 and array.dtype == np.uint8
+    if not (grey or rgb):
+        raise SoftsegError(
+            f"{path}: PNG holds 2D uint8/uint16/bool or (H, W, 3) uint8 arrays, "
+            f"got {array.dtype} {array.shape}; convert it or write NIfTI"
+        )
+    pil = Image.fromarray(array)
+    _atomic_write(path, overwrite, lambda tmp: pil.save(tmp, format="PNG"))
+    return path

@@ -1,0 +1,108 @@
+"""Soft labels from rater masks, their variance, hard-label baselines, and writing them.
+
+Per SPEC.md: the soft label of a case and task is the pixel-wise mean of the binary masks
+of the raters present *for that case* (a case with 5 of 6 raters averages 5), so its values
+lie in {k/A}. Variance is p(1 - p) and is never predicted.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from softseg.data import io
+from softseg.data.cases import Case, Dataset
+from softseg.errors import SoftsegError
+
+log = logging.getLogger(__name__)
+
+
+def _unlabelled(case: Case, task: str) -> SoftsegError:
+    known = ", ".join(sorted(set(case.masks) | set(case.agreement))) or "none"
+    return SoftsegError(
+        f"{case.case_id}: no label for task {task!r} (labelled tasks: {known}); "
+        f"unlabelled cases (e.g. QUBIQ Testing) have no soft label, select labelled cases"
+    )
+
+
+def soft_label(case: Case, task: str) -> np.ndarray:
+    """The soft label of one case and task.
+
+    Returns ``(*spatial)`` float32 in {k/A : k = 0..A} where A = ``case.n_raters[task]``:
+    the mean of the case's A rater masks, or its (already snapped) agreement map.
+    Raises SoftsegError for an unlabelled case or unknown task.
+    """
+    if task in case.masks:
+        masks = case.masks[task]
+        # Count in int then divide once, so the value is exactly the float32 nearest k/A.
+        return (masks.sum(axis=0, dtype=np.int64) / masks.shape[0]).astype(np.float32)
+    if task in case.agreement:
+        return np.asarray(case.agreement[task], dtype=np.float32).copy()
+    raise _unlabelled(case, task)
+
+
+def soft_variance(p: np.ndarray) -> np.ndarray:
+    """Pixel-wise Bernoulli variance p(1 - p) of a soft label; same shape, float32 in [0, 0.25]."""
+    p = np.asarray(p, dtype=np.float32)
+    return p * (np.float32(1.0) - p)
+
+
+def majority_label(case: Case, task: str) -> np.ndarray:
+    """The majority vote, ``(*spatial)`` bool: soft label >= 0.5 (ties go to foreground)."""
+    return soft_label(case, task) >= np.float32(0.5)
+
+
+def random_rater_label(case: Case, task: str, rng: np.random.Generator) -> np.ndarray:
+    """One rater's mask chosen uniformly with ``rng``; ``(*spatial)`` bool (a copy).
+
+    Raises SoftsegError for agreement-map data (no individual raters) or unlabelled cases.
+    """
+    if task in case.masks:
+        masks = case.masks[task]
+        return masks[int(rng.integers(masks.shape[0]))].copy()
+    if task in case.agreement:
+        raise SoftsegError(
+            f"{case.case_id}: task {task!r} has only an agreement map, no individual rater "
+            f"masks; the random-rater baseline needs rater-folder or QUBIQ data"
+        )
+    raise _unlabelled(case, task)
+
+
+def write_labels(
+    dataset: Dataset, out: str | Path, *, variance: bool = False, overwrite: bool = False
+) -> list[Path]:
+    """Write the soft label (and optionally its variance) of every labelled case and task.
+
+    Files: ``OUT/<case_id>/<task>.<ext>`` and ``OUT/<case_id>/<task>_variance.<ext>``, where
+    ``<ext>`` follows the source image: float32 ``.nii.gz`` with the image's affine and
+    header, or 16-bit grey ``.png`` with value ``round(p * 65535)``. Unlabelled cases are
+    skipped. Refuses a non-empty OUT unless ``overwrite`` (then files of the same names are
+    replaced). Returns the written paths.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SoftsegError(f"{out}: expected an output folder, found a file; choose another OUT")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise SoftsegError(
+            f"{out}: output folder is not empty; choose another OUT or pass --overwrite "
+            f"to replace files of the same names"
+        )
+    written: list[Path] = []
+    for case in tqdm(dataset.cases, desc="soft labels", unit="case", disable=None):
+        suffix = io.map_suffix(case.geometry)
+        for task in dataset.tasks:
+            if not case.is_labelled(task):
+                log.info("%s: no label for %s; skipped", case.case_id, task)
+                continue
+            p = soft_label(case, task)
+            folder = out / case.case_id
+            written.append(io.write_map(folder / f"{task}{suffix}", p, case.geometry, overwrite=overwrite))
+            if variance:
+                written.append(
+                    io.write_map(folder / f"{task}_variance{suffix}", soft_variance(p),
+                                 case.geometry, overwrite=overwrite)
+                )
+    return written

@@ -1,0 +1,1 @@
+"""Probability maps + dataset -> a typed result: metric functions, evaluate, matching, the result schema."""

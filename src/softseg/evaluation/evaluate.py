@@ -1,0 +1,417 @@
+"""Evaluation: probability maps on disk + a labelled dataset -> per-case tables and summaries.
+
+Reads one probability map per case and task, in either layout ``softseg predict`` writes
+(matched to the dataset's labelled cases by :mod:`softseg.evaluation.matching`), computes every metric of
+:mod:`softseg.evaluation.metrics` and writes the evaluation folder of docs/architecture.md::
+
+    metrics.csv   case, task, threshold, dice, precision, recall, hd95, hd95_status,
+                  gt_area_frac, iou, hd95_mm            (one row per case, task, threshold)
+    cases.csv     case, task, ged2, pred_rater_dist, rater_diversity, expected_dice, qubiq,
+                  ece, brier, n_raters, dice, precision, recall, hd95, hd95_undefined
+    curves.csv    case, task, threshold, precision, recall, dice   (t = 0.01 ... 0.99)
+    summary.json  inputs, conventions and, per task, Tables 2 and 3, QUBIQ, calibration
+    tables.md     Tables 2 and 3 in the paper's form (mean ± std)
+
+Missing or extra predictions, shape mismatches and unreadable maps are collected and raised
+together as one :class:`DatasetError`; outputs are written into a temporary folder that
+replaces ``out`` only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _stringio
+import logging
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from softseg import __version__
+from softseg.data import io
+from softseg.evaluation import metrics
+from softseg.files import write_json_atomic, write_text_atomic
+from softseg.evaluation.matching import Prediction, match_predictions
+from softseg.data.cases import Dataset
+from softseg.data.datasets import load_dataset
+from softseg.errors import DatasetError, SoftsegError
+
+log = logging.getLogger(__name__)
+
+METRICS_COLUMNS = ("case", "task", "threshold", "dice", "precision", "recall", "hd95",
+                   "hd95_status", "gt_area_frac", "iou", "hd95_mm")
+CASES_COLUMNS = ("case", "task", "ged2", "pred_rater_dist", "rater_diversity", "expected_dice",
+                 "qubiq", "ece", "brier", "n_raters", "dice", "precision", "recall", "hd95",
+                 "hd95_undefined")
+CURVES_COLUMNS = ("case", "task", "threshold", "precision", "recall", "dice")
+TABLE2_KEYS = ("dice", "precision", "recall", "hd95", "hd95_mm", "gt_area_frac")
+TABLE3_KEYS = ("ged2", "pred_rater_dist", "rater_diversity", "expected_dice")
+
+CONVENTIONS = {
+    "thresholds": "np.arange(1, 10) / 10 (0.1 ... 0.9); a map is binarised with map >= t, "
+                  "compared at the map's own float precision",
+    "empty_masks": "both empty: Dice = IoU = precision = recall = 1, HD95 = 0; prediction empty "
+                   "only: precision = recall = Dice = 0; truth empty only: recall = precision = "
+                   "Dice = 0; exactly one empty: HD95 undefined (status one_empty, counted, "
+                   "left out of HD95 means)",
+    "hd95": "border pixels (mask XOR erosion by the cross element, outside the image is "
+            "background), exact Euclidean distances between borders, 95th percentile "
+            "(linear interpolation) of each direction, maximum of the two directions "
+            "(MONAI / MetricsReloaded convention; medpy pools directions and is lower); "
+            "hd95 in pixels, hd95_mm scaled by the image spacing",
+    "table2_summary": "per threshold the mean over cases, then mean ± std (ddof 0) over the 9 "
+                      "thresholds (the paper's form); 'over_cases': each case's mean over "
+                      "thresholds, then mean ± std over cases",
+    "table3": "prediction >= 0.5 against each rater; d = 1 - IoU with d(empty, empty) = 0; "
+              "D²_GED = 2 E_y[d(y, ŷ)] - E_{y≠y'}[d(y, y')] over distinct rater pairs; "
+              "E[Dice(y, ŷ)] with Dice(empty, empty) = 1; mean ± std (ddof 0) over cases; "
+              "n/a for agreement maps (no individual raters)",
+    "qubiq": "mean over t = 0.1 ... 0.9 of Dice(prediction >= t, soft label >= t)",
+    "calibration": "target = soft label; 10 equal-width bins of the predicted probability "
+                   "(bin i: i/10 <= p < (i+1)/10, p = 1 in the last); ECE = sum over bins of "
+                   "count/N * |mean p - mean soft label|; Brier = mean (p - soft label)^2; "
+                   "all pixels count; per case, then mean ± std over cases; 'pooled' uses "
+                   "every pixel of every case",
+    "curves": "precision, recall, Dice of prediction >= t against soft label >= t, "
+              "t = np.arange(1, 100) / 100",
+}
+
+
+# ----------------------------------------------------------------------------- per case
+
+
+def evaluate_prediction(pred: Prediction) -> dict:
+    """``metrics.case_metrics`` of one matched file; SoftsegError naming the file if unusable."""
+    from softseg.data.labels import soft_label
+
+    prob, _ = io.read_probability(pred.path)
+    shape = pred.case.spatial_shape
+    if prob.shape != shape:
+        raise SoftsegError(
+            f"{pred.path}: prediction shape {prob.shape} != image shape {shape} of case "
+            f"{pred.case.case_id}; predict on the source image's grid"
+        )
+    masks = pred.case.masks.get(pred.task)
+    # Unit spacing (PNG, or unknown) adds nothing to HD95 in pixels: no physical column.
+    spacing = pred.case.spacing if any(s != 1.0 for s in pred.case.spacing) else None
+    result = metrics.case_metrics(prob, soft_label(pred.case, pred.task), masks, spacing=spacing)
+    result["n_raters"] = int(pred.case.n_raters.get(pred.task, 0)) or None
+    return result
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _mean_std(values) -> dict:
+    """Mean ± std (ddof 0) of the defined (non-NaN) values, with their count."""
+    values = np.asarray(values, dtype=np.float64)
+    defined = values[~np.isnan(values)]
+    if defined.size == 0:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(defined.mean()), "std": float(defined.std()), "n": int(defined.size)}
+
+
+def _nanmean_rows(matrix: np.ndarray) -> np.ndarray:
+    """Row means over defined values; NaN for a row with none (no warning)."""
+    counts = (~np.isnan(matrix)).sum(axis=1)
+    sums = np.nansum(matrix, axis=1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def summarise_task(results: list[dict]) -> dict:
+    """Summary of one task over its cases (see ``CONVENTIONS`` for every rule)."""
+    table2: dict = {}
+    by_threshold: dict = {"threshold": metrics.THRESHOLDS.tolist()}
+    over_cases: dict = {}
+    has_mm = all(r["table2"]["hd95_mm"] is not None for r in results)
+    for key in TABLE2_KEYS:
+        if key == "hd95_mm" and not has_mm:
+            continue
+        matrix = np.stack([np.asarray(r["table2"][key], dtype=np.float64) for r in results])
+        per_threshold = _nanmean_rows(matrix.T)  # mean over cases at each threshold
+        by_threshold[key] = [None if math.isnan(v) else float(v) for v in per_threshold]
+        table2[key] = _mean_std(per_threshold)
+        over_cases[key] = _mean_std(_nanmean_rows(matrix))
+    status = np.stack([r["table2"]["hd95_status"] for r in results])
+    undefined = status == "one_empty"
+    by_threshold["hd95_undefined"] = undefined.sum(axis=0).tolist()
+
+    with_raters = [r["table3"] for r in results if r["table3"] is not None]
+    table3 = None
+    if with_raters:
+        table3 = {key: _mean_std([t[key] for t in with_raters]) for key in TABLE3_KEYS}
+
+    pooled = [r["calibration"]["reliability"] for r in results]
+    counts = np.sum([p["count"] for p in pooled], axis=0)
+    sum_pred = np.nansum([p["count"] * p["mean_pred"] for p in pooled], axis=0)
+    sum_soft = np.nansum([p["count"] * p["mean_soft"] for p in pooled], axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_pred = np.where(counts > 0, sum_pred / counts, np.nan)
+        mean_soft = np.where(counts > 0, sum_soft / counts, np.nan)
+    calibration = {
+        "ece": _mean_std([r["calibration"]["ece"] for r in results]),
+        "brier": _mean_std([r["calibration"]["brier"] for r in results]),
+        "ece_pooled": float(np.abs(sum_pred - sum_soft).sum() / counts.sum()),
+        "n_bins": metrics.ECE_BINS,
+        "reliability": {
+            "bin_edges": pooled[0]["bin_edges"],
+            "count": counts.tolist(),
+            "mean_pred": [None if math.isnan(v) else float(v) for v in mean_pred],
+            "mean_soft": [None if math.isnan(v) else float(v) for v in mean_soft],
+        },
+    }
+    return {
+        "n_cases": len(results),
+        "table2": table2,
+        "table2_by_threshold": by_threshold,
+        "table2_over_cases": over_cases,
+        "table3": table3,
+        "table3_note": None if table3 is not None else
+        "n/a: agreement maps have no individual rater masks",
+        "qubiq": _mean_std([r["qubiq"] for r in results]),
+        "calibration": calibration,
+        "hd95_undefined": int(undefined.sum()),
+        "hd95_undefined_cases": int(undefined.any(axis=1).sum()),
+        "hd95_rows": int(undefined.size),
+    }
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return "" if math.isnan(value) else repr(float(value))
+    if isinstance(value, (np.integer,)):
+        return str(int(value))
+    return str(value)
+
+
+def _csv_text(columns: Sequence[str], rows: list[dict]) -> str:
+    buffer = _stringio.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+    return buffer.getvalue()
+
+
+def _rows(pred: Prediction, result: dict) -> tuple[list[dict], dict, list[dict]]:
+    case, task = pred.case.case_id, pred.task
+    t2 = result["table2"]
+    metric_rows = []
+    for k, threshold in enumerate(t2["threshold"]):
+        metric_rows.append({
+            "case": case, "task": task, "threshold": float(threshold),
+            **{key: t2[key][k] for key in ("dice", "precision", "recall", "hd95",
+                                            "hd95_status", "gt_area_frac", "iou")},
+            "hd95_mm": None if t2["hd95_mm"] is None else t2["hd95_mm"][k],
+        })
+    hd = np.asarray(t2["hd95"], dtype=np.float64)
+    defined = hd[~np.isnan(hd)]
+    case_row = {
+        "case": case, "task": task, **(result["table3"] or {}),
+        "qubiq": result["qubiq"], "ece": result["calibration"]["ece"],
+        "brier": result["calibration"]["brier"], "n_raters": result["n_raters"],
+        "dice": float(np.mean(t2["dice"])), "precision": float(np.mean(t2["precision"])),
+        "recall": float(np.mean(t2["recall"])),
+        "hd95": float(defined.mean()) if defined.size else None,
+        "hd95_undefined": int(np.sum(t2["hd95_status"] == "one_empty")),
+    }
+    c = result["curves"]
+    curve_rows = [{"case": case, "task": task, "threshold": float(t),
+                   "precision": c["precision"][k], "recall": c["recall"][k], "dice": c["dice"][k]}
+                  for k, t in enumerate(c["threshold"])]
+    return metric_rows, case_row, curve_rows
+
+
+def _pm(entry: dict | None, scale: float = 1.0, digits: int = 2) -> str:
+    if not entry or entry.get("mean") is None:
+        return "n/a"
+    return f"{entry['mean'] * scale:.{digits}f} ± {entry['std'] * scale:.{digits}f}"
+
+
+def tables_markdown(summary: dict) -> str:
+    """Tables 2 and 3 in the paper's form, plus QUBIQ and calibration, and every convention."""
+    tasks = summary["tasks"]
+    has_mm = any("hd95_mm" in s["table2"] for s in tasks.values())
+    mm_head, mm_rule = (" HD95 mm |", "---|") if has_mm else ("", "")
+    lines = [
+        "# Evaluation", "",
+        f"Predictions: `{summary['predictions']}` ({summary['predictions_layout']} layout)  ",
+        f"Data: `{summary['data']}` (layout {summary['layout']}, "
+        f"split {summary['split'] or 'all'})",
+        "",
+        "## Table 2: prediction ≥ t against soft label ≥ t, t = 0.1 … 0.9", "",
+        "Mean over cases at each threshold, then mean ± std over the 9 thresholds (the "
+        "paper's form). HD95 leaves out undefined rows (exactly one mask empty), counted in "
+        "the last column.", "",
+        f"| Task | Cases | Dice % | Precision % | Recall % | HD95 px |{mm_head} GT area % "
+        "| HD95 undefined |",
+        f"|---|---|---|---|---|---|{mm_rule}---|---|",
+    ]
+    for task, s in tasks.items():
+        t = s["table2"]
+        mm = f" {_pm(t.get('hd95_mm'))} |" if has_mm else ""
+        lines.append(
+            f"| {task} | {s['n_cases']} | {_pm(t['dice'], 100)} | {_pm(t['precision'], 100)} | "
+            f"{_pm(t['recall'], 100)} | {_pm(t['hd95'])} |{mm} {_pm(t['gt_area_frac'], 100)} | "
+            f"{s['hd95_undefined']} of {s['hd95_rows']} ({s['hd95_undefined_cases']} cases) |")
+    lines += [
+        "", "### Table 2 over cases", "",
+        "Each case's mean over the 9 thresholds, then mean ± std over cases.", "",
+        f"| Task | Dice % | Precision % | Recall % | HD95 px |{mm_head}",
+        f"|---|---|---|---|---|{mm_rule}",
+    ]
+    for task, s in tasks.items():
+        t = s["table2_over_cases"]
+        mm = f" {_pm(t.get('hd95_mm'))} |" if has_mm else ""
+        lines.append(f"| {task} | {_pm(t['dice'], 100)} | {_pm(t['precision'], 100)} | "
+                     f"{_pm(t['recall'], 100)} | {_pm(t['hd95'])} |{mm}")
+    lines += [
+        "", "## Table 3: prediction ≥ 0.5 against each rater", "",
+        "d = 1 − IoU, d(∅, ∅) = 0; mean ± std over cases.", "",
+        "| Task | D²_GED | E[1−IoU(y,ŷ)] | E[1−IoU(y,y′)] | E[Dice(y,ŷ)] % |",
+        "|---|---|---|---|---|",
+    ]
+    for task, s in tasks.items():
+        t3 = s["table3"]
+        if t3 is None:
+            lines.append(f"| {task} | {s['table3_note']} | n/a | n/a | n/a |")
+            continue
+        lines.append(f"| {task} | {_pm(t3['ged2'], 1, 4)} | {_pm(t3['pred_rater_dist'], 1, 4)} | "
+                     f"{_pm(t3['rater_diversity'], 1, 4)} | {_pm(t3['expected_dice'], 100)} |")
+    lines += [
+        "", "## QUBIQ score and calibration", "",
+        "Mean ± std over cases; pooled ECE over every pixel of every case.", "",
+        "| Task | QUBIQ % | ECE | ECE pooled | Brier |", "|---|---|---|---|---|",
+    ]
+    for task, s in tasks.items():
+        c = s["calibration"]
+        lines.append(f"| {task} | {_pm(s['qubiq'], 100)} | {_pm(c['ece'], 1, 4)} | "
+                     f"{c['ece_pooled']:.4f} | {_pm(c['brier'], 1, 4)} |")
+    lines += ["", "## Conventions", ""]
+    lines += [f"- **{name}**: {text}" for name, text in summary["conventions"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished folder ``tmp`` to ``out`` (file by file into an existing ``out``)."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    if not overwrite:
+        raise SoftsegError(f"{out}: appeared while evaluating and is not empty; nothing written")
+    for file in tmp.iterdir():
+        os.replace(file, out / file.name)
+    tmp.rmdir()
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise SoftsegError(f"{out}: expected an output folder, found a file; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise SoftsegError(f"{out}: output folder is not empty (an earlier evaluation?); "
+                           "choose another --out or pass --overwrite to replace its files")
+
+
+def evaluate(
+    predictions: str | Path,
+    data: str | Path | Dataset,
+    out: str | Path,
+    *,
+    layout: str = "auto",
+    tasks: Sequence[str] | None = None,
+    split: str | None = None,
+    case_ids: Sequence[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Evaluate the probability maps in ``predictions`` against ``data``; write ``out``.
+
+    ``data`` is a dataset folder (read with ``load_dataset(data, layout)``) or a loaded
+    :class:`Dataset` (e.g. a subset from ``Dataset.select``). ``tasks`` limits the tasks
+    (default: all of the dataset); ``split`` keeps one split ("Validation", ...) and
+    ``case_ids`` given cases (predictions of the dataset's other cases are skipped). Every
+    labelled case and task of the selection needs a prediction. Refuses a non-empty ``out``
+    unless ``overwrite`` (then files of the same names are replaced, others kept). Raises
+    DatasetError listing every problem before anything is written. Returns ``out``.
+    """
+    out = Path(out)
+    _check_out(out, overwrite)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, layout=layout)
+    if case_ids is not None:
+        unknown = sorted(set(case_ids) - {c.case_id for c in dataset.cases})
+        if unknown:
+            raise SoftsegError(f"unknown case id(s) {', '.join(unknown[:10])}; "
+                               f"{dataset.root} has no such case")
+    wanted = {c.case_id for c in dataset.select(split=split, case_ids=case_ids).cases}
+    if tasks:
+        unknown = [t for t in tasks if t not in dataset.tasks]
+        if unknown:
+            raise SoftsegError(f"unknown task(s) {', '.join(unknown)}; the dataset has "
+                               f"{', '.join(dataset.tasks)}")
+    chosen = tuple(tasks) if tasks else dataset.tasks
+    matched, pred_layout = match_predictions(Path(predictions), dataset, chosen, wanted)
+
+    problems: list[str] = []
+    rows: dict[str, list] = {"metrics": [], "cases": [], "curves": []}
+    by_task: dict[str, list[dict]] = {t: [] for t in chosen}
+    for pred in tqdm(matched, desc="evaluate", unit="map", disable=not progress):
+        try:
+            result = evaluate_prediction(pred)
+        except SoftsegError as error:
+            problems.append(str(error))
+            continue
+        metric_rows, case_row, curve_rows = _rows(pred, result)
+        rows["metrics"] += metric_rows
+        rows["cases"].append(case_row)
+        rows["curves"] += curve_rows
+        by_task[pred.task].append(result)
+    if problems:
+        raise DatasetError(problems, header=f"{predictions}: {len(problems)} prediction(s) "
+                           "cannot be evaluated; nothing written")
+
+    summary = {
+        "softseg_version": __version__,
+        "predictions": str(Path(predictions).resolve()),
+        "predictions_layout": pred_layout,
+        "data": str(Path(dataset.root).resolve()),
+        "dataset": dataset.name,
+        "layout": dataset.layout,
+        "split": split,
+        "cases": list(dict.fromkeys(p.case.case_id for p in matched)),
+        # the file evaluated for every task and case, relative to "predictions"
+        "files": {
+            t: {p.case.case_id: p.path.relative_to(Path(predictions)).as_posix()
+                for p in matched if p.task == t}
+            for t in chosen
+        },
+        "conventions": {**CONVENTIONS, "ece_bins": metrics.ECE_BINS,
+                        "hd95_percentile": 95, "hd95_directions": "max"},
+        "tasks": {t: summarise_task(r) for t, r in by_task.items() if r},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        write_text_atomic(tmp / "metrics.csv", _csv_text(METRICS_COLUMNS, rows["metrics"]))
+        write_text_atomic(tmp / "cases.csv", _csv_text(CASES_COLUMNS, rows["cases"]))
+        write_text_atomic(tmp / "curves.csv", _csv_text(CURVES_COLUMNS, rows["curves"]))
+        write_json_atomic(tmp / "summary.json", summary)
+        write_text_atomic(tmp / "tables.md", tables_markdown(summary))
+        _check_out(out, overwrite)
+        _publish(tmp, out, overwrite)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    log.info("evaluated %d maps of %d cases into %s", len(matched), len(summary["cases"]), out)
+    return out

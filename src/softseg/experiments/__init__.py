@@ -1,0 +1,1 @@
+"""Compositions of the steps: the pipeline, demo, compare, reproduce, folds, paper tables."""

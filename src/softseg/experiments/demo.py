@@ -1,0 +1,147 @@
+"""``softseg demo``: synthetic data -> train -> predict -> evaluate -> HTML report, in minutes.
+
+Part of :mod:`softseg.experiments.studies` (import it from there); composes demo_data, train,
+predict, evaluate and report and computes nothing itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping
+
+from tqdm import tqdm
+
+from softseg.experiments import pipeline as steps
+from softseg.files import prepare_out_dir, write_json_atomic
+from softseg.training.config import resolve_config
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The demo's scaled-down protocol: smaller images, crops and fewer epochs than the paper
+    (150 epochs, 256-pixel crops, ImageNet encoder), everything else as in the paper."""
+
+    seed: int = 0
+    epochs: int = 40
+    image_size: int = 96
+    crop_size: int = 64
+    batch_size: int = 8
+    aug_copies: int = 3
+    n_train: int = 24
+    n_val: int = 6
+    dataset: str = "demo-shapes"  # of demo_data.DEMO_DATASETS: 1 channel, 2 tasks, 5 raters
+    encoder_weights: str = "none"  # the demo runs offline and from scratch
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """Where the demo wrote its outputs, its headline numbers per task and timings (seconds)."""
+
+    out: Path
+    report: Path
+    run: Path
+    eval_dir: Path
+    headline: Mapping[str, Mapping[str, float]]  # task -> qubiq, dice_0.5, ece, ged2
+    seconds: Mapping[str, float]
+
+    def text(self) -> str:
+        """The command's printed result."""
+        lines = [f"report: {self.report}", "task     QUBIQ   Dice@0.5  ECE      GED²"]
+        for task, h in self.headline.items():
+            lines.append(
+                f"{task:8s} {h['qubiq']:.3f}   {h['dice_0.5']:.3f}     {h['ece']:.4f}   {h['ged2']:.4f}"
+            )
+        lines.append("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items()))
+        return "\n".join(lines)
+
+
+DEMO_OUTPUTS = ("data", "run", "predictions", "eval", "report.html", "report_files", "demo.json")
+
+
+def demo(out: Path, settings: DemoSettings = DemoSettings(), *, overwrite: bool = False, progress: bool = True) -> DemoResult:
+    """Synthetic data -> train -> predict -> evaluate -> HTML report, into ``out``::
+
+        OUT/data/                 the synthetic release (demo_data), QUBIQ layout
+        OUT/run/seed<S>/          the trained run
+        OUT/predictions/          Validation probability maps
+        OUT/eval/                 evaluation folder
+        OUT/report.html           the report (figures in OUT/report_files/)
+        OUT/demo.json             settings, headline numbers and timings
+
+    A non-empty ``out`` is refused unless ``overwrite``, which removes only the entries above.
+    """
+    from softseg.data import synthetic as demo_data
+    from softseg.report import build as report
+    from softseg.data.datasets import load_dataset
+
+    out = Path(out)
+    if overwrite and out.is_dir():
+        for name in DEMO_OUTPUTS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out = prepare_out_dir(out, overwrite=overwrite, command="demo")
+    seconds: dict[str, float] = {}
+    bar = tqdm(total=5, desc="demo", unit="step", disable=not progress)
+
+    def step(name: str) -> None:
+        bar.set_postfix_str(name)
+        seconds[name] = time.perf_counter()
+
+    def done(name: str) -> None:
+        seconds[name] = time.perf_counter() - seconds[name]
+        bar.update(1)
+
+    step("data")
+    demo_data.write_demo_dataset(
+        out / "data", seed=settings.seed, size=settings.image_size, n_train=settings.n_train,
+        n_val=settings.n_val, n_test=0,
+    )
+    dataset = load_dataset(out / "data" / settings.dataset, layout="qubiq", splits=("Training", "Validation"))
+    train_ids = [c.case_id for c in dataset.cases if c.split == "Training"]
+    val_ids = [c.case_id for c in dataset.cases if c.split == "Validation"]
+    done("data")
+
+    step("train")
+    config = resolve_config(None, None, {
+        "epochs": settings.epochs, "crop_size": settings.crop_size, "encoder_weights": settings.encoder_weights,
+        "device": settings.device, "batch_size": settings.batch_size, "aug_copies": settings.aug_copies,
+    }).replace(seed=settings.seed)
+    run_dir = steps.train(config, dataset, out / "run" / f"seed{settings.seed}", train_ids, val_ids, progress=progress)
+    done("train")
+
+    step("predict")
+    steps.predict_cases([run_dir], dataset.select(case_ids=val_ids).cases, out / "predictions", progress=progress)
+    done("predict")
+
+    step("evaluate")
+    eval_dir = steps.evaluate(out / "predictions", dataset, val_ids, out / "eval", progress=progress)
+    done("evaluate")
+
+    step("report")
+    html = report.build_report(eval_dir, out / "report.html", run=run_dir)
+    done("report")
+    bar.close()
+
+    summary = steps.read_summary(eval_dir)
+    headline = {}
+    for task in dataset.tasks:
+        values = steps.task_values(summary, task)
+        headline[task] = {
+            "qubiq": values["qubiq"][0],
+            "dice_0.5": values.get("dice_at_0.5", (float("nan"),))[0],
+            "ece": values["ece"][0],
+            "ged2": values.get("ged2", (float("nan"),))[0],
+        }
+    result = DemoResult(out, html, run_dir, eval_dir, headline, seconds)
+    write_json_atomic(out / "demo.json", {
+        "settings": asdict(settings), "headline": headline, "seconds": seconds,
+        "report": str(html), "run": str(run_dir), "eval": str(eval_dir),
+    })
+    return result

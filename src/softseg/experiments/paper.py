@@ -1,0 +1,112 @@
+"""The paper's reference numbers and the QUBIQ 2021 task list, as data.
+
+Source: Lourenço-Silva & Oliveira, MICCAI 2021 QUBIQ (docs SPEC.md, paper Tables 2 and 3).
+Values are kept in the paper's display units: Dice, precision, recall and E[Dice] in percent,
+HD95 in pixels, the Table 3 distances as fractions. The paper's "±" is the spread over the
+nine thresholds (Table 2) and over cases (Table 3).
+
+Metric keys match the evaluation folder's column names (``metrics.csv`` / ``cases.csv``):
+our own values arrive as fractions and are multiplied by :data:`METRICS` ``scale`` for display.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from softseg.errors import SoftsegError
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How one table column is named, scaled from our native unit and printed."""
+
+    key: str
+    label: str
+    scale: float  # ours * scale -> the paper's unit (percent metrics: 100)
+    digits: int
+    lower_is_better: bool = False
+
+
+TABLE2 = (
+    MetricSpec("dice", "Dice %", 100.0, 2),
+    MetricSpec("precision", "Precision %", 100.0, 2),
+    MetricSpec("recall", "Recall %", 100.0, 2),
+    MetricSpec("hd95", "HD95 px", 1.0, 2, lower_is_better=True),
+)
+TABLE3 = (
+    MetricSpec("ged2", "D²_GED", 1.0, 4, lower_is_better=True),
+    MetricSpec("pred_rater_dist", "E[1−IoU(y,ŷ)]", 1.0, 4, lower_is_better=True),
+    MetricSpec("rater_diversity", "E[1−IoU(y,y′)]", 1.0, 4),
+    MetricSpec("expected_dice", "E[Dice(y,ŷ)] %", 100.0, 2),
+)
+CALIBRATION = (
+    MetricSpec("qubiq", "QUBIQ %", 100.0, 2),
+    MetricSpec("ece", "ECE", 1.0, 4, lower_is_better=True),
+    MetricSpec("brier", "Brier", 1.0, 4, lower_is_better=True),
+)
+METRICS = {m.key: m for m in TABLE2 + TABLE3 + CALIBRATION}
+
+
+@dataclass(frozen=True)
+class QubiqTask:
+    """One of the paper's seven tasks: a QUBIQ dataset folder and a task id within it."""
+
+    dataset: str  # folder name in the QUBIQ release: "brain-growth", "brain-tumor", ...
+    task: str  # "task01", "task02", ...
+    label: str  # the paper's row name
+    preset: str  # name in softseg.training.config.PRESETS (crop size, epochs, flips of this task)
+
+    @property
+    def key(self) -> str:
+        """Name used for folders and ``--tasks``: ``brain-tumor-task02``."""
+        return f"{self.dataset}-{self.task}"
+
+
+QUBIQ_TASKS = (
+    QubiqTask("brain-growth", "task01", "Brain Growth", "brain-growth"),
+    QubiqTask("brain-tumor", "task01", "Brain Tumor 1", "brain-tumor-task1"),
+    QubiqTask("brain-tumor", "task02", "Brain Tumor 2", "brain-tumor-task2"),
+    QubiqTask("brain-tumor", "task03", "Brain Tumor 3", "brain-tumor-task3"),
+    QubiqTask("kidney", "task01", "Kidney", "kidney"),
+    QubiqTask("prostate", "task01", "Prostate 1", "prostate-task1"),
+    QubiqTask("prostate", "task02", "Prostate 2", "prostate-task2"),
+)
+QUBIQ_DATASETS = ("brain-growth", "brain-tumor", "kidney", "prostate")
+
+# (mean, std) per task label and metric key, in the paper's units.
+PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
+    "Brain Growth": {"dice": (93.19, 1.83), "precision": (93.33, 2.55), "recall": (93.16, 1.84), "hd95": (3.53, 0.73)},
+    "Brain Tumor 1": {"dice": (92.90, 1.09), "precision": (93.79, 1.01), "recall": (89.04, 2.30), "hd95": (6.84, 2.37)},
+    "Brain Tumor 2": {"dice": (65.06, 20.27), "precision": (67.18, 21.75), "recall": (63.74, 19.57), "hd95": (15.15, 13.18)},
+    "Brain Tumor 3": {"dice": (85.73, 4.88), "precision": (97.67, 1.78), "recall": (78.34, 6.67), "hd95": (2.27, 2.15)},
+    "Kidney": {"dice": (96.04, 1.43), "precision": (96.57, 1.64), "recall": (95.65, 2.53), "hd95": (7.67, 3.65)},
+    "Prostate 1": {"dice": (95.64, 0.04), "precision": (94.13, 1.05), "recall": (97.43, 0.78), "hd95": (16.18, 7.58)},
+    "Prostate 2": {"dice": (93.56, 4.58), "precision": (91.78, 4.09), "recall": (95.70, 5.32), "hd95": (12.48, 5.46)},
+}
+PAPER_TABLE3: dict[str, dict[str, tuple[float, float]]] = {
+    "Brain Growth": {"ged2": (0.1323, 0.0077), "pred_rater_dist": (0.1876, 0.0087), "rater_diversity": (0.2429, 0.0124), "expected_dice": (89.63, 1.60)},
+    "Brain Tumor 1": {"ged2": (0.1455, 0.0622), "pred_rater_dist": (0.1393, 0.0492), "rater_diversity": (0.1330, 0.0497), "expected_dice": (92.39, 3.78)},
+    "Brain Tumor 2": {"ged2": (0.6731, 0.5631), "pred_rater_dist": (0.6843, 0.3167), "rater_diversity": (0.6955, 0.0835), "expected_dice": (34.27, 43.45)},
+    "Brain Tumor 3": {"ged2": (0.2515, 0.1928), "pred_rater_dist": (0.2272, 0.1523), "rater_diversity": (0.2030, 0.1306), "expected_dice": (86.25, 10.22)},
+    "Kidney": {"ged2": (0.0613, 0.0077), "pred_rater_dist": (0.0814, 0.0105), "rater_diversity": (0.1015, 0.0150), "expected_dice": (95.73, 1.59)},
+    "Prostate 1": {"ged2": (0.0950, 0.0692), "pred_rater_dist": (0.1096, 0.0569), "rater_diversity": (0.1242, 0.0478), "expected_dice": (94.07, 3.80)},
+    "Prostate 2": {"ged2": (0.0988, 0.0907), "pred_rater_dist": (0.1431, 0.0679), "rater_diversity": (0.1874, 0.0828), "expected_dice": (90.99, 15.25)},
+}
+
+
+def select_tasks(names: list[str] | None) -> tuple[QubiqTask, ...]:
+    """The tasks named by ``--tasks``: task keys (``kidney-task01``) or dataset names (``brain-tumor``
+    = its three tasks), in the paper's order. ``None`` or empty selects all seven.
+
+    Raises :class:`SoftsegError` naming the unknown entry and the known names.
+    """
+    if not names:
+        return QUBIQ_TASKS
+    wanted: set[str] = set()
+    for name in names:
+        matches = [t.key for t in QUBIQ_TASKS if name in (t.key, t.dataset)]
+        if not matches:
+            known = ", ".join(list(QUBIQ_DATASETS) + [t.key for t in QUBIQ_TASKS])
+            raise SoftsegError(f"--tasks: unknown QUBIQ task {name!r}; expected one of: {known}")
+        wanted.update(matches)
+    return tuple(t for t in QUBIQ_TASKS if t.key in wanted)

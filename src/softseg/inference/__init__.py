@@ -1,0 +1,1 @@
+"""Run folder + images -> probability maps: loading runs, prediction, thresholds, ONNX export."""

@@ -1,0 +1,434 @@
+"""Operating thresholds: pick the confidence level that meets a precision/recall requirement.
+
+A soft-label model outputs one probability map per image; the paper's promise is that the
+user thresholds it at the confidence that suits the application. This module turns that into
+a number, on validation data:
+
+* The prediction is binarised with ``p >= t`` for every ``t`` of a fine grid,
+  ``np.arange(1, 100) / 100`` (exact hundredths; ``np.linspace`` would flip ``k/n >= t`` ties).
+* It is compared with a *fixed* reference, the soft label thresholded at ``reference_level``
+  (default 0.5: the raters' majority, ties to foreground). The reference does not move with
+  ``t``: the question answered is "which of the raters' consensus pixels does the model find
+  at this confidence", unlike Table 2 where both sides are thresholded at ``t``.
+* Counts are **pooled** over cases (sum of true positives, false positives and false
+  negatives over all pixels of all cases) before precision and recall are computed, so a
+  large structure weighs more than a small one; an operating point is a property of the
+  deployment, not of an average case.
+* Precision with no predicted pixel is undefined (NaN) and never meets a precision target;
+  a reference with no foreground pixel at all raises :class:`SoftsegError` (recall undefined).
+* The picker keeps the thresholds that meet the requirement and, among them, takes the best
+  value of the other measure; equal values go to the **higher** threshold (the more
+  confident operating point). A requirement that no threshold meets raises
+  :class:`SoftsegError` naming the best value achievable, never a silent fallback.
+
+The pure functions come first; :func:`write_threshold_file` / :func:`read_threshold_file`
+hold the ``threshold.json`` of a run, and :func:`choose_thresholds` runs the model on a
+dataset's validation cases (see docs/prediction.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from softseg import __version__
+from softseg.errors import SoftsegError
+
+log = logging.getLogger(__name__)
+
+THRESHOLD_GRID = np.arange(1, 100) / 100
+"""The fine threshold grid 0.01 ... 0.99, exact hundredths."""
+
+CRITERIA = ("target_recall", "target_precision", "max_f1")
+THRESHOLD_FILE = "threshold.json"
+
+
+@dataclass(frozen=True)
+class Tradeoff:
+    """Pooled counts and measures of ``p >= t`` for every threshold, one entry per threshold.
+
+    ``tp``/``fp``/``fn`` are int64 pixel counts summed over cases; ``precision`` is NaN
+    where nothing is predicted; ``recall`` and ``f1`` are always defined.
+    """
+
+    thresholds: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    f1: np.ndarray
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The chosen threshold and its pooled measures on the data it was chosen on."""
+
+    criterion: str
+    target: float | None
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+
+
+def pooled_counts(
+    probabilities: Sequence[np.ndarray],
+    references: Sequence[np.ndarray],
+    thresholds: np.ndarray = THRESHOLD_GRID,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True positives, false positives and false negatives of ``p >= t``, summed over cases.
+
+    ``probabilities[i]`` is any-shape float in [0, 1]; ``references[i]`` a bool array of the
+    same shape. Returns three int64 arrays of ``len(thresholds)``. Exact ``>=`` comparisons
+    at the map's own precision, like :mod:`softseg.evaluation.metrics` (thresholds are cast to float32
+    for a float32 map, so float32 0.7 counts as >= 0.7): each map is sorted once and the
+    thresholds located by binary search.
+    """
+    if len(probabilities) != len(references):
+        raise SoftsegError(
+            f"got {len(probabilities)} probability maps but {len(references)} reference "
+            "masks; pass one reference per prediction"
+        )
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    tp = np.zeros(len(thresholds), dtype=np.int64)
+    fp = np.zeros(len(thresholds), dtype=np.int64)
+    fn = np.zeros(len(thresholds), dtype=np.int64)
+    for index, (prob, ref) in enumerate(zip(probabilities, references)):
+        prob = np.asarray(prob)
+        if not np.issubdtype(prob.dtype, np.floating):
+            prob = prob.astype(np.float64)
+        ref = np.asarray(ref, dtype=bool)
+        if prob.shape != ref.shape:
+            raise SoftsegError(
+                f"map {index}: prediction shape {prob.shape} != reference shape {ref.shape}; "
+                "predict on the same grid as the labels"
+            )
+        levels = thresholds.astype(prob.dtype)
+        positives = np.sort(prob[ref])
+        negatives = np.sort(prob[~ref])
+        # count of values >= t = n - count of values < t
+        found = len(positives) - np.searchsorted(positives, levels, side="left")
+        false = len(negatives) - np.searchsorted(negatives, levels, side="left")
+        tp += found
+        fn += len(positives) - found
+        fp += false
+    return tp, fp, fn
+
+
+def tradeoff(
+    probabilities: Sequence[np.ndarray],
+    references: Sequence[np.ndarray],
+    thresholds: np.ndarray = THRESHOLD_GRID,
+) -> Tradeoff:
+    """Pooled precision, recall and F1 of ``p >= t`` against fixed references, per threshold.
+
+    Raises :class:`SoftsegError` when the references hold no foreground pixel at all, since
+    recall (and so any operating point) is then undefined.
+    """
+    tp, fp, fn = pooled_counts(probabilities, references, thresholds)
+    return tradeoff_from_counts(tp, fp, fn, thresholds, len(references))
+
+
+def tradeoff_from_counts(
+    tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, thresholds: np.ndarray, n_cases: int
+) -> Tradeoff:
+    """:class:`Tradeoff` from pooled counts (e.g. summed case by case with :func:`pooled_counts`).
+
+    ``n_cases`` only serves the message raised when the references hold no foreground.
+    """
+    tp, fp, fn = (np.asarray(a, dtype=np.int64) for a in (tp, fp, fn))
+    if len(tp) and tp[0] + fn[0] == 0:
+        raise SoftsegError(
+            f"the reference masks of all {n_cases} cases are empty, so recall is "
+            "undefined; choose cases with foreground or a lower --reference-level"
+        )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
+    recall = tp / (tp + fn)
+    f1 = 2 * tp / (2 * tp + fp + fn)
+    return Tradeoff(np.asarray(thresholds, dtype=np.float64), tp, fp, fn, precision, recall, f1)
+
+
+def pick_threshold(table: Tradeoff, criterion: str, target: float | None = None) -> OperatingPoint:
+    """The threshold meeting ``criterion`` with the best value of the other measure.
+
+    ``criterion``: "target_recall" (recall >= target, then highest precision),
+    "target_precision" (precision >= target, then highest recall) or "max_f1" (highest F1;
+    ``target`` must be None). Ties go to the higher threshold. Raises :class:`SoftsegError`
+    for an unknown criterion, a target outside (0, 1], or a target that no threshold meets.
+    """
+    if criterion not in CRITERIA:
+        raise SoftsegError(f"unknown criterion {criterion!r}; expected one of {', '.join(CRITERIA)}")
+    if criterion == "max_f1":
+        if target is not None:
+            raise SoftsegError("max_f1 takes no target; drop the target value")
+        score = table.f1
+        meets = np.ones(len(score), dtype=bool)
+        if not (score > 0).any():
+            raise SoftsegError(
+                "F1 is 0 at every threshold (no reference pixel is ever predicted); the best "
+                "achievable is F1 0; check that the model and the data belong together"
+            )
+    else:
+        if target is None or not (0.0 < float(target) <= 1.0):
+            raise SoftsegError(
+                f"{criterion.replace('_', ' ')} must be in (0, 1], got {target!r}; "
+                "give a fraction such as 0.9"
+            )
+        own, other = (
+            (table.recall, table.precision)
+            if criterion == "target_recall"
+            else (table.precision, table.recall)
+        )
+        meets = np.nan_to_num(own, nan=-1.0) >= float(target)
+        if not meets.any():
+            achieved = np.nan_to_num(own, nan=-1.0)
+            best = int(np.flatnonzero(achieved == achieved.max())[-1])
+            name = "recall" if criterion == "target_recall" else "precision"
+            raise SoftsegError(
+                f"no threshold in {table.thresholds[0]:g}..{table.thresholds[-1]:g} reaches "
+                f"{name} {float(target):g}; the best achievable is {name} {own[best]:.4f} at "
+                f"threshold {table.thresholds[best]:g}; lower the target or improve the model"
+            )
+        score = other
+    candidates = np.flatnonzero(meets)
+    values = np.nan_to_num(score[candidates], nan=-1.0)
+    # ties -> the higher threshold: the last index holding the maximum
+    chosen = int(candidates[np.flatnonzero(values == values.max())[-1]])
+    return OperatingPoint(
+        criterion=criterion,
+        target=None if target is None else float(target),
+        threshold=float(table.thresholds[chosen]),
+        precision=float(table.precision[chosen]),
+        recall=float(table.recall[chosen]),
+        f1=float(table.f1[chosen]),
+    )
+
+
+def format_tradeoff(table: Tradeoff, chosen: float | None = None, every: int = 5) -> str:
+    """A plain-text trade-off table: every ``every``-th threshold plus the chosen one (marked)."""
+    lines = [f"{'threshold':>9}  {'precision':>9}  {'recall':>7}  {'F1':>7}"]
+    for i, t in enumerate(table.thresholds):
+        is_chosen = chosen is not None and math.isclose(t, chosen)
+        if not is_chosen and (i + 1) % every:
+            continue
+        precision = "n/a" if np.isnan(table.precision[i]) else f"{table.precision[i]:.4f}"
+        mark = "  <- chosen" if is_chosen else ""
+        lines.append(
+            f"{t:>9.2f}  {precision:>9}  {table.recall[i]:>7.4f}  {table.f1[i]:>7.4f}{mark}"
+        )
+    return "\n".join(lines)
+
+
+def write_threshold_file(directory: Path, payload: dict, overwrite: bool = False) -> Path:
+    """Write ``directory/threshold.json`` atomically; refuse to replace one unless ``overwrite``.
+
+    ``payload`` holds at least ``{"tasks": {task: {"threshold": t, ...}}}`` (see
+    :func:`choose_thresholds` for the full form).
+    """
+    directory = Path(directory)
+    path = directory / THRESHOLD_FILE
+    check_can_store(directory, overwrite)
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=directory, prefix=".threshold-", suffix=".json.tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(payload, stream, indent=2)
+            stream.write("\n")
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_can_store(directory: Path, overwrite: bool) -> None:
+    """Raise SoftsegError when ``directory/threshold.json`` exists and ``overwrite`` is False."""
+    path = Path(directory) / THRESHOLD_FILE
+    if path.exists() and not overwrite:
+        try:
+            previous = read_threshold_file(directory) or {}
+        except SoftsegError:
+            previous = {}
+        chosen = ", ".join(
+            f"{task} {entry.get('threshold')}" for task, entry in previous.get("tasks", {}).items()
+        )
+        raise SoftsegError(
+            f"{path} already holds an operating threshold ({chosen or 'unreadable'}); "
+            "pass --overwrite to replace it"
+        )
+
+
+def read_threshold_file(directory: Path) -> dict | None:
+    """The ``threshold.json`` of a run (or of a folder of seeds), or None when there is none.
+
+    Raises :class:`SoftsegError` when the file exists but is not a valid threshold file.
+    """
+    path = Path(directory) / THRESHOLD_FILE
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SoftsegError(
+            f"{path}: cannot read it as JSON ({error}); delete it or rerun `softseg threshold`"
+        ) from error
+    tasks = payload.get("tasks") if isinstance(payload, dict) else None
+    if not isinstance(tasks, dict) or not all(
+        isinstance(entry, dict)
+        and isinstance(entry.get("threshold"), (int, float))
+        and 0.0 < entry["threshold"] <= 1.0
+        for entry in tasks.values()
+    ):
+        raise SoftsegError(
+            f"{path}: expected {{'tasks': {{task: {{'threshold': value in (0, 1]}}}}}}, found "
+            f"{str(payload)[:200]}; delete it or rerun `softseg threshold`"
+        )
+    return payload
+
+
+# ----------------------------------------------------------------------------- on a run
+
+
+def _validation_ids(run_dirs: Sequence[Path]) -> list[str]:
+    """The validation case ids recorded in the runs' ``split.json``; all runs must agree."""
+    found: dict[tuple[str, ...], Path] = {}
+    for run in run_dirs:
+        path = Path(run) / "split.json"
+        try:
+            ids = tuple(json.loads(path.read_text())["val"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise SoftsegError(
+                f"{path}: cannot read the validation case ids ({error}); pass --split to "
+                "choose the cases explicitly"
+            ) from error
+        found.setdefault(ids, path)
+    if len(found) > 1:
+        raise SoftsegError(
+            f"the runs were validated on different cases ({', '.join(map(str, found.values()))}); "
+            "pass --split to choose one set of cases for all of them"
+        )
+    ids = list(next(iter(found)))
+    if not ids:
+        raise SoftsegError(
+            f"{next(iter(found.values()))}: the run has no validation cases; pass --split "
+            "(e.g. --split Validation) to choose the cases"
+        )
+    return ids
+
+
+def choose_thresholds(
+    run: str | Path,
+    data: str | Path,
+    *,
+    criterion: str,
+    target: float | None = None,
+    split: str | None = None,
+    layout: str = "auto",
+    reference_level: float = 0.5,
+    batch_size: int = 4,
+    device: str | None = "auto",
+    checkpoint: str = "best",
+    progress: bool = True,
+) -> tuple[dict, dict[str, Tradeoff]]:
+    """Predict the validation cases of ``data`` with ``run`` and pick one threshold per task.
+
+    ``run`` is a run folder or a folder of seeds (averaged). Cases: those of ``split`` when
+    given, else the validation ids of the run's ``split.json``. The reference of each case and
+    task is its soft label ``>= reference_level``. Returns ``(payload, tables)``: the
+    ``threshold.json`` content (not written; see :func:`write_threshold_file`) and the
+    trade-off table of every task. Raises SoftsegError when a case is missing or unlabelled,
+    or when no threshold meets the requirement for some task.
+    """
+    from softseg.data.datasets import load_dataset
+    from softseg.data.labels import soft_label
+    from softseg.inference.predict import check_channels, load_models, predict_cases, resolve_runs
+
+    if not (0.0 < reference_level <= 1.0):
+        raise SoftsegError(f"--reference-level must be in (0, 1], got {reference_level}")
+    if criterion not in CRITERIA:
+        raise SoftsegError(f"unknown criterion {criterion!r}; expected one of {', '.join(CRITERIA)}")
+    run_set = resolve_runs([run])
+    dataset = load_dataset(data, layout=layout)
+    if split is not None:
+        cases = dataset.select(split=split).cases
+        if not cases:
+            raise SoftsegError(f"{data}: no cases in split {split!r}; check --split")
+        chosen_by = f"split {split}"
+    else:
+        ids = _validation_ids(run_set.run_dirs)
+        cases = dataset.select(case_ids=ids).cases
+        missing = sorted(set(ids) - {c.case_id for c in cases})
+        if missing:
+            raise SoftsegError(
+                f"{data}: the run's validation cases {', '.join(missing[:10])} are not in this "
+                "dataset; give the data the run was trained on, or pass --split"
+            )
+        chosen_by = "the run's validation ids (split.json)"
+    loaded = load_models(run_set.run_dirs, device=device, checkpoint=checkpoint)
+    tasks = loaded[0].tasks
+    unlabelled = [f"{c.case_id} ({t})" for c in cases for t in tasks if not c.is_labelled(t)]
+    if unlabelled:
+        raise SoftsegError(
+            f"{len(unlabelled)} validation case/task(s) have no labels: "
+            f"{', '.join(unlabelled[:10])}; choose labelled cases (e.g. --split Validation)"
+        )
+    check_channels(cases, loaded[0].config.in_channels, loaded[0].run_dir)
+
+    zeros = lambda: np.zeros(len(THRESHOLD_GRID), dtype=np.int64)  # noqa: E731
+    counts = {task: [zeros(), zeros(), zeros()] for task in tasks}
+    for case, prob in predict_cases(loaded, cases, batch_size, progress):
+        for index, task in enumerate(tasks):
+            soft = np.asarray(soft_label(case, task))
+            reference = soft >= np.asarray(reference_level, dtype=soft.dtype)
+            for total, part in zip(counts[task], pooled_counts([prob[index]], [reference])):
+                total += part
+    tables: dict[str, Tradeoff] = {}
+    points: dict[str, OperatingPoint] = {}
+    for task in tasks:
+        tables[task] = tradeoff_from_counts(*counts[task], THRESHOLD_GRID, len(cases))
+        try:
+            points[task] = pick_threshold(tables[task], criterion, target)
+        except SoftsegError as error:
+            raise SoftsegError(f"{task}: {error}") from None
+
+    def listed(values: np.ndarray) -> list:
+        return [None if np.isnan(v) else round(float(v), 6) for v in values]
+
+    payload = {
+        "softseg_version": __version__,
+        "criterion": criterion,
+        "target": None if target is None else float(target),
+        "reference": f"soft label >= {reference_level:g}",
+        "reference_level": float(reference_level),
+        "pooling": "TP/FP/FN summed over all pixels of all cases, then precision and recall",
+        "ties": "the higher threshold",
+        "grid": "np.arange(1, 100) / 100",
+        "data": str(Path(data).resolve()),
+        "cases_from": chosen_by,
+        "cases": [c.case_id for c in cases],
+        "runs": [str(r) for r in run_set.run_dirs],
+        "run_names": [os.path.relpath(r, Path(run).resolve()) for r in run_set.run_dirs],
+        "checkpoint": checkpoint,
+        "tasks": {task: {k: v for k, v in asdict(p).items() if k not in ("criterion", "target")}
+                  for task, p in points.items()},
+        "tradeoff": {
+            task: {
+                "threshold": [float(t) for t in table.thresholds],
+                "precision": listed(table.precision),
+                "recall": listed(table.recall),
+                "f1": listed(table.f1),
+            }
+            for task, table in tables.items()
+        },
+    }
+    return payload, tables

@@ -1,0 +1,1 @@
+"""Evaluation result -> one self-contained HTML file; renders numbers, computes none."""

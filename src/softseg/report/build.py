@@ -1,0 +1,218 @@
+"""The HTML report of an evaluation: one self-contained page plus PNG copies of its figures.
+
+``build_report(eval_dir, out)`` reads an evaluation folder (``softseg evaluate``'s
+metrics.csv, cases.csv, curves.csv, summary.json, tables.md) and optionally a run folder's
+history.csv, and writes ``out`` (HTML with every image embedded as a data: URI, CSS and
+JavaScript inline, nothing fetched from the network) and ``<out stem>_files/`` beside it
+with every figure as PNG. The report renders numbers, it computes none: the tables come from
+tables.md, the scores from summary.json, the slider's precision/recall from curves.csv.
+
+Contents: a headline card per task (QUBIQ score, Dice at t = 0.5, ECE, D²_GED), Tables 2 and
+3 with their conventions and the count of undefined HD95s, Dice/precision/recall against the
+threshold, the reliability diagram, the training curves (with ``run``), and for a few cases
+per task (best, median, worst by QUBIQ score) the paper's Figure 2 and a confidence slider
+that redraws the predicted mask at any threshold 0.01 … 0.99.
+"""
+
+from __future__ import annotations
+
+import io as _bytes_io
+import logging
+import os
+import re
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from softseg.report import figures as figures
+from softseg.report import html as markup
+from softseg.report.examples import Example, load_examples, threshold_levels
+from softseg.report.inputs import finite, mean_std, read_evaluation, read_history
+from softseg.errors import SoftsegError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build_report", "files_folder"]
+
+
+def files_folder(out: Path) -> Path:
+    """Where the PNG copies of ``out``'s figures go: ``report.html`` -> ``report_files/``."""
+    out = Path(out)
+    return out.with_name(out.stem + "_files")
+
+
+def build_report(
+    eval_dir: Path,
+    out: Path,
+    run: Path | None = None,
+    n_cases: int = 3,
+    overwrite: bool = False,
+) -> Path:
+    """Write the report of ``eval_dir`` to ``out`` and its figures to ``files_folder(out)``.
+
+    ``run`` is one run folder (with history.csv) whose training curves to include.
+    ``n_cases`` example cases per task get Figure 2 and a slider (0 for none). Existing
+    outputs are replaced only with ``overwrite``; both are written to temporary names first
+    and renamed into place. Raises :class:`SoftsegError` for unusable inputs or outputs.
+    Returns the path of the HTML file.
+    """
+    out = Path(out)
+    if n_cases < 0:
+        raise SoftsegError(f"--cases: expected 0 or more example cases per task, found {n_cases}")
+    folder = files_folder(out)
+    _check_outputs(out, folder, overwrite)
+    evaluation = read_evaluation(Path(eval_dir))
+    history = read_history(Path(run)) if run is not None else None
+    examples = load_examples(evaluation, n_cases)
+
+    pngs: dict[str, bytes] = {}  # file name -> PNG, in page order
+    sections = [
+        ("summary", "Summary", markup.headline(evaluation)),
+        ("tables", "Tables 2 and 3", markup.tables(evaluation)),
+        # one flowing row of figures: with one task, curves and reliability sit side by side
+        ("curves", "Thresholds and calibration", '<div class="figures">'
+         + _curves_section(evaluation, pngs) + _calibration_section(evaluation, pngs) + "</div>"),
+    ]
+    if history is not None:
+        name = _save(pngs, "training.png", figures.training_curves(history, Path(run).name))
+        sections.append(("training", "Training", markup.figure(
+            pngs[name], "training curves",
+            f"Run {Path(run).resolve()}: loss, validation QUBIQ score and learning rate per "
+            "epoch, from history.csv.", name)))
+    if examples:
+        sections.append(("examples", "Example cases", _examples_section(examples, pngs)))
+    meta = [
+        f"evaluation: {evaluation.root.resolve()}",
+        f"predictions: {evaluation.predictions}",
+        f"data: {evaluation.data}",
+        *([f"run: {Path(run).resolve()}"] if run is not None else []),
+        f"tasks: {', '.join(evaluation.tasks)} · written "
+        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+    ]
+    name = evaluation.summary.get("dataset")
+    title = "softseg evaluation report" + (f": {name}" if isinstance(name, str) and name else "")
+    document = markup.page(title, meta, sections)
+    _write(out, folder, document, pngs)
+    log.info("report written to %s (%d figures in %s)", out, len(pngs), folder)
+    return out
+
+
+def _curves_section(evaluation, pngs: dict[str, bytes]) -> str:
+    items = []
+    for task in evaluation.tasks:
+        name = _save(pngs, f"curves_{task}.png", figures.threshold_curves(evaluation, task))
+        items.append(markup.figure(
+            pngs[name], f"{task}: Dice, precision and recall by threshold",
+            "Lines: curves.csv at t = 0.01 … 0.99; circles: metrics.csv at 0.1 … 0.9; both "
+            "averaged over cases. A threshold can be chosen for the precision or recall an "
+            "application needs.", name))
+    return "".join(items)
+
+
+def _calibration_section(evaluation, pngs: dict[str, bytes]) -> str:
+    items = []
+    for task in evaluation.tasks:
+        entry = evaluation.summary["tasks"].get(task) or {}
+        calibration = entry.get("calibration") if isinstance(entry, dict) else None
+        calibration = calibration if isinstance(calibration, dict) else {}
+        # summary.json gives per-case mean ± std ({"mean", "std"}) or a bare number
+        ece, brier = (None if v is None else v[0] for v in
+                      (mean_std(calibration.get("ece")), mean_std(calibration.get("brier"))))
+        data = figures.reliability_data(calibration)
+        if data is None:
+            log.warning("summary.json: no reliability data in a known form for %s", task)
+            keys = ", ".join(map(str, calibration)) or "none"
+            items.append(markup.esc(
+                f"{task}: summary.json holds no reliability diagram data (calibration keys "
+                f"found: {keys}); ECE {ece}, Brier {brier}.").join(('<p class="note">', "</p>")))
+            continue
+        name = _save(pngs, f"reliability_{task}.png",
+                     figures.reliability_diagram(task, data, ece, brier))
+        bins = calibration.get("n_bins", len(data["observed"]))
+        scores = ", ".join(f"{label} {value:.4f}" for label, value
+                           in (("ECE", ece), ("Brier", brier)) if finite(value))
+        items.append(markup.figure(
+            pngs[name], f"{task}: reliability diagram",
+            f"{bins} bins of predicted probability, as summary.json gives them; a calibrated model "
+            f"lies on the diagonal. {scores or 'No ECE/Brier'} (mean over cases).", name))
+    return "".join(items)
+
+
+def _examples_section(examples: list[Example], pngs: dict[str, bytes]) -> str:
+    parts = ['<p class="note">Per task, the cases with the best, median and worst QUBIQ '
+             "score. Figure 2 of the paper: soft label ≥ t (top) above prediction ≥ t "
+             "(bottom), false positives red, false negatives green. Below it, move the slider "
+             "to redraw the prediction's mask at any confidence threshold.</p>"]
+    for index, example in enumerate(examples):
+        name = _save(pngs, f"figure2_{example.task}_{example.case_id}.png",
+                     figures.threshold_grid(example))
+        levels = np.stack([threshold_levels(example.prob), threshold_levels(example.soft),
+                           np.zeros(example.prob.shape, np.uint8)], axis=-1)
+        note = f" ({example.note})" if example.note else ""
+        parts.append(
+            f'<div class="example"><h3>{markup.esc(example.task)} · '
+            f"{markup.esc(example.case_id)}: {markup.esc(example.rank)}, QUBIQ "
+            f"{example.qubiq:.3f}</h3>"
+            + markup.figure(pngs[name], f"Figure 2 for {example.case_id}",
+                            f"Thresholds 0.1 … 0.9{note}.", name)
+            + markup.viewer(example, _encode_png(example.image), _encode_png(levels), index)
+            + "</div>")
+    return "".join(parts)
+
+
+def _save(pngs: dict[str, bytes], name: str, figure) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    pngs[name] = figures.png_bytes(figure)
+    return name
+
+
+def _encode_png(array: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 -> lossless PNG bytes for embedding (exact values survive)."""
+    buffer = _bytes_io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="RGB").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _check_outputs(out: Path, folder: Path, overwrite: bool) -> None:
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise SoftsegError(f"{out}: expected an .html file name for the report, found "
+                           f"{out.suffix or 'no suffix'}; pass e.g. --out report.html")
+    if out.is_dir():
+        raise SoftsegError(f"{out}: expected a file name for the report, found a folder; "
+                           "pass a path such as --out report.html")
+    existing = [str(p) for p in (out, folder) if p.exists()]
+    if existing and not overwrite:
+        raise SoftsegError(f"{' and '.join(existing)} already exist(s); pass --overwrite to "
+                           "replace the earlier report, or choose another --out")
+    if folder.exists() and not folder.is_dir():
+        raise SoftsegError(f"{folder}: expected a folder for the report's figures, found a file; "
+                           "move it away or choose another --out")
+
+
+def _write(out: Path, folder: Path, document: str, pngs: dict[str, bytes]) -> None:
+    """Write the figures and the page under temporary names, then rename them into place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tag = f".tmp-{os.getpid()}"
+    new_folder = folder.with_name(f".{folder.name}{tag}")
+    old_folder = folder.with_name(f".{folder.name}.old{tag}")
+    new_page = out.with_name(f".{out.name}{tag}")
+    try:
+        new_folder.mkdir()
+        for name, png in pngs.items():
+            (new_folder / name).write_bytes(png)
+        new_page.write_text(document, encoding="utf-8")
+        if folder.exists():  # only reached with overwrite=True (checked before)
+            folder.rename(old_folder)
+        new_folder.rename(folder)
+        os.replace(new_page, out)
+    finally:
+        if old_folder.exists() and not folder.exists():  # failed between the renames
+            old_folder.rename(folder)
+        for leftover in (new_folder, old_folder):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        if new_page.exists():
+            new_page.unlink()

@@ -1,0 +1,143 @@
+"""Training data in memory: checked, normalised, resized once; batches are crops of it.
+
+Everything a step needs is pre-computed here (z-scored images, soft or hard labels, rater
+masks for the random-rater baseline), so a step costs one slice per sample: no loader
+process is needed and data loading stays off the critical path even on 2 cores.
+"""
+
+from __future__ import annotations
+
+import random as _random
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from softseg.training.config import TrainConfig
+from softseg.data.cases import Case, Dataset
+from softseg.errors import DatasetError, SoftsegError
+from softseg.inference.arrays import prepare_image
+from softseg.training.augment import random_crop, resize
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """Per-case tensors. ``images[i]`` ``(C, H, W)`` float32 normalised (and resized);
+    ``labels[i]`` ``(T, H, W)`` float32 in [0, 1] on the same grid (the training target for
+    "soft"/"majority"; the soft label for validation); ``raters[i][t]`` ``(R, H, W)`` float32
+    rater masks (random-rater mode only); ``source_labels[i]`` the soft label on the source
+    grid (validation only, to score on the original pixels)."""
+
+    case_ids: tuple[str, ...]
+    images: tuple[torch.Tensor, ...]
+    labels: tuple[torch.Tensor, ...]
+    raters: tuple[tuple[torch.Tensor, ...], ...] = ()
+    source_labels: tuple[torch.Tensor, ...] = ()
+
+
+def select_cases(dataset: Dataset, ids: Sequence[str], tasks: Sequence[str], role: str) -> list[Case]:
+    """The cases named by ``ids`` (in that order), checked for 2D, channels and labels.
+
+    Raises one DatasetError listing every problem.
+    """
+    by_id = {c.case_id: c for c in dataset.cases}
+    problems = [f"{i}: no such case in {dataset.root}" for i in ids if i not in by_id]
+    cases = [by_id[i] for i in ids if i in by_id]
+    channels = {c.channels for c in cases}
+    for case in cases:
+        if case.image.ndim != 3:
+            problems.append(
+                f"{case.case_id}: image shape {case.image.shape} (channels first) is not 2D; "
+                f"training needs 2D images (C, H, W): cut 3D volumes into 2D slices first"
+            )
+        missing = [t for t in tasks if not case.is_labelled(t)]
+        if missing:
+            problems.append(f"{case.case_id}: no label for task(s) {', '.join(missing)}; "
+                            f"{role} cases need every trained task labelled")
+    if len(channels) > 1:
+        counts = {c.case_id: c.channels for c in cases}
+        problems.append(f"images have different channel counts {sorted(channels)}: {counts}")
+    if problems:
+        raise DatasetError(problems, header=f"cannot use these {role} cases")
+    return cases
+
+
+def _target(case: Case, task: str, mode: str) -> np.ndarray:
+    from softseg.data import labels
+
+    if mode == "majority":
+        return labels.majority_label(case, task)
+    return labels.soft_label(case, task)
+
+
+def prepare(cases: Sequence[Case], config: TrainConfig, *, validation: bool = False) -> TrainData:
+    """Normalise/resize every case once; labels resized bilinearly exactly like the image."""
+    images, targets, raters, source = [], [], [], []
+    size = (config.resize, config.resize) if config.resize is not None else None
+    mode = "soft" if validation else config.label_mode
+    for case in cases:
+        images.append(prepare_image(case.image, config))
+        label = torch.from_numpy(
+            np.stack([_target(case, t, mode) for t in config.tasks]).astype(np.float32)
+        )
+        if validation:
+            source.append(label)
+        targets.append(resize(label, size, clamp01=True) if size else label)
+        if mode == "random_rater":
+            per_task = []
+            for task in config.tasks:
+                if task not in case.masks:
+                    raise SoftsegError(
+                        f"{case.case_id}: task {task} has no individual rater masks (agreement-map "
+                        f"data); label_mode 'random_rater' needs them; use 'soft' or 'majority'"
+                    )
+                masks = torch.from_numpy(np.asarray(case.masks[task], dtype=np.float32))
+                per_task.append(resize(masks, size, clamp01=True) if size else masks)
+            raters.append(tuple(per_task))
+    return TrainData(
+        tuple(c.case_id for c in cases), tuple(images), tuple(targets), tuple(raters), tuple(source)
+    )
+
+
+def sample_batch(
+    data: TrainData, indices: Sequence[int], crop: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random crops ``(B, C, crop, crop)`` and their targets ``(B, T, crop, crop)``.
+
+    In random-rater mode each sample's target is one rater per task, drawn from that
+    case's own raters (a fresh draw every time the case is sampled).
+    """
+    images, labels = [], []
+    for i in indices:
+        if data.raters:
+            label = torch.stack([
+                masks[int(torch.randint(0, masks.shape[0], (1,), generator=generator))]
+                for masks in data.raters[i]
+            ])
+        else:
+            label = data.labels[i]
+        image, label = random_crop(data.images[i], label, crop, generator)
+        images.append(image)
+        labels.append(label)
+    return torch.stack(images), torch.stack(labels)
+
+
+def split_ids(dataset: Dataset, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Train/validation case ids: the official split where cases carry one (QUBIQ), else a
+    seeded random ``val_fraction`` of the cases (at least one when the fraction is > 0)."""
+    train = [c.case_id for c in dataset.cases if c.split == "Training"]
+    val = [c.case_id for c in dataset.cases if c.split == "Validation"]
+    if train and val:
+        return train, val
+    ids = [c.case_id for c in dataset.cases if c.split != "Testing"]
+    if len(ids) < 2 and val_fraction > 0:
+        raise SoftsegError(
+            f"{dataset.root}: {len(ids)} labelled case(s); need at least 2 to hold one out for "
+            f"validation (or set val_fraction: 0)"
+        )
+    n_val = 0 if val_fraction == 0 else max(1, round(len(ids) * val_fraction))
+    shuffled = list(ids)
+    _random.Random(seed).shuffle(shuffled)
+    held = set(shuffled[:n_val])
+    return [i for i in ids if i not in held], [i for i in ids if i in held]

@@ -1,0 +1,244 @@
+"""Training configuration: one frozen dataclass, the QUBIQ task presets, file + CLI overrides.
+
+Settings are resolved in this order, later ones winning: the dataclass defaults (the paper's
+procedure, SPEC.md "The method"), a preset chosen by name, a YAML config file, and the
+command line. :func:`validate` is the one place that checks a configuration; every problem
+is reported at once. The resolved configuration is written to ``RUN/config.json`` with
+:func:`to_dict` and read back with :func:`from_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from softseg.errors import SoftsegError
+
+LABEL_MODES = ("soft", "majority", "random_rater")
+PRECISIONS = ("auto", "fp32", "bf16", "amp")
+BEST_METRICS = ("qubiq", "loss")
+NORMALIZATIONS = ("zscore",)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs, and everything prediction needs to use its model.
+
+    Spatial sizes are in pixels of the (possibly resized) training grid. ``tasks`` and
+    ``in_channels`` are empty/0 until :func:`softseg.training.train.train_run` fills them in from the
+    data; a preset may fix ``tasks`` to train one QUBIQ task only. ``resize`` (pixels) resizes
+    every image and label to ``resize x resize`` before cropping; predictions are resized back
+    to the source grid. ``precision`` "auto" becomes "bf16" on a CPU with bf16 support, "amp"
+    on a GPU and "fp32" otherwise; the resolved value is what ``config.json`` records.
+    Normalisation "zscore" is per image and per channel (mean 0, std 1), in training and in
+    inference alike.
+    """
+
+    # data
+    tasks: tuple[str, ...] = ()
+    in_channels: int = 0
+    label_mode: str = "soft"
+    resize: int | None = None
+    normalization: str = "zscore"
+    val_fraction: float = 0.2
+    # model
+    encoder: str = "efficientnet-b0"
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    encoder_weights: str = "imagenet"
+    bn_momentum: float = 0.1
+    # procedure (SPEC.md, "The method")
+    epochs: int = 150
+    batch_size: int = 8
+    aug_copies: int = 3
+    crop_size: int = 256
+    lr: float = 1e-2
+    lr_min: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    translate: float = 0.1
+    rotate: float = 15.0
+    zoom: float = 0.1
+    hflip: float = 0.5
+    vflip: float = 0.5
+    # running
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    val_every: int = 1
+    best_metric: str = "qubiq"
+    preset: str | None = None
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# The seven QUBIQ 2021 2D tasks (SPEC.md table): crop size, epochs, vertical flip.
+PRESETS: dict[str, dict[str, Any]] = {
+    "brain-growth": {"tasks": ("task01",), "crop_size": 256},
+    "brain-tumor-task1": {"tasks": ("task01",), "crop_size": 224},
+    "brain-tumor-task2": {"tasks": ("task02",), "crop_size": 224},
+    "brain-tumor-task3": {"tasks": ("task03",), "crop_size": 224, "epochs": 180},
+    "kidney": {"tasks": ("task01",), "crop_size": 320, "vflip": 0.0},
+    "prostate-task1": {"tasks": ("task01",), "crop_size": 480},
+    "prostate-task2": {"tasks": ("task02",), "crop_size": 480},
+}
+
+_FIELDS = {f.name: f for f in fields(TrainConfig)}
+_TUPLE_FIELDS = {"tasks", "decoder_channels", "betas"}
+
+
+def preset(name: str) -> TrainConfig:
+    """The paper's configuration for one QUBIQ task, by name (see :data:`PRESETS`)."""
+    if name not in PRESETS:
+        raise SoftsegError(
+            f"unknown preset {name!r}; expected one of: {', '.join(sorted(PRESETS))}"
+        )
+    return TrainConfig(**_coerce(PRESETS[name], f"preset {name}"), preset=name)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a YAML (or JSON) file: a mapping of TrainConfig field names to values."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SoftsegError(f"{path}: config file not found; check the path given to --config")
+    except yaml.YAMLError as error:
+        raise SoftsegError(f"{path}: not valid YAML ({error}); fix the file or leave out --config")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SoftsegError(
+            f"{path}: expected a mapping of setting: value, found {type(data).__name__}"
+        )
+    return _coerce(data, str(path))
+
+
+def resolve_config(
+    preset_name: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """Defaults <- preset <- config file <- overrides (None values in overrides are ignored).
+
+    A config file may itself name a ``preset``; a preset given here wins over it.
+    """
+    from_file = load_config_file(config_file) if config_file is not None else {}
+    name = preset_name or from_file.pop("preset", None)
+    if name is not None and preset_name is not None:
+        from_file.pop("preset", None)
+    config = preset(name) if name is not None else TrainConfig()
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    config = config.replace(**{**from_file, **_coerce(given, "command line")})
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Raise one SoftsegError listing every invalid setting of ``config``."""
+    problems: list[str] = []
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    c = config
+    check(c.label_mode in LABEL_MODES, f"label_mode: expected one of {LABEL_MODES}, found {c.label_mode!r}")
+    check(c.precision in PRECISIONS, f"precision: expected one of {PRECISIONS}, found {c.precision!r}")
+    check(c.best_metric in BEST_METRICS, f"best_metric: expected one of {BEST_METRICS}, found {c.best_metric!r}")
+    check(c.normalization in NORMALIZATIONS, f"normalization: expected one of {NORMALIZATIONS}, found {c.normalization!r}")
+    check(0 < c.bn_momentum <= 1, f"bn_momentum: expected a value in (0, 1], found {c.bn_momentum}")
+    check(c.epochs >= 1, f"epochs: expected >= 1, found {c.epochs}")
+    check(c.batch_size >= 1, f"batch_size: expected >= 1, found {c.batch_size}")
+    check(c.aug_copies >= 0, f"aug_copies: expected >= 0, found {c.aug_copies}")
+    check(
+        c.crop_size >= 32 and c.crop_size % 32 == 0,
+        f"crop_size: expected a positive multiple of 32 (the U-Net downsamples 5 times), found "
+        f"{c.crop_size}; use e.g. {max(32, round(c.crop_size / 32) * 32)}",
+    )
+    check(
+        c.resize is None or c.resize >= 32,
+        f"resize: expected at least 32 pixels or none, found {c.resize}",
+    )
+    check(0 < c.lr_min <= c.lr, f"lr, lr_min: expected 0 < lr_min <= lr, found lr={c.lr}, lr_min={c.lr_min}")
+    check(len(c.betas) == 2 and all(0 <= b < 1 for b in c.betas), f"betas: expected two values in [0, 1), found {c.betas}")
+    check(c.weight_decay >= 0, f"weight_decay: expected >= 0, found {c.weight_decay}")
+    check(0 <= c.translate < 1, f"translate: expected a fraction in [0, 1), found {c.translate}")
+    check(0 <= c.rotate <= 180, f"rotate: expected degrees in [0, 180], found {c.rotate}")
+    check(0 <= c.zoom < 1, f"zoom: expected a fraction in [0, 1), found {c.zoom}")
+    check(0 <= c.hflip <= 1, f"hflip: expected a probability in [0, 1], found {c.hflip}")
+    check(0 <= c.vflip <= 1, f"vflip: expected a probability in [0, 1], found {c.vflip}")
+    check(0 <= c.val_fraction < 1, f"val_fraction: expected a fraction in [0, 1), found {c.val_fraction}")
+    check(c.val_every >= 1, f"val_every: expected >= 1, found {c.val_every}")
+    check(c.in_channels >= 0, f"in_channels: expected >= 0, found {c.in_channels}")
+    check(
+        len(c.decoder_channels) == 5 and all(ch >= 1 for ch in c.decoder_channels),
+        f"decoder_channels: expected 5 positive channel counts, found {c.decoder_channels}",
+    )
+    if problems:
+        raise SoftsegError(
+            f"invalid training configuration ({len(problems)}):\n"
+            + "\n".join(f"  {p}" for p in problems)
+        )
+
+
+def to_dict(config: TrainConfig) -> dict[str, Any]:
+    """A JSON-ready dict (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def from_dict(data: Mapping[str, Any], source: str = "config") -> TrainConfig:
+    """The inverse of :func:`to_dict`; unknown keys are an error naming ``source``."""
+    return TrainConfig(**_coerce(dict(data), source))
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    """Write ``config`` as JSON atomically (temp file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_dict(config), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def load_config(path: Path) -> TrainConfig:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SoftsegError(f"{path}: not found; is this a softseg run folder (RUN/seedN)?")
+    except json.JSONDecodeError as error:
+        raise SoftsegError(f"{path}: not valid JSON ({error}); the run folder is damaged")
+    return from_dict(data, str(path))
+
+
+def _coerce(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Check keys against TrainConfig and convert lists to tuples and ints to floats."""
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise SoftsegError(
+            f"{source}: unknown setting(s) {', '.join(unknown)}; valid settings are: "
+            f"{', '.join(_FIELDS)}"
+        )
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        default = _FIELDS[key].default
+        if key in _TUPLE_FIELDS:
+            if isinstance(value, str):
+                value = (value,)
+            try:
+                value = tuple(value)
+            except TypeError:
+                raise SoftsegError(f"{source}: {key} expected a list, found {value!r}")
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif isinstance(default, (int, float)) and not isinstance(value, type(default)) and value is not None:
+            if key != "resize":
+                kind = "an integer" if isinstance(default, int) else "a number"
+                raise SoftsegError(f"{source}: {key} expected {kind}, found {value!r}")
+        if key == "resize" and value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise SoftsegError(f"{source}: resize expected an integer pixel size or null, found {value!r}")
+        out[key] = value
+    return out

@@ -1,0 +1,167 @@
+"""One training step, one epoch, one validation pass; the state a checkpoint holds.
+
+The step: the global batch's random crops (shared sampling generator), this process's slice,
+the growing batch on the model's device (originals + ``aug_copies`` augmented copies), the
+forward pass under the run's precision, the loss in float32, backward, Adam. The learning
+rate follows a cosine from ``lr`` at the first step to ``lr_min`` at the last, set per step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from softseg.training import distributed as _distributed
+from softseg.training.batches import TrainData, sample_batch
+from softseg.training.runtime import autocast, memory_format
+from softseg.training.config import TrainConfig
+from softseg.inference.arrays import predict_logits
+from softseg.training.augment import growing_batch, resize
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy between sigmoid(logits) and soft targets in [0, 1].
+
+    ``logits`` and ``target`` are ``(N, T, H, W)``; computed in float32 whatever the autocast
+    dtype. Per pixel, -g log p - (1 - g) log(1 - p) is minimal at p = g, so the model is
+    pushed to predict the raters' agreement itself (Dice would push it to 0/1).
+    """
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+
+
+def lr_at(step: int, total_steps: int, lr: float, lr_min: float) -> float:
+    """Cosine annealing per step: ``lr`` at step 0, ``lr_min`` at step ``total_steps - 1``."""
+    if total_steps <= 1:
+        return lr
+    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * step / (total_steps - 1)))
+
+
+@dataclass
+class LoopState:
+    """What changes while training; all of it goes into ``last.pt``."""
+
+    config: TrainConfig
+    model: torch.nn.Module  # the bare model (weights saved from here)
+    wrapped: torch.nn.Module  # the model the forward pass uses (DDP or the same model)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    device: torch.device
+    dist: _distributed.Dist
+    sampler: torch.Generator  # shared by all processes: batches, crops, rater draws
+    steps_per_epoch: int
+    epoch: int = 0
+    step: int = 0
+    best: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.epochs
+
+    @property
+    def precision(self) -> str:
+        return self.config.precision
+
+
+def epoch_batches(order: list[int], batch_size: int, world: int = 1) -> list[list[int]]:
+    """Consecutive global batches of ``order``; a last partial batch is kept unless it has
+    fewer cases than processes (a process would get none)."""
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < world:
+        batches.pop()
+    return batches
+
+
+def steps_per_epoch(n_cases: int, batch_size: int, world: int = 1) -> int:
+    return max(1, len(epoch_batches(list(range(n_cases)), batch_size, world)))
+
+
+def train_step(state: LoopState, data: TrainData, indices: list[int]) -> float:
+    """One optimiser step on the cases ``indices`` (the global batch); returns the global loss."""
+    c, device = state.config, state.device
+    images, labels = sample_batch(data, indices, c.crop_size, state.sampler)
+    world, rank = state.dist.world, state.dist.rank
+    if world > 1:
+        images, labels = images[rank::world], labels[rank::world]
+    images = images.to(device, non_blocking=True)
+    labels = labels.to(device, non_blocking=True)
+    # Augmentation and stochastic depth draw from generators seeded by (seed, rank, step):
+    # reproducible, different per process, and nothing to carry across a resume.
+    seed = int(np.random.SeedSequence([c.seed, rank, state.step]).generate_state(1)[0])
+    torch.manual_seed(seed)
+    augmenter = torch.Generator().manual_seed(seed)
+    images, labels = growing_batch(images, labels, c.aug_copies, c, augmenter)
+    images = images.contiguous(memory_format=memory_format(state.precision, device))
+
+    lr = lr_at(state.step, state.total_steps, c.lr, c.lr_min)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    state.optimizer.zero_grad(set_to_none=True)
+    with autocast(state.precision, device):
+        logits = state.wrapped(images)
+    loss = soft_cross_entropy(logits, labels)
+    if state.scaler is not None:
+        state.scaler.scale(loss).backward()
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        loss.backward()
+        state.optimizer.step()
+    state.step += 1
+    return float(_distributed.mean_over_processes(loss.detach(), state.dist))
+
+
+def train_epoch(state: LoopState, data: TrainData, progress: bool = True) -> float:
+    """One pass over the training cases in a fresh seeded order; returns the mean step loss."""
+    from tqdm import tqdm
+
+    c = state.config
+    order = torch.randperm(len(data.images), generator=state.sampler).tolist()
+    batches = epoch_batches(order, c.batch_size, state.dist.world)
+    state.wrapped.train()
+    losses = []
+    bar = tqdm(
+        batches, desc=f"epoch {state.epoch + 1}/{c.epochs}", leave=False, unit="step",
+        disable=not (progress and state.dist.is_main),
+    )
+    for indices in bar:
+        losses.append(train_step(state, data, indices))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{state.optimizer.param_groups[0]['lr']:.2e}")
+    return float(np.mean(losses))
+
+
+@torch.no_grad()
+def validate(state: LoopState, data: TrainData) -> tuple[float, float]:
+    """Mean loss and mean QUBIQ score over validation cases and tasks, whole images.
+
+    Each image is predicted as in inference (padded to a multiple of 32, cropped back,
+    un-resized) and compared with its soft label on the source grid.
+    """
+    from softseg.evaluation.metrics import qubiq_score
+
+    model = state.model
+    was_training = model.training
+    model.eval()
+    losses, scores = [], []
+    for image, soft in zip(data.images, data.source_labels):
+        logits = predict_logits(model, image, state.precision, state.device).cpu()
+        logits = resize(logits, tuple(soft.shape[-2:]))
+        losses.append(float(soft_cross_entropy(logits, soft)))
+        prob = torch.sigmoid(logits).numpy()
+        scores.extend(qubiq_score(prob[t], soft[t].numpy()) for t in range(soft.shape[0]))
+    model.train(was_training)
+    return float(np.mean(losses)), float(np.mean(scores))
+
+
+def rng_states(state: LoopState) -> dict[str, Any]:
+    """The sampler's state: identical on every process, so rank 0's copy serves all."""
+    return {"sampler": state.sampler.get_state()}
+
+
+def restore_rng_states(state: LoopState, states: dict[str, Any]) -> None:
+    state.sampler.set_state(states["sampler"])
