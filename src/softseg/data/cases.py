@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from softseg.data.io import Geometry
+from softseg.errors import SoftsegError
 
 LAYOUTS = ("qubiq", "raters", "agreement")
 QUBIQ_SPLITS = ("Training", "Validation", "Testing")
@@ -92,3 +94,36 @@ def is_qubiq_case(folder: Path) -> bool:
 def natural_key(text: str) -> list:
     """Sort key that orders case2 before case10."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+def channel_problems(cases: Sequence[Case], expected: int | None = None) -> list[str]:
+    """One line per case whose image channel count differs from ``expected``.
+
+    ``expected`` defaults to the count most cases have (ties to the smaller count), so a
+    dataset with one RGB image among grey ones names that one case. Empty when all agree.
+    """
+    counts = Counter(c.channels for c in cases)
+    if not counts:
+        return []
+    if expected is None:
+        expected = min(counts, key=lambda n: (-counts[n], n))
+        if len(counts) == 1:
+            return []
+    return [
+        f"{c.case_id}: image has {c.channels} channel(s), expected {expected} ({c.image_path})"
+        for c in cases
+        if c.channels != expected
+    ]
+
+
+def check_channels(cases: Sequence[Case], expected: int | None, *, reason: str) -> None:
+    """Raise :class:`SoftsegError` naming every case whose channel count is not ``expected``
+    (``None``: the majority count); ``reason`` says where the expectation comes from, e.g.
+    "the run runs/x/seed0 was trained on 1 channel" or "in_channels in the configuration"."""
+    wrong = channel_problems(cases, expected)
+    if wrong:
+        shown = "; ".join(wrong[:10]) + (f"; ... ({len(wrong) - 10} more)" if len(wrong) > 10 else "")
+        raise SoftsegError(
+            f"{len(wrong)} image(s) have another channel count than {reason}: {shown}; "
+            f"convert the images (e.g. all grey or all RGB) or use a matching run"
+        )

@@ -86,7 +86,7 @@ def demo(out: Path, settings: DemoSettings = DemoSettings(), *, overwrite: bool 
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-    out = prepare_out_dir(out, overwrite=overwrite, command="demo")
+    out = prepare_out_dir(out, overwrite=overwrite, resume=None, what="demo")
     seconds: dict[str, float] = {}
     bar = tqdm(total=5, desc="demo", unit="step", disable=not progress)
 

@@ -140,7 +140,7 @@ def reproduce(
     tasks = select_tasks(list(options.tasks))
     seeds = _check_seeds(options.seeds)
     found = locate_all(Path(root), list(dict.fromkeys(t.dataset for t in tasks)))
-    out = prepare_out_dir(Path(out), resume=resume, command="reproduce")
+    out = prepare_out_dir(Path(out), overwrite=None, resume=resume, what="reproduce")
     write_json_atomic(out / "reproduce.json", {
         "root": str(Path(root).resolve()), **asdict(options), "seeds": seeds,
         "config_file": None if options.config_file is None else str(Path(options.config_file).resolve()),
@@ -265,7 +265,7 @@ def compare(
     if unknown or not options.methods:
         raise SoftsegError(f"--methods: expected some of {', '.join(LABEL_MODES)}, found {list(options.methods) or 'none'}")
     seeds = _check_seeds(options.seeds)
-    out = prepare_out_dir(Path(out), resume=resume, command="compare")
+    out = prepare_out_dir(Path(out), overwrite=None, resume=resume, what="compare")
     folds, split_note = _splits(dataset, out, options)
     tasks = dataset.tasks if not options.config.tasks else options.config.tasks
     write_json_atomic(out / "compare.json", {
