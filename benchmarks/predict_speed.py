@@ -96,9 +96,9 @@ def checkpoint_model(run: Path, device: str):
 
 
 def inference_model(run: Path, device: str):
-    """softseg's own inference model (:func:`softseg.training.model.load_run`: BatchNorm folded)."""
+    """softseg's own inference model (:func:`softseg.inference.runs.load_run`: BatchNorm folded)."""
     from softseg.training.runtime import resolve_precision
-    from softseg.training.model import load_run
+    from softseg.inference.runs import load_run
 
     loaded = load_run(run, device=device)
     return loaded.model, resolve_precision(loaded.config.precision, loaded.device)
@@ -151,8 +151,8 @@ def predict_seconds(run: Path, folder: Path, out: Path, device: str, batch_size:
 
 
 def load_seconds(run: Path, device: str) -> float:
-    """Seconds :func:`softseg.inference.predict.load_models` takes: a one-off cost of every predict call."""
-    from softseg.inference.predict import load_models
+    """Seconds :func:`softseg.inference.runs.load_models` takes: a one-off cost of every predict call."""
+    from softseg.inference.runs import load_models
 
     start = time.perf_counter()
     load_models([run], device=device)

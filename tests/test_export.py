@@ -16,7 +16,7 @@ from softseg.cli import main
 from softseg.errors import SoftsegError
 from softseg.inference.export import export_onnx, sidecar_path
 from softseg.inference.arrays import predict_images
-from softseg.training.model import load_run
+from softseg.inference.runs import load_run
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

@@ -11,7 +11,8 @@ from softseg.training.config import TrainConfig
 from softseg.errors import SoftsegError
 from softseg.inference import arrays as inference
 from softseg.inference.arrays import predict_images
-from softseg.training.model import LoadedRun, create_model
+from softseg.training.model import create_model
+from softseg.inference.runs import LoadedRun
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

@@ -12,7 +12,8 @@ from softseg.training import model as model_module
 from softseg.training.config import TrainConfig, save_config, to_dict
 from softseg.inference.batchnorm_fold import fold_batchnorm
 from softseg.errors import SoftsegError
-from softseg.training.model import create_model, find_runs, load_run, save_checkpoint
+from softseg.training.model import create_model, save_checkpoint
+from softseg.inference.runs import find_runs, load_run
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

@@ -15,7 +15,7 @@ from softseg.data import io
 from softseg.cli import main
 from softseg.errors import SoftsegError
 from softseg.inference.arrays import predict_images
-from softseg.training.model import load_run
+from softseg.inference.runs import load_run
 from softseg.inference.predict import load_input, predict, std_map, threshold_label
 
 TASKS = ("task01", "task02")

@@ -8,16 +8,8 @@ import numpy as np
 import pytest
 
 from softseg.errors import SoftsegError
-from softseg.inference.thresholds import (
-    THRESHOLD_GRID,
-    OperatingPoint,
-    format_tradeoff,
-    pick_threshold,
-    pooled_counts,
-    read_threshold_file,
-    tradeoff,
-    write_threshold_file,
-)
+from softseg.inference.thresholds import THRESHOLD_GRID, OperatingPoint, format_tradeoff, pick_threshold, pooled_counts, tradeoff
+from softseg.inference.runs import read_threshold_file, write_threshold_file
 
 
 def brute_force_counts(probs, refs, thresholds):
@@ -331,7 +323,7 @@ def test_choose_thresholds_matches_brute_force_on_predictions(tmp_path):
     from softseg.data.datasets import load_dataset
     from softseg.inference.arrays import predict_images
     from softseg.data.labels import soft_label
-    from softseg.training.model import load_run
+    from softseg.inference.runs import load_run
     from softseg.inference.thresholds import choose_thresholds
 
     data = rater_dataset(tmp_path / "data", seed=4)
@@ -388,7 +380,7 @@ def test_threshold_command_stores_the_choice_and_predict_uses_it(tmp_path, capsy
 
 
 def test_folder_of_seeds_is_averaged_and_stores_its_threshold_in_the_folder(tmp_path):
-    from softseg.inference.predict import resolve_runs
+    from softseg.inference.runs import resolve_runs
     from softseg.inference.thresholds import choose_thresholds
 
     data = rater_dataset(tmp_path / "data")

@@ -18,7 +18,7 @@ from softseg.data.cases import Case, Dataset
 from softseg.data.io import Geometry
 from softseg.errors import DatasetError, SoftsegError
 from softseg.inference.arrays import predict_images
-from softseg.training.model import load_run
+from softseg.inference.runs import load_run
 from softseg.training.train import lr_at, soft_cross_entropy, train_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

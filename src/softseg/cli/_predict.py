@@ -106,12 +106,8 @@ def _register_threshold(subparsers) -> None:
 
 
 def run_threshold(args: argparse.Namespace) -> int:
-    from softseg.inference.thresholds import (
-        check_can_store,
-        choose_thresholds,
-        format_tradeoff,
-        write_threshold_file,
-    )
+    from softseg.inference.thresholds import choose_thresholds, format_tradeoff
+    from softseg.inference.runs import check_can_store, write_threshold_file
 
     if args.max_f1:
         criterion, target = "max_f1", None

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from softseg.data import _layouts
-from softseg.data.cases import LAYOUTS, QUBIQ_SPLITS, Case, Dataset, Scan, is_qubiq_case, natural_key
+from softseg.data.cases import LAYOUTS, QUBIQ_SPLITS, Dataset, Scan, is_qubiq_case, natural_key
 from softseg.errors import DatasetError, SoftsegError
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import torch
 from softseg.training.runtime import autocast, memory_format, resolve_precision
 from softseg.training.config import TrainConfig
 from softseg.errors import SoftsegError
-from softseg.training.model import LoadedRun, check_runs_compatible
+from softseg.inference.runs import LoadedRun, check_runs_compatible
 from softseg.training.augment import normalize, pad_to_multiple, padded_size, resize
 
 

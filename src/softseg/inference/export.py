@@ -93,7 +93,7 @@ def export_onnx(
     Both files are written atomically; existing files are kept unless ``overwrite``.
     Returns the ONNX path.
     """
-    from softseg.inference.predict import load_models, resolve_runs
+    from softseg.inference.runs import load_models, resolve_runs
 
     onnx_path = Path(onnx_path)
     if onnx_path.suffix.lower() != ".onnx":

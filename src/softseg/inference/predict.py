@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -33,25 +32,11 @@ from softseg.data import io
 from softseg.files import write_json_atomic
 from softseg.data.cases import Case, Dataset
 from softseg.errors import SoftsegError
-from softseg.inference.thresholds import THRESHOLD_FILE, read_threshold_file
+from softseg.inference.runs import load_models, resolve_runs
 
 log = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "predictions.json"
-
-
-@dataclass(frozen=True)
-class RunSet:
-    """The runs behind one prediction and the operating thresholds stored for them.
-
-    ``run_dirs``: every single-seed run folder (expanded with :func:`model.find_runs`).
-    ``threshold``: the ``threshold.json`` payload that applies to exactly these runs, or
-    None; ``threshold_path`` where it was read.
-    """
-
-    run_dirs: tuple[Path, ...]
-    threshold: dict | None
-    threshold_path: Path | None
 
 
 def std_map(probability: np.ndarray) -> np.ndarray:
@@ -200,65 +185,6 @@ def load_input(path: str | Path, layout: str = "auto", split: str | None = None)
             f"{path}: no images found{where}; check the folder, --layout and --split"
         )
     return dataset
-
-
-def resolve_runs(run_paths: Sequence[str | Path]) -> RunSet:
-    """Expand run arguments (run folders or folders of seeds) and find their stored threshold.
-
-    A threshold is stored by ``softseg threshold`` in ``threshold.json`` of the folder it was
-    given (a run, or a folder of seeds). It applies when exactly one RUN argument is given and
-    the file lists exactly the runs being used (``run_names``, relative to that folder, so a
-    moved run keeps its threshold; else absolute ``runs``); otherwise it is ignored with a
-    warning.
-    """
-    from softseg.training.model import find_runs
-
-    if not run_paths:
-        raise SoftsegError("no run given; pass the folder written by 'softseg train --out'")
-    run_dirs: list[Path] = []
-    for given in run_paths:
-        for run in find_runs(given):
-            resolved = run.resolve()
-            if resolved not in run_dirs:
-                run_dirs.append(resolved)
-    threshold, threshold_path = None, None
-    for given in run_paths:
-        payload = read_threshold_file(Path(given))
-        if payload is None:
-            continue
-        where = Path(given) / THRESHOLD_FILE
-        if "run_names" in payload:
-            # relative to the folder holding threshold.json: survives moving the runs
-            stored = sorted(str((Path(given) / r).resolve()) for r in payload["run_names"])
-        else:
-            stored = sorted(str(Path(r).resolve()) for r in payload.get("runs", []))
-        if len(run_paths) == 1 and stored == sorted(map(str, run_dirs)):
-            threshold, threshold_path = payload, where
-        else:
-            log.warning(
-                "%s was chosen for the runs %s, not for the %d runs given now; not applied",
-                where, stored, len(run_dirs),
-            )
-    return RunSet(tuple(run_dirs), threshold, threshold_path)
-
-
-def resolve_device(device: str | None) -> str:
-    """"auto"/None -> "cuda" when a GPU is visible, else "cpu"; other values pass through."""
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def load_models(run_dirs: Sequence[Path], device: str | None = "auto", checkpoint: str = "best") -> list:
-    """:func:`model.load_run` for every run; all must share tasks and input channels."""
-    from softseg.training.model import check_runs_compatible, load_run
-
-    device = resolve_device(device)
-    loaded = [load_run(run, checkpoint=checkpoint, device=device) for run in run_dirs]
-    check_runs_compatible(loaded)
-    return loaded
 
 
 def check_channels(cases: Sequence[Case], in_channels: int, run_dir: Path) -> None:

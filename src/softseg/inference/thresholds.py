@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -48,7 +47,6 @@ THRESHOLD_GRID = np.arange(1, 100) / 100
 """The fine threshold grid 0.01 ... 0.99, exact hundredths."""
 
 CRITERIA = ("target_recall", "target_precision", "max_f1")
-THRESHOLD_FILE = "threshold.json"
 
 
 @dataclass(frozen=True)
@@ -229,73 +227,6 @@ def format_tradeoff(table: Tradeoff, chosen: float | None = None, every: int = 5
     return "\n".join(lines)
 
 
-def write_threshold_file(directory: Path, payload: dict, overwrite: bool = False) -> Path:
-    """Write ``directory/threshold.json`` atomically; refuse to replace one unless ``overwrite``.
-
-    ``payload`` holds at least ``{"tasks": {task: {"threshold": t, ...}}}`` (see
-    :func:`choose_thresholds` for the full form).
-    """
-    directory = Path(directory)
-    path = directory / THRESHOLD_FILE
-    check_can_store(directory, overwrite)
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=directory, prefix=".threshold-", suffix=".json.tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2)
-            stream.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def check_can_store(directory: Path, overwrite: bool) -> None:
-    """Raise SoftsegError when ``directory/threshold.json`` exists and ``overwrite`` is False."""
-    path = Path(directory) / THRESHOLD_FILE
-    if path.exists() and not overwrite:
-        try:
-            previous = read_threshold_file(directory) or {}
-        except SoftsegError:
-            previous = {}
-        chosen = ", ".join(
-            f"{task} {entry.get('threshold')}" for task, entry in previous.get("tasks", {}).items()
-        )
-        raise SoftsegError(
-            f"{path} already holds an operating threshold ({chosen or 'unreadable'}); "
-            "pass --overwrite to replace it"
-        )
-
-
-def read_threshold_file(directory: Path) -> dict | None:
-    """The ``threshold.json`` of a run (or of a folder of seeds), or None when there is none.
-
-    Raises :class:`SoftsegError` when the file exists but is not a valid threshold file.
-    """
-    path = Path(directory) / THRESHOLD_FILE
-    if not path.is_file():
-        return None
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise SoftsegError(
-            f"{path}: cannot read it as JSON ({error}); delete it or rerun `softseg threshold`"
-        ) from error
-    tasks = payload.get("tasks") if isinstance(payload, dict) else None
-    if not isinstance(tasks, dict) or not all(
-        isinstance(entry, dict)
-        and isinstance(entry.get("threshold"), (int, float))
-        and 0.0 < entry["threshold"] <= 1.0
-        for entry in tasks.values()
-    ):
-        raise SoftsegError(
-            f"{path}: expected {{'tasks': {{task: {{'threshold': value in (0, 1]}}}}}}, found "
-            f"{str(payload)[:200]}; delete it or rerun `softseg threshold`"
-        )
-    return payload
-
-
 # ----------------------------------------------------------------------------- on a run
 
 
@@ -351,7 +282,8 @@ def choose_thresholds(
     """
     from softseg.data.datasets import load_dataset
     from softseg.data.labels import soft_label
-    from softseg.inference.predict import check_channels, load_models, predict_cases, resolve_runs
+    from softseg.inference.predict import check_channels, predict_cases
+    from softseg.inference.runs import load_models, resolve_runs
 
     if not (0.0 < reference_level <= 1.0):
         raise SoftsegError(f"--reference-level must be in (0, 1], got {reference_level}")

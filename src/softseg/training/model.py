@@ -20,20 +20,16 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from softseg.inference.batchnorm_fold import fold_batchnorm
-from softseg.training.runtime import keep_freed_memory, memory_format, resolve_precision
-from softseg.training.config import TrainConfig, from_dict, load_config
+from softseg.training.config import TrainConfig
 from softseg.errors import SoftsegError
 
 log = logging.getLogger(__name__)
@@ -277,81 +273,3 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str,
         raise SoftsegError(f"{path}: cannot read checkpoint ({error}); the file is damaged")
 
 
-@dataclass(frozen=True)
-class LoadedRun:
-    """A trained model ready for inference: eval mode, fp32 weights, on ``device``, its
-    BatchNorms folded into the convolutions before them (see :mod:`softseg.inference.batchnorm_fold`)."""
-
-    run_dir: Path
-    model: nn.Module
-    config: TrainConfig
-    tasks: tuple[str, ...]
-    checkpoint: Path
-    device: torch.device
-
-
-def check_runs_compatible(runs: Sequence[LoadedRun]) -> None:
-    """Raise SoftsegError unless all runs share tasks and input channels (so that their
-    probabilities can be averaged); also when no run is given."""
-    if not runs:
-        raise SoftsegError("no trained run given; pass at least one run folder")
-    first = runs[0]
-    for run in runs[1:]:
-        if run.tasks != first.tasks or run.config.in_channels != first.config.in_channels:
-            raise SoftsegError(
-                f"{run.run_dir}: tasks {run.tasks} / {run.config.in_channels} channels differ from "
-                f"{first.run_dir}: {first.tasks} / {first.config.in_channels} channels; only runs "
-                f"trained on the same tasks and image channels can be averaged"
-            )
-
-
-def find_runs(path: str | Path) -> list[Path]:
-    """The run folders under ``path``: ``[path]`` for a single run, else its ``seed*/`` runs."""
-    path = Path(path)
-    if (path / "config.json").is_file():
-        return [path]
-    if path.is_dir():
-        runs = [p for p in path.iterdir() if p.is_dir() and (p / "config.json").is_file()]
-        if runs:
-            return sorted(runs, key=_natural_key)
-    raise SoftsegError(
-        f"{path}: no softseg run found; expected RUN/config.json or RUN/seedN/config.json "
-        f"(the folder given to 'softseg train --out')"
-    )
-
-
-def _natural_key(path: Path) -> list[Any]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
-
-
-def load_run(
-    run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu"
-) -> LoadedRun:
-    """Load one run folder's model from ``checkpoints/<checkpoint>.pt`` ("best" or "last",
-    or a path to a .pt file) in eval mode, its BatchNorms folded into the convolutions: the
-    same function, about 9% faster, but a ``state_dict`` that differs from the checkpoint's.
-
-    Also tells malloc to keep freed memory for the next forward pass (process-wide, see
-    :func:`softseg.training.runtime.keep_freed_memory`).
-    """
-    keep_freed_memory()
-    run_dir = Path(run_dir)
-    config = load_config(run_dir / "config.json")
-    ckpt_path = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir / "checkpoints" / f"{checkpoint}.pt"
-    if not ckpt_path.is_file():
-        others = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
-        raise SoftsegError(
-            f"{ckpt_path}: checkpoint not found; available: {others or 'none'} "
-            f"(is the run still training, or was it stopped before its first epoch?)"
-        )
-    device = torch.device(device)
-    state = load_checkpoint(ckpt_path, "cpu")
-    if "config" in state:
-        config = from_dict(state["config"], str(ckpt_path))
-    model = model_from_config(config, encoder_weights="none")
-    model.load_state_dict(state["model"])
-    fold_batchnorm(model)
-    # The memory format training used: channels_last makes CPU inference ~1.3x faster.
-    precision = resolve_precision(config.precision, device)
-    model.to(device).to(memory_format=memory_format(precision, device)).eval()
-    return LoadedRun(run_dir, model, config, tuple(config.tasks), ckpt_path, device)

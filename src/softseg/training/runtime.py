@@ -80,7 +80,7 @@ def keep_freed_memory() -> bool:
     training step at 256x256 (32 samples) ran 1.4x faster in bf16 and 1.9x in fp32. Both
     thresholds are raised to 1 GiB: the process keeps up to that much freed memory.
 
-    Process-wide and idempotent; called by :func:`softseg.training.model.load_run` and
+    Process-wide and idempotent; called by :func:`softseg.inference.runs.load_run` and
     :func:`softseg.training.train.train_run`. Returns False where the C library is not glibc.
     """
     import ctypes
