@@ -16,7 +16,9 @@ from softseg.cli import main
 from softseg.errors import SoftsegError
 from softseg.inference.arrays import predict_images
 from softseg.inference.runs import load_run
-from softseg.inference.predict import load_input, predict, std_map, threshold_label
+from softseg.inference.inputs import load_input
+from softseg.inference.outputs import std_map, threshold_label
+from softseg.inference.predict import predict
 
 TASKS = ("task01", "task02")
 
@@ -202,7 +204,7 @@ def test_single_file_input_and_refusal_to_overwrite(runs, tmp_path):
     out = tmp_path / "out"
     predict([runs / "seeds" / "seed1"], tmp_path / "scan.nii.gz", out, progress=False)
     first = (out / "scan" / "task01.nii.gz").read_bytes()
-    with pytest.raises(SoftsegError, match=r"out: folder is not empty; .*--overwrite"):
+    with pytest.raises(SoftsegError, match=r"out: output folder is not empty .*--overwrite"):
         predict([runs / "seeds" / "seed0"], tmp_path / "scan.nii.gz", out, progress=False)
     assert (out / "scan" / "task01.nii.gz").read_bytes() == first  # untouched
     predict([runs / "seeds" / "seed0"], tmp_path / "scan.nii.gz", out, overwrite=True,
@@ -254,7 +256,8 @@ def test_errors_name_the_problem(runs, tmp_path):
         predict([seed], data, tmp_path / "o3", qubiq=True, std=True, progress=False)
     with pytest.raises(SoftsegError, match=r"no softseg run found; expected RUN/config.json"):
         predict([tmp_path], data, tmp_path / "o4", progress=False)
-    with pytest.raises(SoftsegError, match=r"1 image\(s\) do not have the 4 channel\(s\) .*case01: 1 channels"):
+    with pytest.raises(SoftsegError, match=r"1 image\(s\) have another channel count than the run .*rgba.seed0 was "
+                       r"trained on \(4\): case01: image has 1 channel\(s\), expected 4"):
         predict([runs / "rgba"], data, tmp_path / "o5", progress=False)
     with pytest.raises(SoftsegError, match="--batch-size must be at least 1, got 0"):
         predict([seed], data, tmp_path / "o6", batch_size=0, progress=False)
@@ -280,7 +283,8 @@ def test_command_line_end_to_end(runs, tmp_path, capsys, monkeypatch):
     assert (out / "case01" / "task02_mask-0.50.nii.gz").is_file()
     code = main(["predict", str(runs / "seeds"), str(data), "--out", str(out)])
     assert code == 2
-    assert "folder is not empty" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{out}: output folder is not empty" in err and "--overwrite" in err
     # several RUN arguments before INPUT: the same average as the folder of seeds
     code = main(["predict", str(runs / "seeds" / "seed0"), str(runs / "seeds" / "seed1"),
                  str(data), "--out", str(tmp_path / "two"), "--no-progress"])
@@ -301,3 +305,74 @@ def test_trailing_singleton_axis_is_restored(runs, tmp_path):
         assert written.shape == (40, 36, 1)
     prob, geometry = io.read_probability(out / "case07" / "task02.nii.gz")
     assert prob.shape == (40, 36) and geometry.disk_shape == (40, 36, 1)
+
+
+def test_predict_and_the_experiments_write_one_record(runs, tmp_path, capsys, monkeypatch):
+    """`softseg predict` and pipeline.predict_cases go through one path: the same record
+    keys, the same maps; the experiments' folder is continued (several folds), not refused."""
+    import shutil
+
+    from softseg.experiments import pipeline
+
+    monkeypatch.setattr("softseg.cli._COMMAND_MODULES", ("_predict",))
+    run = shutil.copytree(runs / "seeds" / "seed0", tmp_path / "run")
+    shutil.copy(run / "checkpoints" / "best.pt", run / "checkpoints" / "last.pt")  # the experiments' checkpoint
+    data = qubiq_testing(tmp_path / "data")
+    assert main(["predict", str(run), str(data), "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
+    cases = load_input(data).cases
+    pipeline.predict_cases([run], cases[:1], tmp_path / "exp", progress=False)
+    pipeline.predict_cases([run], cases[1:], tmp_path / "exp", progress=False)  # a second fold
+    cli = json.loads((tmp_path / "cli" / "predictions.json").read_text())
+    exp = json.loads((tmp_path / "exp" / "predictions.json").read_text())
+    assert list(exp) == list(cli)
+    for key in ("runs", "tasks", "cases", "files", "format", "layout_written", "std",
+                "mask_thresholds", "run_threshold"):
+        assert exp[key] == cli[key], key
+    assert exp["cases"] == ["case01", "case02"] and exp["checkpoint"] == "last"
+    assert exp["input"] == str((data / "Testing").resolve()) and exp["split"] == "Testing"
+    assert cli["input"] == str(data.resolve()) and cli["layout"] == "qubiq"
+    for name in cli["files"]:
+        np.testing.assert_array_equal(io.read_probability(tmp_path / "exp" / name)[0],
+                                      io.read_probability(tmp_path / "cli" / name)[0])
+    # an unreadable record is named before anything is predicted
+    (tmp_path / "exp" / "predictions.json").write_text("{not json")
+    with pytest.raises(SoftsegError, match=r"exp/predictions.json: cannot read"):
+        pipeline.predict_cases([run], cases[:1], tmp_path / "exp", progress=False)
+
+
+def test_predict_to_folder_guard_offers_only_overwrite(runs, tmp_path):
+    from softseg.inference.predict import predict_to_folder, selection_source
+    from softseg.inference.runs import load_models
+
+    data = qubiq_testing(tmp_path / "data", shapes=((32, 32),))
+    cases = load_input(data).cases
+    loaded = load_models([runs / "seeds" / "seed0"], device="cpu")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SoftsegError, match=r"out: output folder is not empty \(an earlier prediction "
+                       r"run\?\); choose another --out or pass --overwrite to replace its outputs$"):
+        predict_to_folder(loaded, cases, out, source=selection_source(cases), checkpoint="best",
+                          progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    path = predict_to_folder(loaded, cases, out, source=selection_source(cases),
+                             checkpoint="best", resume=True, progress=False)
+    assert json.loads(path.read_text())["files"] == ["case01/task01.nii.gz", "case01/task02.nii.gz"]
+    assert (out / "notes.txt").read_text() == "mine"  # continuing a folder deletes nothing
+
+
+def test_merge_records_adds_up_the_lists_and_keeps_the_latest_fields():
+    from softseg.inference.outputs import merge_records
+
+    earlier = {"runs": ["/r/fold0"], "tasks": ["t1"], "cases": ["a", "b"], "files": ["a/t1.png", "b/t1.png"],
+               "format": ["png"], "mask_thresholds": {"t1": []}, "checkpoint": "best", "split": None,
+               "input": "/d/images/a.png", "layout": "raters", "dataset": "d"}
+    new = {"runs": ["/r/fold1"], "tasks": ["t1"], "cases": ["b", "c"], "files": ["b/t1.png", "c/t1.nii.gz"],
+           "format": ["nifti"], "mask_thresholds": {"t1": [0.5]}, "checkpoint": "last", "split": "Testing",
+           "input": "/d/images", "layout": "raters", "dataset": None}
+    merged = merge_records(earlier, new)
+    assert merged == {"runs": ["/r/fold0", "/r/fold1"], "tasks": ["t1"], "cases": ["a", "b", "c"],
+                      "files": ["a/t1.png", "b/t1.png", "c/t1.nii.gz"], "format": ["nifti", "png"],
+                      "mask_thresholds": {"t1": [0.5]}, "checkpoint": "last", "split": None,
+                      "input": "/d/images", "layout": "raters", "dataset": None}
+    assert merge_records(None, new) == new and merge_records(None, new) is not new

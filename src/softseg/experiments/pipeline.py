@@ -13,9 +13,6 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from softseg import __version__
-from softseg.data import io
-from softseg.files import write_json_atomic
 from softseg.training.config import TrainConfig
 from softseg.data.cases import Case, Dataset
 from softseg.errors import SoftsegError
@@ -54,33 +51,21 @@ def predict_cases(
 
     Several calls may write into one ``out_dir`` (the folds of a cross-validation pool their
     held-out predictions there); ``predictions.json`` lists every case written so far and is
-    rewritten last. Uses the checkpoint :data:`EVAL_CHECKPOINT`.
+    rewritten last. Uses the checkpoint :data:`EVAL_CHECKPOINT`. The one prediction path of
+    ``softseg predict`` (:func:`softseg.inference.predict.predict_to_folder`) does the work.
     """
-    from softseg.inference import predict
+    from softseg.inference.predict import predict_to_folder, selection_source
+    from softseg.inference.runs import load_models
 
-    out_dir = Path(out_dir)
-    loaded = predict.load_models([Path(r) for r in run_dirs], device="auto", checkpoint=EVAL_CHECKPOINT)
-    tasks = loaded[0].tasks
-    predict.check_channels(cases, loaded[0].config.in_channels, loaded[0].run_dir)
-    record_path = out_dir / predict.PREDICTIONS_FILE
-    record = _read_json(record_path) if record_path.exists() else {"cases": [], "files": [], "runs": []}
-    for case, prob in predict.predict_cases(loaded, list(cases), progress=progress):
-        for relative, array in predict.case_outputs(case, prob, tasks):
-            # a resumed fold may have written this case before it was interrupted
-            io.write_map(out_dir / relative, array, case.geometry, overwrite=True)
-            record["files"].append(relative.as_posix())
-        record["cases"].append(case.case_id)
-    record.update(
-        softseg_version=__version__,
-        checkpoint=EVAL_CHECKPOINT,
-        tasks=list(tasks),
-        layout_written="cases",
-        runs=sorted(set(record["runs"]) | {str(Path(r).resolve()) for r in run_dirs}),
-        cases=list(dict.fromkeys(record["cases"])),
-        files=list(dict.fromkeys(record["files"])),
+    loaded = load_models([Path(r) for r in run_dirs], device="auto", checkpoint=EVAL_CHECKPOINT)
+    cases = list(cases)
+    # resume: the folder collects the folds; overwrite: a resumed fold may have written
+    # some of its cases before it was interrupted
+    predict_to_folder(
+        loaded, cases, out_dir, source=selection_source(cases), checkpoint=EVAL_CHECKPOINT,
+        overwrite=True, resume=True, progress=progress,
     )
-    write_json_atomic(record_path, record)
-    return out_dir
+    return Path(out_dir)
 
 
 def evaluate(

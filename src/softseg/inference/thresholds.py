@@ -282,7 +282,7 @@ def choose_thresholds(
     """
     from softseg.data.datasets import load_dataset
     from softseg.data.labels import soft_label
-    from softseg.inference.predict import check_channels, predict_cases
+    from softseg.inference.predict import check_run_channels, predict_cases
     from softseg.inference.runs import load_models, resolve_runs
 
     if not (0.0 < reference_level <= 1.0):
@@ -314,7 +314,7 @@ def choose_thresholds(
             f"{len(unlabelled)} validation case/task(s) have no labels: "
             f"{', '.join(unlabelled[:10])}; choose labelled cases (e.g. --split Validation)"
         )
-    check_channels(cases, loaded[0].config.in_channels, loaded[0].run_dir)
+    check_run_channels(cases, loaded[0])
 
     zeros = lambda: np.zeros(len(THRESHOLD_GRID), dtype=np.int64)  # noqa: E731
     counts = {task: [zeros(), zeros(), zeros()] for task in tasks}

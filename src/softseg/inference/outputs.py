@@ -1,0 +1,271 @@
+"""What a prediction writes, and how: one case's file names and arrays, the record.
+
+One probability map per case and task, plus the optional side outputs::
+
+    OUT/<case_id>/<task>.nii.gz            float32, the source affine and header
+    OUT/<case_id>/<task>.png               16-bit grey, value round(p * 65535) (PNG input)
+    OUT/<case_id>/<task>_std.<ext>         sqrt(p (1 - p)), with ``std=True``
+    OUT/<case_id>/<task>_mask-0.50.<ext>   p >= 0.50: uint8 0/1 NIfTI or 8-bit 0/255 PNG
+    OUT/predictions.json                   the record: runs, input, thresholds, cases, files
+
+In the QUBIQ submission layout the maps are ``OUT/<dataset>/<case_id>/<task>.nii.gz`` and the
+record ``OUT/predictions-<dataset>-<tasks>.json`` (several runs may fill one submission).
+Maps are written by :func:`softseg.data.io.write_map` (atomically) on a background thread;
+the record through :mod:`softseg.files`, last, so that it marks a complete prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from softseg import __version__
+from softseg.data import io
+from softseg.data.cases import QUBIQ_SPLITS, Case, Dataset
+from softseg.data.io import Geometry
+from softseg.errors import SoftsegError
+from softseg.files import write_json_atomic
+
+PREDICTIONS_FILE = "predictions.json"
+
+# The record's lists that several predictions into one folder add up (see merge_records).
+_LISTS = ("runs", "tasks", "cases", "files")
+
+
+def std_map(probability: np.ndarray) -> np.ndarray:
+    """Pixel standard deviation of a Bernoulli with mean ``p``: ``sqrt(p (1 - p))`` in [0, 0.5].
+
+    ``probability`` any shape, values in [0, 1]; returns float32 of the same shape.
+    """
+    p = np.clip(np.asarray(probability, dtype=np.float32), 0.0, 1.0)
+    return np.sqrt(p * (1.0 - p))
+
+
+def threshold_label(threshold: float) -> str:
+    """The threshold as written in a mask's file name: two decimals when exact ("0.50")."""
+    text = f"{threshold:.2f}"
+    if float(text) != threshold:
+        text = f"{threshold:.6f}".rstrip("0")
+    return text
+
+
+def check_thresholds(values: Sequence[float]) -> tuple[float, ...]:
+    """Mask thresholds in (0, 1], sorted and without duplicates; SoftsegError otherwise."""
+    bad = [v for v in values if not (isinstance(v, (int, float)) and 0.0 < v <= 1.0)]
+    if bad:
+        raise SoftsegError(
+            f"mask thresholds must lie in (0, 1], got {', '.join(map(str, bad))}; "
+            "give confidences such as 0.3 0.5 0.7"
+        )
+    return tuple(sorted({float(v) for v in values}))
+
+
+def mask_thresholds(
+    tasks: Sequence[str], requested: Sequence[float], stored: Mapping | None
+) -> dict[str, tuple[float, ...]]:
+    """Per task: the requested mask thresholds plus the run's stored operating threshold."""
+    requested = check_thresholds(requested)
+    out: dict[str, tuple[float, ...]] = {}
+    for task in tasks:
+        extra = ()
+        if stored is not None and task in stored.get("tasks", {}):
+            extra = (float(stored["tasks"][task]["threshold"]),)
+        out[task] = check_thresholds(requested + extra)
+    return out
+
+
+def case_outputs(
+    case: Case,
+    probability: np.ndarray,
+    tasks: Sequence[str],
+    *,
+    std: bool = False,
+    thresholds: Mapping[str, Sequence[float]] | None = None,
+    folder: str | None = None,
+) -> list[tuple[Path, np.ndarray]]:
+    """What to write for one case: ``(relative path, (*spatial) array)`` pairs.
+
+    ``probability`` is ``(T, *spatial)`` float32 in [0, 1], tasks in ``tasks`` order, on the
+    case's grid. ``thresholds[task]`` lists the mask thresholds of that task. Masks are bool
+    (``p >= t``), which :func:`io.write_map` stores as binary masks. ``folder`` replaces
+    ``case.case_id`` as the case's sub-folder (QUBIQ layout: ``<dataset>/<case_id>``).
+    """
+    if probability.shape != (len(tasks), *case.spatial_shape):
+        raise SoftsegError(
+            f"{case.case_id}: prediction shape {probability.shape} != "
+            f"({len(tasks)} tasks, *{case.spatial_shape}); the model and the image disagree"
+        )
+    suffix = io.map_suffix(case.geometry)
+    base = Path(folder if folder is not None else case.case_id)
+    thresholds = thresholds or {}
+    outputs: list[tuple[Path, np.ndarray]] = []
+    for index, task in enumerate(tasks):
+        prob = probability[index]
+        outputs.append((base / f"{task}{suffix}", prob))
+        if std:
+            outputs.append((base / f"{task}_std{suffix}", std_map(prob)))
+        for t in thresholds.get(task, ()):
+            # compared at the map's own precision, like metrics.py and thresholds.py
+            mask = prob >= np.asarray(t, dtype=prob.dtype)
+            outputs.append((base / f"{task}_mask-{threshold_label(t)}{suffix}", mask))
+    return outputs
+
+
+def submission_name(dataset: Dataset) -> str:
+    """The dataset's folder name in a QUBIQ submission (``brain-growth``), also when the
+    split folder itself (``brain-growth/Testing``) was given."""
+    if dataset.name in QUBIQ_SPLITS:
+        return Path(dataset.root).resolve().parent.name
+    return dataset.name
+
+
+def submission_files(cases: Sequence[Case], tasks: Sequence[str], submission: str) -> list[Path]:
+    """The maps of ``cases`` in the QUBIQ submission layout, relative to the output folder."""
+    return [Path(submission) / case.case_id / f"{task}.nii.gz" for case in cases for task in tasks]
+
+
+def check_submission_free(out_dir: Path, files: Sequence[Path]) -> None:
+    """Raise SoftsegError when any of ``files`` (relative to ``out_dir``) exists.
+
+    A submission folder collects several predictions (one run per task or dataset), so
+    only the files this prediction would replace are refused, not a non-empty folder.
+    """
+    taken = [out_dir / f for f in files if (out_dir / f).exists()]
+    if taken:
+        raise SoftsegError(
+            f"{taken[0]}: already exists ({len(taken)} of the submission files would be "
+            "replaced); choose another --out or pass --overwrite"
+        )
+
+
+def write_in_background(
+    out_dir: Path,
+    outputs: Iterable[tuple[Geometry, list[tuple[Path, np.ndarray]]]],
+    *,
+    overwrite: bool,
+    window: int,
+) -> list[str]:
+    """Write every case's ``(geometry, [(relative path, array), ...])`` under ``out_dir``.
+
+    Files are written by one writer thread while ``outputs`` (a generator that predicts)
+    computes the next case: gzip/PNG encoding releases the GIL, so the two overlap. At most
+    ``window`` cases of results wait, which bounds the memory held. Returns the relative
+    paths written (POSIX form, in order); a failed write is raised.
+    """
+    written: list[str] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="softseg-write") as writer:
+        pending: deque[Future] = deque()
+        for geometry, files in outputs:
+            for relative, array in files:
+                pending.append(writer.submit(
+                    io.write_map, out_dir / relative, array, geometry, overwrite=overwrite))
+                written.append(relative.as_posix())
+            while len(pending) > window * len(files):
+                pending.popleft().result()
+        for future in pending:
+            future.result()
+    return written
+
+
+# ----------------------------------------------------------------------------- the record
+
+
+def record_path(out_dir: Path, tasks: Sequence[str], submission: str | None = None) -> Path:
+    """``OUT/predictions.json``, or beside a QUBIQ submission (not in it) one record per
+    dataset and task set: ``OUT/predictions-<dataset>-<tasks>.json``."""
+    if submission is None:
+        return Path(out_dir) / PREDICTIONS_FILE
+    return Path(out_dir) / f"predictions-{submission}-{'-'.join(tasks)}.json"
+
+
+def prediction_record(
+    *,
+    runs: Sequence[Path],
+    checkpoint: str,
+    source: Mapping[str, Any],
+    tasks: Sequence[str],
+    cases: Sequence[Case],
+    qubiq: bool,
+    std: bool,
+    thresholds: Mapping[str, Sequence[float]],
+    run_threshold: Mapping[str, Any] | None,
+    files: Sequence[str],
+) -> dict[str, Any]:
+    """The content of ``predictions.json``, the same for ``softseg predict`` and experiments.
+
+    ``source`` holds ``input`` (the folder or file the cases were read from), ``dataset``,
+    ``layout`` and ``split`` (None where the caller predicted a selection of cases rather
+    than a folder it read). ``run_threshold`` is ``{"file", "tasks": {task: t}}`` when the
+    run's stored operating threshold was applied, else None.
+    """
+    return {
+        "softseg_version": __version__,
+        "runs": [str(r) for r in runs],
+        "checkpoint": checkpoint,
+        "input": source.get("input"),
+        "dataset": source.get("dataset"),
+        "layout": source.get("layout"),
+        "split": source.get("split"),
+        "tasks": list(tasks),
+        "cases": [case.case_id for case in cases],
+        "format": sorted({case.geometry.format for case in cases}),
+        "layout_written": "qubiq" if qubiq else "cases",
+        "std": std,
+        "mask_thresholds": {task: list(values) for task, values in thresholds.items()},
+        "run_threshold": None if run_threshold is None else dict(run_threshold),
+        "files": list(files),
+    }
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The prediction record at ``path``, or None when there is none; SoftsegError when it
+    exists but cannot be read as a JSON object."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SoftsegError(
+            f"{path}: cannot read ({error}); delete the folder holding it and rerun with --resume"
+        ) from error
+    if not isinstance(record, dict):
+        raise SoftsegError(
+            f"{path}: expected a JSON object (a prediction record), found {type(record).__name__}; "
+            "delete the folder holding it and rerun with --resume"
+        )
+    return record
+
+
+def merge_records(earlier: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """The record of a folder that ``new`` continued (e.g. the folds of a cross-validation).
+
+    The lists (runs, tasks, cases, files, formats, mask thresholds per task) hold everything
+    written so far, each entry once and in first-written order; ``input`` is the deepest path
+    holding both inputs, and ``dataset``/``layout``/``split`` are kept where both agree
+    (None otherwise); every other field is the latest prediction's.
+    """
+    if earlier is None:
+        return dict(new)
+    merged = dict(new)
+    for key in _LISTS:
+        merged[key] = list(dict.fromkeys([*earlier.get(key, []), *new.get(key, [])]))
+    merged["format"] = sorted({*earlier.get("format", []), *new.get("format", [])})
+    merged["mask_thresholds"] = {**earlier.get("mask_thresholds", {}), **new.get("mask_thresholds", {})}
+    inputs = [earlier.get("input"), new.get("input")]
+    merged["input"] = os.path.commonpath(inputs) if all(isinstance(i, str) for i in inputs) else None
+    for key in ("dataset", "layout", "split"):
+        merged[key] = new.get(key) if earlier.get(key) == new.get(key) else None
+    return merged
+
+
+def write_record(path: Path, record: Mapping[str, Any]) -> Path:
+    """Write the record atomically (it marks a complete prediction, so it comes last)."""
+    write_json_atomic(path, record)
+    return Path(path)
