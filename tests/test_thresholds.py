@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from softseg.errors import SoftsegError
-from softseg.inference.thresholds import THRESHOLD_GRID, OperatingPoint, format_tradeoff, pick_threshold, pooled_counts, tradeoff
+from softseg.evaluation.metrics import FINE_THRESHOLDS
+from softseg.inference.thresholds import OperatingPoint, format_tradeoff, pick_threshold, pooled_counts, tradeoff
 from softseg.inference.runs import read_threshold_file, write_threshold_file
 
 
@@ -78,8 +79,8 @@ def test_counts_are_pooled_over_cases_not_averaged():
 def test_exact_hundredths_tie():
     # a rater fraction 3/10 must count as >= 0.3 (np.linspace would say 0.30000000000000004)
     table = tradeoff([np.array([3 / 10])], [np.array([True])])
-    index = int(np.flatnonzero(np.isclose(THRESHOLD_GRID, 0.3))[0])
-    assert THRESHOLD_GRID[index] == 0.3
+    index = int(np.flatnonzero(np.isclose(FINE_THRESHOLDS, 0.3))[0])
+    assert FINE_THRESHOLDS[index] == 0.3
     assert table.tp[index] == 1 and table.tp[index + 1] == 0
 
 
@@ -97,7 +98,7 @@ def test_counts_match_brute_force(seed):
     # values on the grid and off it, to exercise exact ties
     probs = [np.round(rng.random(s), 2 if seed % 2 else 6) for s in shapes]
     refs = [rng.random(s) < 0.4 for s in shapes]
-    thresholds = THRESHOLD_GRID[::7]
+    thresholds = FINE_THRESHOLDS[::7]
     expected = brute_force_counts(probs, refs, thresholds)
     got = np.stack(pooled_counts(probs, refs, thresholds))
     np.testing.assert_array_equal(got, expected)
@@ -114,7 +115,7 @@ def test_pick_matches_brute_force(seed, criterion, target):
     # a noisy but informative model: probabilities correlate with the reference
     refs = [rng.random((6, 6)) < 0.35 for _ in range(3)]
     probs = [np.clip(np.round(0.55 * r + 0.45 * rng.random(r.shape), 2), 0, 1) for r in refs]
-    thresholds = THRESHOLD_GRID[::3]
+    thresholds = FINE_THRESHOLDS[::3]
     expected = brute_force_pick(probs, refs, thresholds, criterion, target)
     table = tradeoff(probs, refs, thresholds)
     if expected is None:
@@ -333,7 +334,7 @@ def test_choose_thresholds_matches_brute_force_on_predictions(tmp_path):
     cases = load_dataset(data).select(case_ids=["c2", "c3"]).cases
     probs = [p[0] for p in predict_images([load_run(run)], [c.image for c in cases])]
     refs = [soft_label(c, "task01") >= 0.5 for c in cases]
-    expected = brute_force_pick(probs, refs, THRESHOLD_GRID, "target_recall", 0.6)
+    expected = brute_force_pick(probs, refs, FINE_THRESHOLDS, "target_recall", 0.6)
     assert payload["tasks"]["task01"]["threshold"] == expected
 
 
@@ -394,3 +395,26 @@ def test_folder_of_seeds_is_averaged_and_stores_its_threshold_in_the_folder(tmp_
     assert resolve_runs([seeds]).threshold == read_threshold_file(seeds)
     # one seed alone is another model: the folder's threshold does not apply to it
     assert resolve_runs([seeds / "seed0"]).threshold is None
+
+
+def test_choose_thresholds_refuses_images_of_another_channel_count(tmp_path):
+    from _runs import make_run as make_rgb_run  # tests/_runs.py: any channel count
+    from softseg.inference.thresholds import choose_thresholds
+
+    data = rater_dataset(tmp_path / "data")
+    run = make_rgb_run(tmp_path / "rgb", in_channels=3, tasks=("task01",))
+    (run / "split.json").write_text(json.dumps({"train": ["c3"], "val": ["c1", "c2"]}))
+    with pytest.raises(SoftsegError, match=r"2 image\(s\) have another channel count than the run "
+                       r".*rgb was trained on \(3\): c1: image has 1 channel\(s\), expected 3"):
+        choose_thresholds(run, data, criterion="max_f1", progress=False)
+
+
+def test_the_grid_is_the_evaluations():
+    import inspect
+
+    from softseg.evaluation import metrics
+    from softseg.inference import thresholds
+
+    default = inspect.signature(thresholds.pooled_counts).parameters["thresholds"].default
+    assert default is metrics.FINE_THRESHOLDS
+    assert inspect.signature(thresholds.tradeoff).parameters["thresholds"].default is metrics.FINE_THRESHOLDS

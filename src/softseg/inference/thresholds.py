@@ -4,8 +4,10 @@ A soft-label model outputs one probability map per image; the paper's promise is
 user thresholds it at the confidence that suits the application. This module turns that into
 a number, on validation data:
 
-* The prediction is binarised with ``p >= t`` for every ``t`` of a fine grid,
-  ``np.arange(1, 100) / 100`` (exact hundredths; ``np.linspace`` would flip ``k/n >= t`` ties).
+* The prediction is binarised with ``p >= t`` for every ``t`` of the evaluation's fine grid
+  :data:`softseg.evaluation.metrics.FINE_THRESHOLDS`, ``np.arange(1, 100) / 100`` (exact
+  hundredths; ``np.linspace`` would flip ``k/n >= t`` ties), so an operating point is one of
+  the thresholds the evaluation reports.
 * It is compared with a *fixed* reference, the soft label thresholded at ``reference_level``
   (default 0.5: the raters' majority, ties to foreground). The reference does not move with
   ``t``: the question answered is "which of the raters' consensus pixels does the model find
@@ -21,9 +23,9 @@ a number, on validation data:
   confident operating point). A requirement that no threshold meets raises
   :class:`SoftsegError` naming the best value achievable, never a silent fallback.
 
-The pure functions come first; :func:`write_threshold_file` / :func:`read_threshold_file`
-hold the ``threshold.json`` of a run, and :func:`choose_thresholds` runs the model on a
-dataset's validation cases (see docs/prediction.md).
+The pure functions come first; :func:`choose_thresholds` runs the model on a dataset's
+validation cases (see docs/prediction.md). The ``threshold.json`` of a run is written and
+read by :mod:`softseg.inference.runs`.
 """
 
 from __future__ import annotations
@@ -40,11 +42,9 @@ import numpy as np
 
 from softseg import __version__
 from softseg.errors import SoftsegError
+from softseg.evaluation.metrics import FINE_THRESHOLDS
 
 log = logging.getLogger(__name__)
-
-THRESHOLD_GRID = np.arange(1, 100) / 100
-"""The fine threshold grid 0.01 ... 0.99, exact hundredths."""
 
 CRITERIA = ("target_recall", "target_precision", "max_f1")
 
@@ -81,7 +81,7 @@ class OperatingPoint:
 def pooled_counts(
     probabilities: Sequence[np.ndarray],
     references: Sequence[np.ndarray],
-    thresholds: np.ndarray = THRESHOLD_GRID,
+    thresholds: np.ndarray = FINE_THRESHOLDS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """True positives, false positives and false negatives of ``p >= t``, summed over cases.
 
@@ -125,7 +125,7 @@ def pooled_counts(
 def tradeoff(
     probabilities: Sequence[np.ndarray],
     references: Sequence[np.ndarray],
-    thresholds: np.ndarray = THRESHOLD_GRID,
+    thresholds: np.ndarray = FINE_THRESHOLDS,
 ) -> Tradeoff:
     """Pooled precision, recall and F1 of ``p >= t`` against fixed references, per threshold.
 
@@ -316,7 +316,7 @@ def choose_thresholds(
         )
     check_run_channels(cases, loaded[0])
 
-    zeros = lambda: np.zeros(len(THRESHOLD_GRID), dtype=np.int64)  # noqa: E731
+    zeros = lambda: np.zeros(len(FINE_THRESHOLDS), dtype=np.int64)  # noqa: E731
     counts = {task: [zeros(), zeros(), zeros()] for task in tasks}
     for case, prob in predict_cases(loaded, cases, batch_size, progress):
         for index, task in enumerate(tasks):
@@ -327,7 +327,7 @@ def choose_thresholds(
     tables: dict[str, Tradeoff] = {}
     points: dict[str, OperatingPoint] = {}
     for task in tasks:
-        tables[task] = tradeoff_from_counts(*counts[task], THRESHOLD_GRID, len(cases))
+        tables[task] = tradeoff_from_counts(*counts[task], FINE_THRESHOLDS, len(cases))
         try:
             points[task] = pick_threshold(tables[task], criterion, target)
         except SoftsegError as error:
