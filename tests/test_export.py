@@ -121,3 +121,23 @@ def test_command_line(seeds, exported, capsys, monkeypatch):
     assert main(["export", str(seeds / "seed0"), "--onnx", str(out)]) == 2
     assert "model.onnx: already exists" in capsys.readouterr().err
     assert out.read_bytes() == before
+
+
+def test_export_is_atomic_with_umask_permissions(seeds, tmp_path, monkeypatch):
+    import os
+    import stat
+
+    path = export_onnx(seeds / "seed0", tmp_path / "m.onnx", verify=False)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600
+
+    def broken(*args):
+        raise SoftsegError("exported model differs from PyTorch")
+
+    monkeypatch.setattr("softseg.inference.export.verify_onnx", broken)
+    before = path.read_bytes()
+    with pytest.raises(SoftsegError, match="differs from PyTorch"):
+        export_onnx(seeds, path, overwrite=True)  # another model: other bytes
+    assert path.read_bytes() == before  # the earlier model stays whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx"]  # no temporary file

@@ -22,8 +22,6 @@ exporter needs the ``onnxscript`` package, which softseg does not depend on.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -33,7 +31,7 @@ import torch
 from torch import nn
 
 from softseg import __version__
-from softseg.files import write_json_atomic
+from softseg.files import atomic_path, write_json_atomic
 from softseg.errors import SoftsegError
 
 log = logging.getLogger(__name__)
@@ -129,17 +127,16 @@ def export_onnx(
                                     for lr in loaded]).eval()
     example = torch.randn(1, first.config.in_channels, height, width,
                           generator=torch.Generator().manual_seed(0))
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{onnx_path.name}.", suffix=".tmp.onnx", dir=onnx_path.parent)
-    os.close(fd)
-    try:
+    # the graph is traced into a unique temporary file beside the target and renamed into
+    # place only once verified: a failed export leaves no half model behind
+    with atomic_path(onnx_path) as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             # the TorchScript exporter is deprecated in favour of one needing onnxscript
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 ensemble,
                 (example,),
-                tmp,
+                str(tmp),
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 dynamic_axes={
@@ -150,10 +147,6 @@ def export_onnx(
                 dynamo=False,
             )
         difference = verify_onnx(ensemble, tmp, example) if verify else None
-        os.replace(tmp, onnx_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
     threshold = run_set.threshold
     write_json_atomic(sidecar, {
