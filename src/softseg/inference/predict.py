@@ -24,6 +24,7 @@ from tqdm import tqdm
 from softseg.data.cases import Case, check_channels
 from softseg.errors import SoftsegError
 from softseg.files import prepare_out_dir
+from softseg.inference.arrays import predict_images
 from softseg.inference.inputs import load_input
 from softseg.inference.outputs import (
     PREDICTIONS_FILE,
@@ -52,8 +53,6 @@ def predict_cases(
 ) -> Iterator[tuple[Case, np.ndarray]]:
     """Yield ``(case, (T, *spatial) float32 probabilities)`` in case order, ``batch_size``
     images at a time, averaged over ``loaded_runs`` (see :func:`inference.predict_images`)."""
-    from softseg.inference.arrays import predict_images
-
     if batch_size < 1:
         raise SoftsegError(f"--batch-size must be at least 1, got {batch_size}")
     with tqdm(total=len(cases), desc="predict", unit="image", disable=not progress) as bar:
