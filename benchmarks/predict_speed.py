@@ -110,7 +110,7 @@ def prepared_inputs(folder: Path, precision: str, device: str) -> list:
 
     from softseg.data import io
     from softseg.training.runtime import memory_format
-    from softseg.training.augment import normalize, pad_to_multiple
+    from softseg.training.preprocess import normalize, pad_to_multiple
 
     fmt = memory_format(precision, torch.device(device))
     return [

@@ -3,21 +3,12 @@
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
 from softseg.training.config import TrainConfig
-from softseg.training.augment import (
-    affine_matrices,
-    augment_batch,
-    growing_batch,
-    normalize,
-    pad_to_multiple,
-    random_crop,
-    random_crops,
-    resize,
-)
+from softseg.training.augment import affine_matrices, augment_batch, growing_batch, random_crop, random_crops
+from softseg.training.preprocess import normalize, pad_to_multiple, resize
 
 PAPER = TrainConfig()  # translate 0.1, rotate 15, zoom 0.1, flips 0.5
 NONE = SimpleNamespace(translate=0.0, rotate=0.0, zoom=0.0, hflip=0.0, vflip=0.0)

@@ -1,7 +1,8 @@
 """Image arrays -> probability maps with one or more loaded runs (an ensemble of seeds).
 
-Each image goes through exactly the steps of training: per-channel z-score, the run's
-resize (if it was trained with one), zero-padding to a multiple of 32; then the model, a
+Each image goes through exactly the steps of training (:mod:`softseg.training.preprocess`):
+per-channel z-score, the run's resize (if it was trained with one), zero-padding to a
+multiple of 32; then the model, a
 sigmoid, cropping back and undoing the resize, so every pixel of the source grid gets a
 probability. Runs are averaged in probability space.
 """
@@ -13,52 +14,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from softseg.training.runtime import autocast, memory_format, resolve_precision
-from softseg.training.config import TrainConfig
+from softseg.training.runtime import resolve_precision
 from softseg.errors import SoftsegError
 from softseg.inference.runs import LoadedRun, check_runs_compatible
-from softseg.training.augment import normalize, pad_to_multiple, padded_size, resize
-
-
-def prepare_image(image: np.ndarray | torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """``(C, H, W)`` raw image -> ``(C, H', W')`` float32 normalised (and resized) model input."""
-    return resize_input(normalize(image), config)
-
-
-def resize_input(x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """A normalised ``(C, H, W)`` image resized as the run was trained (unchanged without a resize)."""
-    if config.resize is not None:
-        x = resize(x, (config.resize, config.resize))
-    return x
-
-
-@torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module, image: torch.Tensor, precision: str, device: torch.device
-) -> torch.Tensor:
-    """Logits ``(T, H, W)`` float32 on ``device`` for one prepared ``(C, H, W)`` image.
-
-    The image is padded to a multiple of 32 and the logits cropped back to ``(H, W)``.
-    """
-    return predict_logits_batch(model, image[None], precision, device)[0]
-
-
-@torch.no_grad()
-def predict_logits_batch(
-    model: torch.nn.Module, images: torch.Tensor, precision: str, device: torch.device
-) -> torch.Tensor:
-    """Logits ``(N, T, H, W)`` float32 on ``device`` for prepared ``(N, C, H, W)`` images,
-    in one forward pass (padded to a multiple of 32, cropped back)."""
-    h, w = images.shape[-2:]
-    x = pad_to_multiple(images.to(device)).contiguous(memory_format=memory_format(precision, device))
-    with autocast(precision, device):
-        logits = model(x)
-    return logits[:, :, :h, :w].float()
+from softseg.training.preprocess import normalize, padded_size, predict_logits_batch, resize, resize_input
 
 
 # On a CPU, a forward pass holds at most this many input pixels, which bounds the memory of
 # its activations whatever --batch-size asks. Measured with the paper's model in bf16 (freed
-# memory kept, see _train_runtime.keep_freed_memory): four 480x480 images in one pass were 6%
+# memory kept, see softseg.training.runtime.keep_freed_memory): four 480x480 images in one pass were 6%
 # faster per image than one at a time, larger passes no faster; at 256x256 passes of 4 to 32
 # images ran alike.
 CPU_BATCH_PIXELS = 2**20

@@ -1,4 +1,4 @@
-"""Normalisation, resize/pad/crop, joint image + soft-label augmentation and the growing batch.
+"""Random crops, joint image + soft-label augmentation and the growing batch.
 
 Tensors are torch, channels first: one image is ``(C, H, W)``, a batch ``(N, C, H, W)``;
 soft labels are ``(T, H, W)`` / ``(N, T, H, W)`` float32 in [0, 1] (one channel per task).
@@ -18,11 +18,8 @@ from __future__ import annotations
 import math
 from typing import Protocol, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-
-MULTIPLE = 32  # the U-Net downsamples 5 times
 
 
 class AugmentSettings(Protocol):
@@ -33,51 +30,6 @@ class AugmentSettings(Protocol):
     zoom: float  # fraction, scale in [1 - zoom, 1 + zoom]
     hflip: float  # probability
     vflip: float  # probability
-
-
-def normalize(image: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Per-image, per-channel z-score of a ``(C, *spatial)`` image -> float32 tensor.
-
-    Each channel gets mean 0 and standard deviation 1; a constant channel becomes all zeros
-    (its std is 0, so it carries no information to scale).
-    """
-    x = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
-    x = x.to(torch.float32)
-    dims = tuple(range(1, x.ndim))
-    mean = x.mean(dim=dims, keepdim=True, dtype=torch.float64).to(torch.float32)
-    std = x.to(torch.float64).std(dim=dims, keepdim=True, unbiased=False).to(torch.float32)
-    return (x - mean) / torch.where(std > 1e-8, std, torch.ones_like(std))
-
-
-def resize(x: torch.Tensor, size: tuple[int, int], *, clamp01: bool = False) -> torch.Tensor:
-    """Bilinear resize of ``(C, H, W)`` or ``(N, C, H, W)`` to ``size`` = (H', W').
-
-    Antialiased when shrinking (the filter weights are non-negative and sum to 1, so soft
-    labels stay in [0, 1]; ``clamp01`` removes rounding excursions). Used identically for
-    images and labels, and to undo a resize on predictions.
-    """
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    batched = x.ndim == 4
-    y = x if batched else x[None]
-    shrink = size[0] < y.shape[-2] or size[1] < y.shape[-1]
-    y = F.interpolate(y.float(), size=tuple(size), mode="bilinear", align_corners=False, antialias=shrink)
-    if clamp01:
-        y = y.clamp_(0.0, 1.0)
-    return y if batched else y[0]
-
-
-def padded_size(n: int, multiple: int = MULTIPLE) -> int:
-    return -(-n // multiple) * multiple
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> torch.Tensor:
-    """Zero-pad the last two axes at their ends up to multiples of ``multiple``.
-
-    Crop back with ``y[..., :H, :W]``: every original pixel keeps its position.
-    """
-    h, w = x.shape[-2:]
-    return F.pad(x, (0, padded_size(w, multiple) - w, 0, padded_size(h, multiple) - h))
 
 
 def random_crop(

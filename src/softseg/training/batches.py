@@ -17,8 +17,8 @@ import torch
 from softseg.training.config import TrainConfig
 from softseg.data.cases import Case, Dataset
 from softseg.errors import DatasetError, SoftsegError
-from softseg.inference.arrays import prepare_image
-from softseg.training.augment import random_crop, resize
+from softseg.training.augment import random_crop
+from softseg.training.preprocess import prepare_image, resize
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from softseg.training import distributed as _distributed
 from softseg.training.batches import TrainData, sample_batch
 from softseg.training.runtime import autocast, memory_format
 from softseg.training.config import TrainConfig
-from softseg.inference.arrays import predict_logits
-from softseg.training.augment import growing_batch, resize
+from softseg.training.augment import growing_batch
+from softseg.training.preprocess import predict_logits, resize
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,101 @@
+"""Model input preparation, shared by training and inference: the one place that defines it.
+
+An image becomes a model input the same way in training, validation and prediction:
+per-image, per-channel z-score (:func:`normalize`), the run's resize if it was trained with
+one (:func:`resize_input`), zero-padding at the end of each spatial axis to a multiple of 32
+(:func:`pad_to_multiple`; the U-Net downsamples 5 times), and cropping the logits back.
+Tensors are torch, channels first: ``(C, H, W)`` for one image, ``(N, C, H, W)`` for a batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from softseg.training.config import TrainConfig
+from softseg.training.runtime import autocast, memory_format
+
+MULTIPLE = 32  # the U-Net downsamples 5 times
+
+
+def normalize(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Per-image, per-channel z-score of a ``(C, *spatial)`` image -> float32 tensor.
+
+    Each channel gets mean 0 and standard deviation 1; a constant channel becomes all zeros
+    (its std is 0, so it carries no information to scale).
+    """
+    x = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
+    x = x.to(torch.float32)
+    dims = tuple(range(1, x.ndim))
+    mean = x.mean(dim=dims, keepdim=True, dtype=torch.float64).to(torch.float32)
+    std = x.to(torch.float64).std(dim=dims, keepdim=True, unbiased=False).to(torch.float32)
+    return (x - mean) / torch.where(std > 1e-8, std, torch.ones_like(std))
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], *, clamp01: bool = False) -> torch.Tensor:
+    """Bilinear resize of ``(C, H, W)`` or ``(N, C, H, W)`` to ``size`` = (H', W').
+
+    Antialiased when shrinking (the filter weights are non-negative and sum to 1, so soft
+    labels stay in [0, 1]; ``clamp01`` removes rounding excursions). Used identically for
+    images and labels, and to undo a resize on predictions.
+    """
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    batched = x.ndim == 4
+    y = x if batched else x[None]
+    shrink = size[0] < y.shape[-2] or size[1] < y.shape[-1]
+    y = F.interpolate(y.float(), size=tuple(size), mode="bilinear", align_corners=False, antialias=shrink)
+    if clamp01:
+        y = y.clamp_(0.0, 1.0)
+    return y if batched else y[0]
+
+
+def padded_size(n: int, multiple: int = MULTIPLE) -> int:
+    """``n`` rounded up to a multiple of ``multiple``."""
+    return -(-n // multiple) * multiple
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> torch.Tensor:
+    """Zero-pad the last two axes at their ends up to multiples of ``multiple``.
+
+    Crop back with ``y[..., :H, :W]``: every original pixel keeps its position.
+    """
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, padded_size(w, multiple) - w, 0, padded_size(h, multiple) - h))
+
+
+def prepare_image(image: np.ndarray | torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """``(C, H, W)`` raw image -> ``(C, H', W')`` float32 normalised (and resized) model input."""
+    return resize_input(normalize(image), config)
+
+
+def resize_input(x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """A normalised ``(C, H, W)`` image resized as the run was trained (unchanged without a resize)."""
+    if config.resize is not None:
+        x = resize(x, (config.resize, config.resize))
+    return x
+
+
+@torch.no_grad()
+def predict_logits(
+    model: torch.nn.Module, image: torch.Tensor, precision: str, device: torch.device
+) -> torch.Tensor:
+    """Logits ``(T, H, W)`` float32 on ``device`` for one prepared ``(C, H, W)`` image.
+
+    The image is padded to a multiple of 32 and the logits cropped back to ``(H, W)``.
+    """
+    return predict_logits_batch(model, image[None], precision, device)[0]
+
+
+@torch.no_grad()
+def predict_logits_batch(
+    model: torch.nn.Module, images: torch.Tensor, precision: str, device: torch.device
+) -> torch.Tensor:
+    """Logits ``(N, T, H, W)`` float32 on ``device`` for prepared ``(N, C, H, W)`` images,
+    in one forward pass (padded to a multiple of 32, cropped back)."""
+    h, w = images.shape[-2:]
+    x = pad_to_multiple(images.to(device)).contiguous(memory_format=memory_format(precision, device))
+    with autocast(precision, device):
+        logits = model(x)
+    return logits[:, :, :h, :w].float()
