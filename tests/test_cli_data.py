@@ -44,7 +44,8 @@ def test_demo_then_check_clean(demo, capsys):
 
 def test_demo_data_refuses_non_empty_out(demo, capsys):
     assert main(["demo-data", str(demo)]) == 2
-    assert "output folder is not empty; choose another OUT or pass --overwrite" in capsys.readouterr().err
+    assert "output folder is not empty (an earlier demo-data run?); choose another OUT or pass --overwrite" \
+        in capsys.readouterr().err
 
 
 def test_check_reports_problems_and_exits_2(tmp_path, capsys):
@@ -59,6 +60,21 @@ def test_check_reports_problems_and_exits_2(tmp_path, capsys):
     assert out[0].startswith("problem: a: ") and "r1.png: expected a binary mask" in out[0]
     assert out[1].startswith("problem: ") and "b.png: b: expected rater masks in" in out[1]
     assert out[-1] == "result: 2 problem(s), 0 warning(s)"
+
+
+def test_check_names_each_case_whose_channel_count_differs(tmp_path, capsys):
+    root = tmp_path / "cells"
+    for case, image in (("a", np.zeros((4, 4), np.uint8)), ("b", np.zeros((4, 4), np.uint8)),
+                        ("c", np.zeros((4, 4, 3), np.uint8))):
+        (root / "raters" / case).mkdir(parents=True, exist_ok=True)
+        (root / "images").mkdir(exist_ok=True)
+        Image.fromarray(image).save(root / "images" / f"{case}.png")
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "raters" / case / "r1.png")
+    assert main(["check", str(root)]) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("problem: ")] == [
+        f"problem: c: image has 3 channel(s), expected 1 ({root / 'images' / 'c.png'})"]
+    assert out[-1] == "result: 1 problem(s), 0 warning(s)"
 
 
 def test_check_of_a_missing_folder_is_a_user_error(tmp_path, capsys):

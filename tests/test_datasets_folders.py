@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from softseg.data.check import check_dataset
 from softseg.data.datasets import load_dataset, scan_dataset
 from softseg.errors import DatasetError, SoftsegError
 
@@ -78,10 +79,11 @@ def test_rgb_and_16_bit_images_and_nifti(tmp_path):
         (nifti_root / "raters/c1").mkdir(parents=True, exist_ok=True)
         nib.save(nib.Nifti1Image(square((9, 8), 2, 5, 1), np.eye(4)), str(nifti_root / f"raters/c1/{r}.nii.gz"))
     scan = scan_dataset(root)
-    assert scan.warnings == (
-        f"{root}: images have different channel counts (1 channel(s) in 1 case(s), 3 channel(s) "
-        f"in 1 case(s)); a model takes one count, so convert the images (e.g. all grey or all RGB)",
-    )
+    # reading does not judge channel counts; `softseg check` reports them as a problem
+    # naming the case (a tie between 1 and 3 channels goes to the smaller count)
+    assert scan.warnings == ()
+    assert check_dataset(root).problems == (
+        f"rgb: image has 3 channel(s), expected 1 ({root / 'images' / 'rgb.png'})",)
     deep, rgb = scan.dataset.cases  # natural order: deep, rgb
     assert rgb.image.shape == (3, 9, 8) and rgb.image[2].max() == 3
     assert deep.image.max() == 40000 and deep.geometry.bit_depth == 16

@@ -83,7 +83,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 
 def test_refuses_non_empty_out_and_bad_arguments(tmp_path):
     out = write_demo_dataset(tmp_path / "o", size=32, n_train=1, n_val=0, n_test=0)
-    with pytest.raises(SoftsegError, match=r"o: output folder is not empty; choose another OUT or pass --overwrite"):
+    with pytest.raises(SoftsegError, match=r"o: output folder is not empty \(an earlier demo-data run\?\); choose another OUT or pass --overwrite"):
         write_demo_dataset(out, size=32, n_train=1, n_val=0, n_test=0)
     write_demo_dataset(out, size=32, n_train=1, n_val=0, n_test=0, overwrite=True)
     with pytest.raises(SoftsegError, match=r"demo data size must be at least 16 pixels, got 8"):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 
 import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
 
-from softseg.data import io
+from softseg.data import _encode, io
 from softseg.errors import SoftsegError
 
 
@@ -155,7 +157,7 @@ def test_binary_mask_png_is_8_bit_0_255(tmp_path):
 @pytest.mark.parametrize("gzip_by", ["isal", "zlib"])
 def test_nifti_probability_keeps_affine_header_and_drops_channels(tmp_path, monkeypatch, gzip_by):
     if gzip_by == "zlib":
-        monkeypatch.setattr(io, "_isal_gzip", None)
+        monkeypatch.setattr(_encode, "_isal_gzip", None)
     src = save_nifti(tmp_path / "image.nii.gz", np.zeros((6, 5, 4), np.int16))
     _, _, geometry = io.read_image(src)
     p = np.random.default_rng(1).random((6, 5)).astype(np.float32)
@@ -306,9 +308,9 @@ def test_png_maps_are_exact_for_any_size_and_read_by_pillow(tmp_path, monkeypatc
     # write_map encodes PNGs itself (Up filter, ISA-L or zlib deflate): Pillow must read
     # every value back
     if deflate == "zlib":
-        monkeypatch.setattr(io, "_isal_zlib", None)
+        monkeypatch.setattr(_encode, "_isal_zlib", None)
     else:
-        assert io._isal_zlib is not None, "isal is a dependency on this platform"
+        assert _encode._isal_zlib is not None, "isal is a dependency on this platform"
     rng = np.random.default_rng(7)
     for shape in [(1, 1), (3, 7), (33, 65), (64, 48)]:
         Image.fromarray(np.zeros(shape, np.uint8)).save(tmp_path / "src.png")
@@ -335,3 +337,37 @@ def test_uncompressed_nifti_is_written_uncompressed(tmp_path):
     back = nib.load(str(out))
     assert back.get_data_dtype() == np.int16
     np.testing.assert_array_equal(np.asarray(back.dataobj), array)
+
+
+def test_written_files_get_the_umask_permissions(tmp_path):
+    # mkstemp alone makes 0600 files: colleagues on a shared server could not read them
+    src = save_nifti(tmp_path / "image.nii.gz", np.zeros((6, 5), np.int16))
+    _, _, geometry = io.read_image(src)
+    old = os.umask(0o022)
+    try:
+        nifti = io.write_map(tmp_path / "p.nii.gz", np.full((6, 5), 0.5, np.float32), geometry)
+        os.umask(0o027)
+        png = io.write_array(tmp_path / "m.png", np.zeros((4, 4), np.uint8))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(nifti.stat().st_mode) == 0o644
+    assert stat.S_IMODE(png.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.nii.gz", "m.png", "p.nii.gz"]
+
+
+def test_damaged_files_are_named_but_programming_errors_are_not_hidden(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.nii.gz"
+    good = save_nifti(tmp_path / "good.nii.gz", np.zeros((6, 5), np.int16))
+    broken.write_bytes(good.read_bytes()[:40])  # truncated gzip
+    with pytest.raises(SoftsegError, match=r"broken.nii.gz: cannot read as NIfTI"):
+        io.read_image(broken)
+    (tmp_path / "garbage.png").write_bytes(b"not a png at all")
+    with pytest.raises(SoftsegError, match=r"garbage.png: cannot read as PNG"):
+        io.read_image(tmp_path / "garbage.png")
+
+    def bug(*args, **kwargs):
+        raise TypeError("a bug, not a damaged file")
+
+    monkeypatch.setattr(io.nib, "load", bug)
+    with pytest.raises(TypeError, match="a bug"):
+        io.read_image(good)

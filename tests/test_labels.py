@@ -134,7 +134,7 @@ def test_write_labels_png_and_nifti_in_source_geometry(tmp_path):
     np.testing.assert_array_equal(back.get_fdata(dtype=np.float32), expected)
     np.testing.assert_allclose(io.read_probability(out / "a/t_variance.png")[0], soft_variance(expected), atol=1e-5)
 
-    with pytest.raises(SoftsegError, match=r"out: output folder is not empty; choose another OUT or pass --overwrite"):
+    with pytest.raises(SoftsegError, match=r"out: output folder is not empty \(an earlier labels run\?\); choose another OUT or pass --overwrite"):
         write_labels(data, out)
     assert len(write_labels(data, out, overwrite=True)) == 2
     (tmp_path / "file").write_text("x")

@@ -57,7 +57,10 @@ def test_summary_values_hand_computed(tmp_path):
     rater_case(root, "b", [half, half, none])    # soft mean 1/3, Dice (1 + 0 + 0)/3
     rater_case(root, "c", [np.zeros((6, 5))] * 2, shape=(6, 5), channels=3)
     report = check_dataset(root)
-    assert report.ok, report.problems
+    # mixed channel counts are a problem (a model takes one count), named case by case
+    assert len(report.problems) == 1, report.problems
+    assert report.problems[0].startswith("c: image has 3 channel(s), expected 1 (")
+    assert report.problems[0].endswith("c.png)")
     assert report.splits == {"all": 3}
     (task,) = report.tasks
     assert (task.task, task.labelled, task.raters_min, task.raters_max, task.rater_sets) == ("task01", 3, 2, 3, 2)
@@ -69,8 +72,9 @@ def test_summary_values_hand_computed(tmp_path):
     assert "  task01: 3 labelled cases, raters 2-3, 2 rater sets" in text
     assert "    mean pairwise rater Dice: 0.667 ± 0.272 (min 0.333, max 1.000)" in text
     assert "image sizes: 4x5 (2), 6x5 (1)" in text and "channels: 1 (2 cases), 3 (1 cases)" in text
-    assert text.endswith("result: ok, 2 warning(s)")
-    assert text.splitlines()[0].startswith("warning: task01: rater sets vary between cases")
+    assert text.endswith("result: 1 problem(s), 1 warning(s)")
+    assert text.splitlines()[0].startswith("problem: c: image has 3 channel(s)")
+    assert text.splitlines()[1].startswith("warning: task01: rater sets vary between cases")
 
 
 def test_problems_are_one_line_each_first(tmp_path):

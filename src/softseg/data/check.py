@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from softseg.data.cases import Dataset
+from softseg.data.cases import Dataset, channel_problems
 from softseg.data.datasets import find_qubiq_datasets, is_qubiq_dataset, scan_dataset
 from softseg.data.labels import soft_label
 
@@ -116,7 +116,9 @@ def check_dataset(
     per_split, summaries = summarize(scan.dataset)
     return CheckReport(
         dataset=scan.dataset,
-        problems=scan.problems,
+        # A model takes one channel count: an image that differs from the majority is a
+        # problem to fix before training, named case by case.
+        problems=scan.problems + tuple(channel_problems(scan.dataset.cases)),
         warnings=scan.warnings,
         splits=per_split,
         tasks=summaries,

@@ -2,7 +2,7 @@
 
 Three layouts are read (see docs/datasets.md): QUBIQ, rater folders and agreement maps.
 This module knows layouts; only :mod:`softseg.data.io` knows file formats. The readers of each
-layout live in :mod:`softseg.data._layouts`, the dataclasses they fill in
+layout live in :mod:`softseg.data._qubiq` and :mod:`softseg.data._folders`, the dataclasses they fill in
 :mod:`softseg.data.cases`; this module detects the layout and holds :func:`load_dataset`.
 """
 
@@ -13,7 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from softseg.data import _layouts
+from softseg.data._folders import read_agreement, read_rater_folders
+from softseg.data._qubiq import read_qubiq
 from softseg.data.cases import LAYOUTS, QUBIQ_SPLITS, Dataset, Scan, is_qubiq_case, natural_key
 from softseg.errors import DatasetError, SoftsegError
 
@@ -90,10 +91,10 @@ def scan_dataset(
         n_raters = options.get("n_raters")
     name = str(options.get("name") or root.resolve().name)
     if layout == "qubiq":
-        return _layouts.read_qubiq(root, name, tasks, splits, strict)
+        return read_qubiq(root, name, tasks, splits, strict)
     if layout == "raters":
-        return _layouts.read_rater_folders(root, name, tasks, strict)
-    return _layouts.read_agreement(root, name, tasks, n_raters)
+        return read_rater_folders(root, name, tasks, strict)
+    return read_agreement(root, name, tasks, n_raters)
 
 
 def read_dataset_json(root: Path) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Reading and writing image, mask and probability files: the only module that knows formats.
 
 Formats: NIfTI (``.nii``, ``.nii.gz``, via nibabel) and PNG (read via Pillow; grey maps
-and masks written by the small encoder :func:`_encode_grey_png`, for speed). Writing
+and masks written by the small encoder :func:`softseg.data._encode.encode_grey_png`, for speed). Writing
 compresses with ISA-L (the ``isal`` package) where it is installed, else with zlib: the
 files are the same formats either way, only written several times faster.
 
@@ -27,11 +27,9 @@ Conventions
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,15 +37,15 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from PIL import Image
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
+from PIL import Image, UnidentifiedImageError
 
+from softseg.data._encode import encode_grey_png, nifti_bytes
 from softseg.errors import SoftsegError
+from softseg.files import write_bytes_atomic, write_with
 
-try:  # ISA-L's deflate, several times faster than zlib's fastest level (see _deflate)
-    from isal import igzip as _isal_gzip
-    from isal import isal_zlib as _isal_zlib
-except ImportError:  # a platform without an isal wheel: zlib, slower
-    _isal_gzip = _isal_zlib = None
+
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +106,20 @@ def map_suffix(geometry: Geometry) -> str:
 
 # ----------------------------------------------------------------------------- reading
 
+# What nibabel and Pillow raise for a damaged or foreign file (truncated gzip, bad header,
+# wrong magic, short data). A programming error (TypeError, AttributeError, ...) is not
+# among them and keeps its traceback.
+_NIFTI_READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError,
+                      zlib.error, struct.error)
+_PNG_READ_ERRORS = (UnidentifiedImageError, OSError, EOFError, ValueError, SyntaxError,
+                    zlib.error, struct.error)
+
 
 def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, tuple[float, ...]]:
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
-    except Exception as error:  # nibabel raises many types for broken files
+    except _NIFTI_READ_ERRORS as error:
         raise SoftsegError(
             f"{path}: cannot read as NIfTI ({type(error).__name__}: {error}); "
             f"expected a valid .nii/.nii.gz file"
@@ -140,7 +146,7 @@ def _load_png(path: Path, palette_indices: bool = False) -> tuple[np.ndarray, Ge
                 img = img.convert("RGBA" if "transparency" in img.info else "RGB")
                 mode = img.mode
             data = np.array(img)
-    except Exception as error:  # Pillow raises many types for broken files
+    except _PNG_READ_ERRORS as error:
         raise SoftsegError(
             f"{path}: cannot read as PNG ({type(error).__name__}: {error}); "
             f"expected a valid .png file"
@@ -323,21 +329,6 @@ def _disk_array(array: np.ndarray, geometry: Geometry, path: Path) -> np.ndarray
     )
 
 
-def _atomic_write(path: Path, overwrite: bool, write) -> None:
-    if path.exists() and not overwrite:
-        raise SoftsegError(f"{path}: already exists; remove it or allow overwriting")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_map(
     path: str | os.PathLike, array: np.ndarray, geometry: Geometry, *, overwrite: bool = False
 ) -> Path:
@@ -380,7 +371,7 @@ def write_map(
         # a probability map is stored as-is and displayed over [0, 1].
         image.header.set_slope_inter(None, None)
         image.header["cal_min"], image.header["cal_max"] = 0.0, 1.0
-        _atomic_write(path, overwrite, lambda tmp: Path(tmp).write_bytes(_nifti_bytes(image, path)))
+        write_bytes_atomic(path, nifti_bytes(image, path.name.lower().endswith(".gz")), overwrite=overwrite)
     else:
         if data.ndim != 2:
             raise SoftsegError(f"{path}: PNG maps must be 2D, got shape {data.shape}")
@@ -388,68 +379,9 @@ def write_map(
             grey = np.where(data, 255, 0).astype(np.uint8)
         else:
             grey = np.round(data.astype(np.float64) * 65535).astype(np.uint16)
-        encoded = _encode_grey_png(grey)
-        _atomic_write(path, overwrite, lambda tmp: Path(tmp).write_bytes(encoded))
+        encoded = encode_grey_png(grey)
+        write_bytes_atomic(path, encoded, overwrite=overwrite)
     return path
-
-
-def _nifti_bytes(image: nib.Nifti1Image, path: Path) -> bytes:
-    """The file ``path`` (``.nii`` or ``.nii.gz``) holding ``image``, as nibabel writes it.
-
-    Gzip by ISA-L when installed (level 2): on a 678x678 float32 map 4.2 ms for 60% of the
-    raw size, where nibabel's own gzip (zlib level 1) took 23 ms for 59%.
-    """
-    data = image.to_bytes()
-    if not path.name.lower().endswith(".gz"):
-        return data
-    if _isal_gzip is not None:
-        return _isal_gzip.compress(data, 2, mtime=0)
-    return gzip.compress(data, compresslevel=1, mtime=0)
-
-
-def _encode_grey_png(grey: np.ndarray) -> bytes:
-    """A 2D uint8 or uint16 array as the bytes of a grey PNG (8 or 16 bits).
-
-    Written here rather than by Pillow because writing maps is on prediction's critical
-    path: every row takes the "Up" filter (difference to the row above, which suits smooth
-    probability maps), then the fast deflate of :func:`_deflate`. On 16-bit maps of a
-    trained model (580x580 to 778x778) Pillow at its fastest level took 12-18 ms for 46-60%
-    of the raw size, this encoder with ISA-L 1.5-2.3 ms for 42-56%.
-    """
-    height, width = grey.shape
-    depth = 16 if grey.dtype == np.uint16 else 8
-    rows = np.ascontiguousarray(grey.astype(">u2" if depth == 16 else np.uint8))
-    rows = rows.view(np.uint8).reshape(height, -1)
-    filtered = np.empty((height, rows.shape[1] + 1), np.uint8)
-    filtered[:, 0] = 2  # filter type Up
-    filtered[0, 1:] = rows[0]
-    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # modulo 256, as PNG specifies
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0)  # grey, no interlace
-    return b"".join((
-        b"\x89PNG\r\n\x1a\n",
-        chunk(b"IHDR", header),
-        chunk(b"IDAT", _deflate(filtered.tobytes())),
-        chunk(b"IEND", b""),
-    ))
-
-
-def _deflate(data: bytes) -> bytes:
-    """zlib stream of ``data`` at the fastest level: ISA-L's deflate when ``isal`` is
-    installed, else zlib with run-length matching only (Z_RLE, level 1).
-
-    Measured on Up-filtered 16-bit maps of a trained model (580x580 to 778x778): ISA-L took
-    1.5-2.3 ms for 42-56% of the raw size where zlib took 4.6-7.8 ms for 59-69%; on the
-    noisy 480x480 map of an untrained model 0.4 vs 2.9 ms, both 92%.
-    """
-    if _isal_zlib is not None:
-        return _isal_zlib.compress(data, 1)
-    compressor = zlib.compressobj(1, zlib.DEFLATED, zlib.MAX_WBITS, 8, zlib.Z_RLE)
-    return compressor.compress(data) + compressor.flush()
 
 
 def write_array(
@@ -470,7 +402,7 @@ def write_array(
     if file_format(path) == "nifti":
         image = nib.Nifti1Image(array, np.eye(4) if affine is None else np.asarray(affine, float))
         image.set_data_dtype(array.dtype)
-        _atomic_write(path, overwrite, lambda tmp: Path(tmp).write_bytes(_nifti_bytes(image, path)))
+        write_bytes_atomic(path, nifti_bytes(image, path.name.lower().endswith(".gz")), overwrite=overwrite)
         return path
     grey = array.ndim == 2 and array.dtype in (np.uint8, np.uint16, np.bool_)
     rgb = array.ndim == 3 and array.shape[-1] == 3 and array.dtype == np.uint8
@@ -480,5 +412,5 @@ def write_array(
             f"got {array.dtype} {array.shape}; convert it or write NIfTI"
         )
     pil = Image.fromarray(array)
-    _atomic_write(path, overwrite, lambda tmp: pil.save(tmp, format="PNG"))
+    write_with(path, lambda tmp: pil.save(tmp, format="PNG"), overwrite=overwrite)
     return path

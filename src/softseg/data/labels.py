@@ -16,6 +16,7 @@ from tqdm import tqdm
 from softseg.data import io
 from softseg.data.cases import Case, Dataset
 from softseg.errors import SoftsegError
+from softseg.files import prepare_out_dir
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +83,7 @@ def write_labels(
     skipped. Refuses a non-empty OUT unless ``overwrite`` (then files of the same names are
     replaced). Returns the written paths.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SoftsegError(f"{out}: expected an output folder, found a file; choose another OUT")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise SoftsegError(
-            f"{out}: output folder is not empty; choose another OUT or pass --overwrite "
-            f"to replace files of the same names"
-        )
+    out = prepare_out_dir(out, overwrite=overwrite, resume=None, what="labels", option="OUT")
     written: list[Path] = []
     for case in tqdm(dataset.cases, desc="soft labels", unit="case", disable=None):
         suffix = io.map_suffix(case.geometry)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from softseg.data import io
 from softseg.errors import SoftsegError
+from softseg.files import prepare_out_dir
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,7 @@ def write_demo_dataset(
     for name, n, least in (("training", n_train, 1), ("validation", n_val, 0), ("testing", n_test, 0)):
         if n < least:
             raise SoftsegError(f"demo data needs at least {least} {name} case(s), got {n}")
-    if out.exists() and not out.is_dir():
-        raise SoftsegError(f"{out}: expected an output folder, found a file; choose another OUT")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise SoftsegError(
-            f"{out}: output folder is not empty; choose another OUT or pass --overwrite"
-        )
+    prepare_out_dir(out, overwrite=overwrite, resume=None, what="demo-data", option="OUT")
     splits = ["Training"] * n_train + ["Validation"] * n_val + ["Testing"] * n_test
     width = max(2, len(str(len(splits))))
     for index, name in enumerate(DEMO_DATASETS):
