@@ -1,8 +1,11 @@
 """model: the paper's U-Net, its initialisation, encoder weights, checkpoints and run loading."""
 
 import math
+import os
 import socket
+import stat
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +15,7 @@ from softseg.training import model as model_module
 from softseg.training.config import TrainConfig, save_config, to_dict
 from softseg.inference.batchnorm_fold import fold_batchnorm
 from softseg.errors import SoftsegError
-from softseg.training.model import create_model, save_checkpoint
+from softseg.training.model import create_model, load_checkpoint, save_checkpoint
 from softseg.inference.runs import find_runs, load_run
 
 
@@ -232,3 +235,47 @@ def test_find_runs(tmp_path):
     assert find_runs(tmp_path / "seed2") == [tmp_path / "seed2"]
     with pytest.raises(SoftsegError, match="no softseg run found"):
         find_runs(tmp_path / "notes")
+
+
+class _Planted:
+    """Unpickling this would run code: it creates the file named in its argument."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+class _Custom:
+    pass
+
+
+def test_checkpoints_load_weights_only_and_code_in_a_pickle_never_runs(tmp_path):
+    marker = tmp_path / "planted"
+    bad = tmp_path / "bad.pt"
+    torch.save({"model": {}, "payload": _Planted(marker)}, bad)
+    with pytest.raises(SoftsegError, match=r"bad.pt: the checkpoint holds objects other than tensors "
+                                           r"and plain types, which softseg does not load"):
+        load_checkpoint(bad)
+    assert not marker.exists()
+    torch.save({"model": {}, "extra": _Custom()}, tmp_path / "custom.pt")
+    with pytest.raises(SoftsegError, match=r"custom.pt: the checkpoint holds objects other than"):
+        load_checkpoint(tmp_path / "custom.pt")
+    good = tmp_path / "good.pt"
+    save_checkpoint({"model": {"w": torch.ones(2)}, "rng": torch.Generator().get_state(),
+                     "history": [{"epoch": 1, "train_loss": 0.5}], "best": None}, good)
+    back = load_checkpoint(good)
+    assert back["history"] == [{"epoch": 1, "train_loss": 0.5}] and torch.equal(back["model"]["w"], torch.ones(2))
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:100])
+    with pytest.raises(SoftsegError, match=r"cut.pt: cannot read checkpoint .*the file is damaged"):
+        load_checkpoint(tmp_path / "cut.pt")
+
+
+def test_checkpoints_get_the_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_checkpoint({"a": 1}, tmp_path / "c.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "c.pt").stat().st_mode) == 0o644

@@ -211,7 +211,7 @@ def test_refuses_an_existing_run_and_overwrites_only_when_asked(tmp_path):
     cfg = TINY.replace(epochs=1)
     run = train_run(cfg, ds, tmp_path / "seed0", ids(ds, slice(0, 3)), ids(ds, slice(3, 4)), progress=False)
     before = (run / "checkpoints" / "last.pt").read_bytes()
-    with pytest.raises(SoftsegError, match="run folder exists and is not empty; pass --resume.*--overwrite"):
+    with pytest.raises(SoftsegError, match=r"seed0: output folder is not empty \(an earlier training run\?\); choose another --out or pass --overwrite.*or pass --resume"):
         train_run(cfg, ds, run, ids(ds, slice(0, 3)), ids(ds, slice(3, 4)), progress=False)
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
     train_run(cfg.replace(seed=5), ds, run, ids(ds, slice(0, 3)), ids(ds, slice(3, 4)), overwrite=True, progress=False)
@@ -315,7 +315,7 @@ def test_cli_trains_qubiq_layout_with_seeds_and_refuses_reuse(tmp_path, capsys):
         assert saved["crop_size"] == 32 and saved["aug_copies"] == 1  # from the config file
         assert saved["vflip"] == 0.0  # --set also works for settings that have their own option
     assert main(argv) == 2
-    assert "run folder exists" in capsys.readouterr().err
+    assert "output folder is not empty (an earlier training run?)" in capsys.readouterr().err
     assert main(argv + ["--resume"]) == 0
     assert main(argv[:2] + ["--out", str(tmp_path / "x"), "--crop-size", "40"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
@@ -347,3 +347,20 @@ def test_keep_freed_memory_lets_large_blocks_be_reused_without_page_faults():
                          check=True).stdout
     default, kept = map(int, out.split())
     assert default > 10000 and kept < 100  # 16384 pages of 4 KiB
+
+
+def test_training_leaves_the_callers_random_state_alone_and_is_reproducible(tmp_path):
+    import random
+
+    ds = make_dataset(4)
+    cfg = TINY.replace(epochs=1)
+    torch.manual_seed(123)
+    np.random.seed(7)
+    random.seed(5)
+    states = (torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    runs = [train_run(cfg, ds, tmp_path / f"seed{i}", ids(ds, slice(0, 3)), ids(ds, slice(3, 4)),
+                      progress=False) for i in range(2)]
+    assert torch.equal(torch.random.get_rng_state(), states[0])
+    assert np.array_equal(np.random.get_state()[1], states[1]) and random.getstate() == states[2]
+    first, second = (torch.load(r / "checkpoints" / "last.pt", weights_only=True)["model"] for r in runs)
+    assert all(torch.equal(first[k], second[k]) for k in first)

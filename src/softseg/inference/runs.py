@@ -22,7 +22,7 @@ from softseg.files import write_json_atomic
 from softseg.inference.batchnorm_fold import fold_batchnorm
 from softseg.training.config import TrainConfig, from_dict, load_config
 from softseg.training.model import load_checkpoint, model_from_config
-from softseg.training.runtime import keep_freed_memory, memory_format, resolve_device, resolve_precision
+from softseg.training.runtime import memory_format, resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,10 @@ def load_run(
     or a path to a .pt file) in eval mode, its BatchNorms folded into the convolutions: the
     same function, about 9% faster, but a ``state_dict`` that differs from the checkpoint's.
 
-    Also tells malloc to keep freed memory for the next forward pass (process-wide, see
-    :func:`softseg.training.runtime.keep_freed_memory`).
+    The checkpoint is read weights-only (see :func:`softseg.training.model.load_checkpoint`).
+    Repeated forward passes run faster after
+    :func:`softseg.training.runtime.keep_freed_memory` (process-wide, so the caller's choice).
     """
-    keep_freed_memory()
     run_dir = Path(run_dir)
     config = load_config(run_dir / "config.json")
     ckpt_path = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir / "checkpoints" / f"{checkpoint}.pt"

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from softseg.training.config import TrainConfig
-from softseg.data.cases import Case, Dataset
+from softseg.data.cases import Case, Dataset, channel_problems
 from softseg.errors import DatasetError, SoftsegError
 from softseg.training.augment import random_crop
 from softseg.training.preprocess import prepare_image, resize
@@ -44,7 +44,6 @@ def select_cases(dataset: Dataset, ids: Sequence[str], tasks: Sequence[str], rol
     by_id = {c.case_id: c for c in dataset.cases}
     problems = [f"{i}: no such case in {dataset.root}" for i in ids if i not in by_id]
     cases = [by_id[i] for i in ids if i in by_id]
-    channels = {c.channels for c in cases}
     for case in cases:
         if case.image.ndim != 3:
             problems.append(
@@ -55,9 +54,7 @@ def select_cases(dataset: Dataset, ids: Sequence[str], tasks: Sequence[str], rol
         if missing:
             problems.append(f"{case.case_id}: no label for task(s) {', '.join(missing)}; "
                             f"{role} cases need every trained task labelled")
-    if len(channels) > 1:
-        counts = {c.case_id: c.channels for c in cases}
-        problems.append(f"images have different channel counts {sorted(channels)}: {counts}")
+    problems += channel_problems(cases)
     if problems:
         raise DatasetError(problems, header=f"cannot use these {role} cases")
     return cases

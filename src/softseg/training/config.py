@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from softseg.errors import SoftsegError
+from softseg.files import write_text_atomic
 
 LABEL_MODES = ("soft", "majority", "random_rater")
 PRECISIONS = ("auto", "fp32", "bf16", "amp")
@@ -198,10 +199,8 @@ def from_dict(data: Mapping[str, Any], source: str = "config") -> TrainConfig:
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    """Write ``config`` as JSON atomically (temp file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_dict(config), indent=2) + "\n")
-    tmp.replace(path)
+    """Write ``config`` as JSON atomically (see :mod:`softseg.files`)."""
+    write_text_atomic(path, json.dumps(to_dict(config), indent=2) + "\n")
 
 
 def load_config(path: Path) -> TrainConfig:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from softseg.training import distributed as _distributed
 from softseg.training.batches import TrainData, sample_batch
-from softseg.training.runtime import autocast, memory_format
+from softseg.training.runtime import autocast, memory_format, seeded_global_rng
 from softseg.training.config import TrainConfig
 from softseg.training.augment import growing_batch
 from softseg.training.preprocess import predict_logits, resize
@@ -93,7 +93,6 @@ def train_step(state: LoopState, data: TrainData, indices: list[int]) -> float:
     # Augmentation and stochastic depth draw from generators seeded by (seed, rank, step):
     # reproducible, different per process, and nothing to carry across a resume.
     seed = int(np.random.SeedSequence([c.seed, rank, state.step]).generate_state(1)[0])
-    torch.manual_seed(seed)
     augmenter = torch.Generator().manual_seed(seed)
     images, labels = growing_batch(images, labels, c.aug_copies, c, augmenter)
     images = images.contiguous(memory_format=memory_format(state.precision, device))
@@ -102,7 +101,9 @@ def train_step(state: LoopState, data: TrainData, indices: list[int]) -> float:
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     state.optimizer.zero_grad(set_to_none=True)
-    with autocast(state.precision, device):
+    # Stochastic depth draws from torch's global generators: seeded for this step, and the
+    # caller's state restored afterwards.
+    with seeded_global_rng(seed, device), autocast(state.precision, device):
         logits = state.wrapped(images)
     loss = soft_cross_entropy(logits, labels)
     if state.scaler is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import socket
 import threading
 from pathlib import Path
@@ -27,10 +28,12 @@ from typing import Any, Mapping
 from urllib.parse import urlparse
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from softseg.training.config import TrainConfig
 from softseg.errors import SoftsegError
+from softseg.files import write_with
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +160,10 @@ def _imagenet_weights_file(encoder: str) -> Path:
     try:
         hf_hub_download(repo, filename="config.json", revision=revision, etag_timeout=10)
         return Path(hf_hub_download(repo, filename="model.safetensors", revision=revision, etag_timeout=10))
-    except Exception as error:  # any hub/network failure becomes the same advice
-        raise SoftsegError(_offline_message(encoder, f"download from {host} failed ({error})"))
+    except (OSError, ValueError) as error:
+        # huggingface_hub's HTTP, connection and offline errors all derive from OSError
+        # (requests' exceptions) or ValueError: each becomes the same advice
+        raise SoftsegError(_offline_message(encoder, f"download from {host} failed ({error})")) from error
 
 
 def _cached_hub_file(repo: str, revision: str) -> Path | None:
@@ -201,11 +206,11 @@ def _read_encoder_state(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path), device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, SafetensorError) as error:
         raise SoftsegError(
             f"{path}: cannot read encoder weights ({error}); expected a file written by "
             f"torch.save(encoder.state_dict()) or a .safetensors file"
-        )
+        ) from error
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -256,20 +261,32 @@ def _load_encoder_state(encoder: nn.Module, state: dict[str, torch.Tensor], path
 
 
 def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
-    """``torch.save(state)`` to a temp file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(dict(state), tmp)
-    os.replace(tmp, path)
+    """``torch.save(state)`` atomically (see :mod:`softseg.files`).
+
+    ``state`` must hold only tensors and plain Python types (dicts, lists, numbers,
+    strings, None): :func:`load_checkpoint` reads weights-only.
+    """
+    write_with(path, lambda tmp: torch.save(dict(state), tmp))
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint`, read with ``weights_only=True``.
+
+    Weights-only loading unpickles nothing but tensors and plain types, so a checkpoint
+    from someone else cannot run code here. One holding other objects is refused.
+    """
+    path = Path(path)
     try:
-        return torch.load(path, map_location=device, weights_only=False)
-    except FileNotFoundError:
-        raise SoftsegError(f"{path}: checkpoint not found")
-    except Exception as error:
-        raise SoftsegError(f"{path}: cannot read checkpoint ({error}); the file is damaged")
-
-
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError as error:
+        raise SoftsegError(f"{path}: checkpoint not found") from error
+    except pickle.UnpicklingError as error:
+        # torch raises this when the pickle asks for anything beyond tensors and plain types
+        raise SoftsegError(
+            f"{path}: the checkpoint holds objects other than tensors and plain types, which "
+            f"softseg does not load (weights-only loading: loading arbitrary pickles can run "
+            f"code); use a checkpoint written by softseg train"
+        ) from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        # torch's zip reader raises RuntimeError for a truncated or foreign file
+        raise SoftsegError(f"{path}: cannot read checkpoint ({error}); the file is damaged") from error

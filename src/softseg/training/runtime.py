@@ -1,4 +1,4 @@
-"""Device and precision choices shared by training and inference.
+"""Device, precision and random-number choices shared by training and inference.
 
 Precision names (the resolved value is stored in ``config.json``):
 - "fp32": plain float32.
@@ -10,6 +10,7 @@ Precision names (the resolved value is stored in ``config.json``):
 from __future__ import annotations
 
 import contextlib
+from typing import Iterator
 
 import torch
 
@@ -63,6 +64,34 @@ def memory_format(precision: str, device: torch.device) -> torch.memory_format:
     return torch.contiguous_format
 
 
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Run the block with torch's global generators seeded with ``seed``; restore them after.
+
+    For what draws only from the global generators (a model's initialisation, EfficientNet's
+    stochastic depth inside the forward pass): reproducible from ``seed``, while the
+    caller's random state is left exactly as it was. The CPU generator is always forked and
+    seeded; so is the CUDA generator of ``device`` when it is a GPU (the one its kernels
+    draw from). Other accelerators are not forked (their generator is seeded process-wide
+    with ``torch.manual_seed``, as softseg did before).
+    """
+    if device is None or device.type == "cpu":
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(seed)
+            yield
+    elif device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        with torch.random.fork_rng(devices=[index], device_type="cuda"):
+            torch.random.default_generator.manual_seed(seed)
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+            yield
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+
+
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _KEEP_BYTES = 1 << 30
@@ -80,8 +109,10 @@ def keep_freed_memory() -> bool:
     training step at 256x256 (32 samples) ran 1.4x faster in bf16 and 1.9x in fp32. Both
     thresholds are raised to 1 GiB: the process keeps up to that much freed memory.
 
-    Process-wide and idempotent; called by :func:`softseg.inference.runs.load_run` and
-    :func:`softseg.training.train.train_run`. Returns False where the C library is not glibc.
+    Process-wide and idempotent, so library functions never call it: the commands that
+    train or predict (``softseg train``, ``predict``, ...) call it at their start, and a
+    Python user opts in the same way by calling it once before training or predicting.
+    Returns False where the C library is not glibc.
     """
     import ctypes
     import ctypes.util

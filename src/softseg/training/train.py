@@ -19,7 +19,6 @@ import csv
 import io
 import json
 import logging
-import os
 import platform
 import shutil
 import sys
@@ -42,10 +41,11 @@ from softseg.training.loop import (
     train_epoch,
     validate,
 )
-from softseg.training.runtime import keep_freed_memory, memory_format, resolve_device, resolve_precision
+from softseg.training.runtime import memory_format, resolve_device, resolve_precision, seeded_global_rng
 from softseg.training.config import TrainConfig, load_config, save_config, to_dict, validate as validate_config
-from softseg.data.cases import Dataset
+from softseg.data.cases import Dataset, check_channels
 from softseg.errors import SoftsegError
+from softseg.files import prepare_out_dir, write_text_atomic
 from softseg.training.model import load_checkpoint, model_from_config, save_checkpoint
 
 __all__ = ["train_run", "split_ids", "soft_cross_entropy", "lr_at", "HISTORY_COLUMNS"]
@@ -70,9 +70,13 @@ def train_run(
     ``config.tasks`` empty means all of ``dataset.tasks``; ``in_channels`` and ``precision``
     are resolved from the data and the device. The best checkpoint is chosen by
     ``config.best_metric`` on the validation cases (by training loss when there are none).
+
+    The result depends only on the arguments: every random draw comes from generators
+    seeded by ``config.seed``, and the caller's global RNG states (torch, NumPy, Python) are
+    left as they were. Process-wide settings are the caller's choice (the command line
+    calls :func:`softseg.training.runtime.keep_freed_memory`, which makes steps faster).
     """
     run_dir = Path(run_dir)
-    keep_freed_memory()  # every step frees and reallocates the same activations
     dist = _distributed.from_environment()
     device = _distributed.device_for(dist, resolve_device(config.device))
     if resume and (run_dir / "checkpoints" / "last.pt").is_file():
@@ -92,7 +96,8 @@ def train_run(
             f"{dataset.root}: {len(train_cases)} training case(s) for {dist.world} process(es); "
             f"need at least one per process; check the split / case ids"
         )
-    _check_channels(train_cases + val_cases, config)
+    check_channels(train_cases + val_cases, config.in_channels,
+                   reason=f"in_channels = {config.in_channels} of the configuration")
     problem = None
     if not resume and dist.is_main:
         try:
@@ -174,15 +179,6 @@ def _resumed_config(given: TrainConfig, run_dir: Path) -> TrainConfig:
     return saved
 
 
-def _check_channels(cases, config: TrainConfig) -> None:
-    wrong = [f"{c.case_id} ({c.channels})" for c in cases if c.channels != config.in_channels]
-    if wrong:
-        raise SoftsegError(
-            f"expected {config.in_channels} image channel(s) (in_channels), found: "
-            f"{', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}"
-        )
-
-
 def _has_run_files(run_dir: Path) -> bool:
     return (run_dir / "config.json").exists() or (run_dir / "checkpoints").exists()
 
@@ -190,12 +186,10 @@ def _has_run_files(run_dir: Path) -> bool:
 def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Create ``run_dir``; an existing non-empty one only with ``overwrite`` (and only if it
     is a softseg run folder: never delete a folder this code did not write)."""
+    # The one folder guard refuses a non-empty folder; unlike other outputs, --overwrite
+    # then replaces the whole run (stale checkpoints must not survive into the new one).
+    prepare_out_dir(run_dir, overwrite=overwrite, resume=False, what="training", create=False)
     if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise SoftsegError(
-                f"{run_dir}: run folder exists and is not empty; pass --resume to continue it, "
-                f"--overwrite to replace it, or choose another --out"
-            )
         if not _has_run_files(run_dir):
             raise SoftsegError(
                 f"{run_dir}: not a softseg run folder (no config.json or checkpoints/); refusing "
@@ -207,9 +201,10 @@ def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
 
 
 def _build_state(config: TrainConfig, device, dist, n_train: int, resume: bool) -> LoopState:
-    torch.manual_seed(config.seed)
+    # The initial weights come from the run's seed, not from (or into) the caller's RNG.
     # On resume the weights come from last.pt: no need to fetch encoder weights again.
-    model = model_from_config(config, encoder_weights="none" if resume else config.encoder_weights)
+    with seeded_global_rng(config.seed):
+        model = model_from_config(config, encoder_weights="none" if resume else config.encoder_weights)
     model = model.to(device).to(memory_format=memory_format(config.precision, device))
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay
@@ -267,17 +262,11 @@ def _write_history(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _write_text(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
 
 
 def _write_json(path: Path, data: dict) -> None:
-    _write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def _environment(device: torch.device, dist) -> dict:
