@@ -5,6 +5,7 @@ import json
 import pytest
 
 from softseg.training.config import (
+    task_name,
     PRESETS,
     TrainConfig,
     from_dict,
@@ -16,6 +17,7 @@ from softseg.training.config import (
     validate,
 )
 from softseg.errors import SoftsegError
+from softseg.experiments.paper import QUBIQ_TASKS
 
 
 def test_defaults_are_the_papers_procedure():
@@ -28,9 +30,10 @@ def test_defaults_are_the_papers_procedure():
 
 
 def test_presets_match_spec_table():
-    assert set(PRESETS) == {
-        "brain-growth", "brain-tumor-task1", "brain-tumor-task2", "brain-tumor-task3",
-        "kidney", "prostate-task1", "prostate-task2",
+    # one name per task, the same as `reproduce --tasks` and its folders
+    assert set(PRESETS) == {t.key for t in QUBIQ_TASKS} == {
+        "brain-growth-task01", "brain-tumor-task01", "brain-tumor-task02", "brain-tumor-task03",
+        "kidney-task01", "prostate-task01", "prostate-task02",
     }
     assert preset("brain-growth").crop_size == 256
     assert preset("brain-tumor-task2").crop_size == 224
@@ -39,11 +42,22 @@ def test_presets_match_spec_table():
     assert preset("brain-tumor-task1").epochs == 150
     assert preset("kidney").vflip == 0.0 and preset("kidney").crop_size == 320
     assert preset("prostate-task1").crop_size == 480 and preset("prostate-task1").vflip == 0.5
-    assert preset("kidney").preset == "kidney"
+    assert preset("kidney").preset == "kidney-task01"
+
+
+def test_other_spellings_of_a_task_are_accepted_with_a_hint(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="softseg.training.config"):
+        assert task_name("brain-tumor-task2") == "brain-tumor-task02"
+    assert "'brain-tumor-task2' is called 'brain-tumor-task02'" in caplog.text
+    assert task_name("kidney") == "kidney-task01" and task_name("prostate-task02") == "prostate-task02"
+    with pytest.raises(SoftsegError, match=r"unknown QUBIQ task 'prostate'; expected one of: brain-growth-task01"):
+        task_name("prostate")  # two tasks: the dataset name alone is ambiguous
 
 
 def test_unknown_preset_lists_the_names():
-    with pytest.raises(SoftsegError, match="unknown preset 'liver'.*brain-growth"):
+    with pytest.raises(SoftsegError, match="unknown QUBIQ task .liver..*brain-growth-task01"):
         preset("liver")
 
 
@@ -61,7 +75,7 @@ def test_file_may_name_a_preset(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("preset: brain-tumor-task3\nlr: 1\n")
     c = resolve_config(None, f, {})
-    assert c.epochs == 180 and c.lr == 1.0 and c.preset == "brain-tumor-task3"
+    assert c.epochs == 180 and c.lr == 1.0 and c.preset == "brain-tumor-task03"  # its one name
 
 
 def test_unknown_key_in_file_is_named(tmp_path):

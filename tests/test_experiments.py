@@ -223,7 +223,7 @@ def test_reproduce_end_to_end_on_lookalike_with_resume(tmp_path, capsys, tiny_co
     assert rows["ged2"]["ours_mean"] == pytest.approx(summary["tasks"]["task01"]["table3"]["ged2"]["mean"])
     run = out / "kidney-task01" / "seed0"
     config = json.loads((run / "config.json").read_text())
-    assert config["preset"] == "kidney" and config["vflip"] == 0.0 and config["tasks"] == ["task01"]
+    assert config["preset"] == "kidney-task01" and config["vflip"] == 0.0 and config["tasks"] == ["task01"]
     assert config["epochs"] == 1 and config["crop_size"] == 32 and config["batch_size"] == 2
 
     # rerun without --resume: refused; with --resume a finished task is skipped

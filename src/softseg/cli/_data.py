@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from softseg.cli._options import add_layout, add_overwrite
 from softseg.data.synthetic import DEFAULT_CASES, DEFAULT_SIZE
 
 
 def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", help="dataset folder")
-    parser.add_argument(
-        "--layout", default="auto", choices=("auto", "qubiq", "raters", "agreement"),
-        help="dataset layout (default: detected from the folder)",
-    )
+    add_layout(parser)
     parser.add_argument(
         "--tasks", nargs="+", metavar="TASK",
         help="tasks to use (default: all); for single-task rater/agreement data, one name "
@@ -50,7 +48,7 @@ def register(subparsers) -> None:
     _add_dataset_options(labels)
     labels.add_argument("out", metavar="OUT", help="output folder (must be empty or new)")
     labels.add_argument("--variance", action="store_true", help="also write <task>_variance: p(1-p)")
-    labels.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT")
+    add_overwrite(labels, "write into a non-empty OUT, replacing files of the same names")
     labels.set_defaults(func=run_labels)
 
     demo = subparsers.add_parser(
@@ -65,7 +63,7 @@ def register(subparsers) -> None:
         "--cases", type=int, nargs=3, default=list(DEFAULT_CASES), metavar=("TRAIN", "VAL", "TEST"),
         help="cases per split in each dataset (default %(default)s)",
     )
-    demo.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT")
+    add_overwrite(demo, "write into a non-empty OUT, replacing files of the same names")
     demo.set_defaults(func=run_demo_data)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from softseg.cli._options import add_layout, add_overwrite, add_progress
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -20,16 +22,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("data", type=Path, metavar="DATA", help="the labelled dataset folder")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="output folder (must be new or empty unless --overwrite)")
-    parser.add_argument("--layout", default="auto",
-                        help="dataset layout: auto (default), qubiq, raters, agreement")
+    add_layout(parser)
     parser.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
                         help="evaluate only these tasks (default: every task of DATA)")
     parser.add_argument("--split", default=None,
                         help="evaluate only this split, e.g. Validation (default: every "
                         "labelled case)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty --out, replacing files of the same names")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_overwrite(parser, "write into a non-empty --out, replacing files of the same names")
+    add_progress(parser)
     parser.set_defaults(func=run_evaluate)
 
 
@@ -38,7 +38,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     out = evaluate(
         args.predictions, args.data, args.out, layout=args.layout, tasks=args.tasks,
-        split=args.split, overwrite=args.overwrite, progress=not args.no_progress,
+        split=args.split, overwrite=args.overwrite, progress=args.progress,
     )
     print((out / "tables.md").read_text(encoding="utf-8"), end="")
     return 0

@@ -6,6 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from softseg.cli._options import add_device, add_layout, add_overwrite, add_progress, keep_memory
+from softseg.inference import BATCH_SIZE
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     _register_predict(subparsers)
@@ -16,12 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _common_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="best",
                         help="'best' (default), 'last' or a path to a .pt file")
-    parser.add_argument("--batch-size", type=int, default=4, metavar="N",
-                        help="images per step (default 4)")
-    parser.add_argument("--device", default="auto",
-                        help="'auto' (GPU if visible, else CPU; default), 'cpu', 'cuda', 'cuda:1'")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bar")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
+                        help=f"images per forward pass (default {BATCH_SIZE})")
+    add_device(parser)
+    add_progress(parser)
+    keep_memory(parser)
 
 
 def _register_predict(subparsers) -> None:
@@ -38,8 +40,7 @@ def _register_predict(subparsers) -> None:
                         help="dataset folder, folder of images, or one image file")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="output folder (must be new or empty unless --overwrite)")
-    parser.add_argument("--layout", default="auto",
-                        help="dataset layout: auto (default), qubiq, raters, agreement")
+    add_layout(parser)
     parser.add_argument("--split", default=None,
                         help="only the cases of this split (Training, Validation, Testing)")
     parser.add_argument("--std", action="store_true",
@@ -51,8 +52,7 @@ def _register_predict(subparsers) -> None:
                         "'softseg threshold' in the run (default: yes)")
     parser.add_argument("--qubiq", action="store_true",
                         help="write the QUBIQ submission layout OUT/<dataset>/<case>/<task>.nii.gz")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty OUT, replacing files of the same name")
+    add_overwrite(parser, "write into a non-empty --out, replacing files of the same names")
     _common_model_options(parser)
     parser.set_defaults(func=run_predict)
 
@@ -64,7 +64,7 @@ def run_predict(args: argparse.Namespace) -> int:
         args.runs, args.input, args.out,
         layout=args.layout, split=args.split, std=args.std, masks=args.masks,
         use_run_threshold=args.run_threshold, qubiq=args.qubiq, batch_size=args.batch_size,
-        device=args.device, checkpoint=args.checkpoint, overwrite=args.overwrite,
+        device=args.device or "auto", checkpoint=args.checkpoint, overwrite=args.overwrite,
         progress=args.progress,
     )
     summary = json.loads(path.read_text())
@@ -94,11 +94,10 @@ def _register_threshold(subparsers) -> None:
     goal.add_argument("--max-f1", action="store_true", help="the best F1")
     parser.add_argument("--split", default=None,
                         help="cases of this split (default: the run's validation ids in split.json)")
-    parser.add_argument("--layout", default="auto", help="dataset layout (default auto)")
+    add_layout(parser)
     parser.add_argument("--reference-level", type=float, default=0.5, metavar="L",
                         help="reference = soft label >= L (default 0.5, the raters' majority)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace a threshold.json already in the run")
+    add_overwrite(parser, "replace a threshold.json already in the run")
     parser.add_argument("--every", type=int, default=5, metavar="K",
                         help="show every K-th threshold of the table (default 5)")
     _common_model_options(parser)
@@ -119,7 +118,7 @@ def run_threshold(args: argparse.Namespace) -> int:
     payload, tables = choose_thresholds(
         args.run, args.data, criterion=criterion, target=target, split=args.split,
         layout=args.layout, reference_level=args.reference_level,
-        batch_size=args.batch_size, device=args.device, checkpoint=args.checkpoint,
+        batch_size=args.batch_size, device=args.device or "auto", checkpoint=args.checkpoint,
         progress=args.progress,
     )
     path = write_threshold_file(args.run, payload, overwrite=args.overwrite)
@@ -153,7 +152,8 @@ def _register_export(subparsers) -> None:
                         help="'best' (default), 'last' or a path to a .pt file")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the onnxruntime check against PyTorch (1e-4)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+    add_overwrite(parser, "replace an existing .onnx file and its sidecar")
+    keep_memory(parser)
     parser.set_defaults(func=run_export)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from softseg.cli._options import add_overwrite
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -28,8 +30,7 @@ def register(subparsers) -> None:
     parser.add_argument("--cases", type=int, default=3, metavar="N",
                         help="example cases per task, spread from best to worst QUBIQ score "
                              "(default 3: best, median, worst; 0 for none)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing report and its figures folder")
+    add_overwrite(parser, "replace an existing report and its figures folder")
     parser.set_defaults(func=run)
 
 

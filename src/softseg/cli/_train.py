@@ -7,7 +7,11 @@ import csv
 import os
 from pathlib import Path
 
-from softseg.training.config import BEST_METRICS, LABEL_MODES, PRECISIONS, PRESETS
+from softseg.cli._options import (
+    add_device, add_encoder_weights, add_layout, add_overwrite, add_preset, add_progress, add_resume,
+    add_seeds, config_default as d, keep_memory,
+)
+from softseg.training.config import BEST_METRICS, LABEL_MODES, PRECISIONS
 
 
 def register(subparsers) -> None:
@@ -23,32 +27,36 @@ def register(subparsers) -> None:
     )
     p.add_argument("data", type=Path, help="dataset folder (one QUBIQ dataset, e.g. .../brain-growth)")
     p.add_argument("--out", type=Path, required=True, help="output folder; runs go to OUT/seedN")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="the paper's settings for a QUBIQ task")
+    add_preset(p)
     p.add_argument("--config", type=Path, help="YAML file of settings (TrainConfig field names)")
-    p.add_argument("--layout", default="auto", help="dataset layout: auto, qubiq, raters, agreement")
+    add_layout(p)
     p.add_argument("--tasks", nargs="+", help="tasks to train (default: all, or the preset's)")
-    p.add_argument("--seeds", nargs="+", type=int, help="one run per seed (default: the config's seed, 0)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="images per step before the growing batch (8)")
-    p.add_argument("--aug-copies", type=int, help="augmented copies per image per step (3)")
-    p.add_argument("--crop-size", type=int, help="training crop, a multiple of 32")
+    add_seeds(p, None, "one run per seed")
+    p.add_argument("--epochs", type=int, help=f"training epochs ({d('epochs')})")
+    p.add_argument("--batch-size", type=int, help=f"images per step before the growing batch ({d('batch_size')})")
+    p.add_argument("--aug-copies", type=int, help=f"augmented copies per image per step ({d('aug_copies')})")
+    p.add_argument("--crop-size", type=int, help=f"training crop, a multiple of 32 ({d('crop_size')})")
     p.add_argument("--resize", type=int, help="resize every image and label to N x N first (undone on output)")
-    p.add_argument("--lr", type=float, help="initial learning rate (1e-2)")
-    p.add_argument("--lr-min", type=float, help="final learning rate of the cosine schedule (1e-4)")
-    p.add_argument("--vflip", type=float, help="vertical flip probability (0.5; 0 for kidney)")
-    p.add_argument("--label-mode", choices=LABEL_MODES, help="soft (default), majority or random_rater")
-    p.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 on a CPU with bf16, AMP on GPU")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--val-every", type=int, help="validate every N epochs (and after the last)")
-    p.add_argument("--val-fraction", type=float, help="held-out fraction for data without a split (0.2)")
-    p.add_argument("--best-metric", choices=BEST_METRICS, help="choose best.pt by QUBIQ score or loss")
-    p.add_argument("--encoder-weights", help="imagenet, none, or a state_dict file of the encoder")
+    p.add_argument("--lr", type=float, help=f"initial learning rate ({d('lr')})")
+    p.add_argument("--lr-min", type=float, help=f"final learning rate of the cosine schedule ({d('lr_min')})")
+    p.add_argument("--vflip", type=float, help=f"vertical flip probability ({d('vflip')}; 0 for kidney)")
+    p.add_argument("--label-mode", choices=LABEL_MODES, help=f"soft labels or a baseline ({d('label_mode')})")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help=f"{d('precision')}: bf16 on a CPU with bf16, AMP on a GPU, else fp32")
+    add_device(p)
+    p.add_argument("--val-every", type=int, help=f"validate every N epochs and after the last ({d('val_every')})")
+    p.add_argument("--val-fraction", type=float,
+                   help=f"held-out fraction for data without a split ({d('val_fraction')})")
+    p.add_argument("--best-metric", choices=BEST_METRICS,
+                   help=f"choose best.pt by QUBIQ score or loss ({d('best_metric')})")
+    add_encoder_weights(p)
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[],
                    help="any other setting, e.g. --set rotate=10 hflip=0 betas=[0.9,0.99] (YAML values)")
     p.add_argument("--val-ids", nargs="+", help="explicit validation case ids (the rest train)")
-    p.add_argument("--resume", action="store_true", help="continue stopped runs from last.pt")
-    p.add_argument("--overwrite", action="store_true", help="replace existing run folders")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_resume(p, "continue stopped runs from last.pt")
+    add_overwrite(p, "replace existing run folders")
+    add_progress(p)
+    keep_memory(p)
     p.set_defaults(func=run_train)
 
 
@@ -83,7 +91,7 @@ def run_train(args: argparse.Namespace) -> int:
     for seed in args.seeds or [config.seed]:
         run_dir = train_run(
             config.replace(seed=seed), dataset, args.out / f"seed{seed}", train_ids, val_ids,
-            resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+            resume=args.resume, overwrite=args.overwrite, progress=args.progress,
         )
         if main:
             print(f"{run_dir}: {_summary(run_dir / 'history.csv')}")

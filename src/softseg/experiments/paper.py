@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from softseg.errors import SoftsegError
+from softseg.training.config import task_name
 
 
 @dataclass(frozen=True)
@@ -54,22 +55,22 @@ class QubiqTask:
     dataset: str  # folder name in the QUBIQ release: "brain-growth", "brain-tumor", ...
     task: str  # "task01", "task02", ...
     label: str  # the paper's row name
-    preset: str  # name in softseg.training.config.PRESETS (crop size, epochs, flips of this task)
 
     @property
     def key(self) -> str:
-        """Name used for folders and ``--tasks``: ``brain-tumor-task02``."""
+        """The task's one name (folders, ``--tasks``, its preset in
+        :data:`softseg.training.config.PRESETS`): ``brain-tumor-task02``."""
         return f"{self.dataset}-{self.task}"
 
 
 QUBIQ_TASKS = (
-    QubiqTask("brain-growth", "task01", "Brain Growth", "brain-growth"),
-    QubiqTask("brain-tumor", "task01", "Brain Tumor 1", "brain-tumor-task1"),
-    QubiqTask("brain-tumor", "task02", "Brain Tumor 2", "brain-tumor-task2"),
-    QubiqTask("brain-tumor", "task03", "Brain Tumor 3", "brain-tumor-task3"),
-    QubiqTask("kidney", "task01", "Kidney", "kidney"),
-    QubiqTask("prostate", "task01", "Prostate 1", "prostate-task1"),
-    QubiqTask("prostate", "task02", "Prostate 2", "prostate-task2"),
+    QubiqTask("brain-growth", "task01", "Brain Growth"),
+    QubiqTask("brain-tumor", "task01", "Brain Tumor 1"),
+    QubiqTask("brain-tumor", "task02", "Brain Tumor 2"),
+    QubiqTask("brain-tumor", "task03", "Brain Tumor 3"),
+    QubiqTask("kidney", "task01", "Kidney"),
+    QubiqTask("prostate", "task01", "Prostate 1"),
+    QubiqTask("prostate", "task02", "Prostate 2"),
 )
 QUBIQ_DATASETS = ("brain-growth", "brain-tumor", "kidney", "prostate")
 
@@ -94,6 +95,14 @@ PAPER_TABLE3: dict[str, dict[str, tuple[float, float]]] = {
 }
 
 
+def _is_task(name: str) -> bool:
+    try:
+        task_name(name)
+    except SoftsegError:
+        return False
+    return True
+
+
 def select_tasks(names: list[str] | None) -> tuple[QubiqTask, ...]:
     """The tasks named by ``--tasks``: task keys (``kidney-task01``) or dataset names (``brain-tumor``
     = its three tasks), in the paper's order. ``None`` or empty selects all seven.
@@ -104,7 +113,9 @@ def select_tasks(names: list[str] | None) -> tuple[QubiqTask, ...]:
         return QUBIQ_TASKS
     wanted: set[str] = set()
     for name in names:
-        matches = [t.key for t in QUBIQ_TASKS if name in (t.key, t.dataset)]
+        matches = [t.key for t in QUBIQ_TASKS if t.dataset == name]
+        if not matches and _is_task(name):
+            matches = [task_name(name)]  # other spellings, e.g. brain-tumor-task2, with a hint
         if not matches:
             known = ", ".join(list(QUBIQ_DATASETS) + [t.key for t in QUBIQ_TASKS])
             raise SoftsegError(f"--tasks: unknown QUBIQ task {name!r}; expected one of: {known}")

@@ -94,7 +94,7 @@ def _reproduce_config(task: QubiqTask, seed: int, options: ReproduceOptions) -> 
         "encoder_weights": options.encoder_weights,
         "device": options.device,
     }
-    config = resolve_config(task.preset, options.config_file, given)
+    config = resolve_config(task.key, options.config_file, given)
     return config.replace(seed=seed, label_mode="soft", tasks=(task.task,))
 
 
@@ -120,7 +120,8 @@ def _qubiq_dataset(found: Mapping[str, Path], task: QubiqTask) -> Dataset:
 
 
 def reproduce(
-    root: Path, out: Path, options: ReproduceOptions = ReproduceOptions(), *, resume: bool = False
+    root: Path, out: Path, options: ReproduceOptions = ReproduceOptions(), *, resume: bool = False,
+    progress: bool = True,
 ) -> dict[str, Path]:
     """The paper's protocol on a QUBIQ 2021 release under ``root``, written to ``out``.
 
@@ -150,7 +151,7 @@ def reproduce(
         task_dir = out / task.key
         result = _load_result(task_dir / RESULT_FILE)
         if result is None or result.get("seeds") != list(seeds):
-            result = _reproduce_task(found[task.dataset], task, task_dir, seeds, options)
+            result = _reproduce_task(found[task.dataset], task, task_dir, seeds, options, progress)
         results[task.label] = _cells([{k: tuple(v) for k, v in s.items()} for s in result["per_seed"].values()])
     # tasks finished by earlier invocations into the same folder stay in the tables
     for task in QUBIQ_TASKS:
@@ -174,7 +175,8 @@ def reproduce(
 
 
 def _reproduce_task(
-    found: Mapping[str, Path], task: QubiqTask, task_dir: Path, seeds: Sequence[int], options: ReproduceOptions
+    found: Mapping[str, Path], task: QubiqTask, task_dir: Path, seeds: Sequence[int], options: ReproduceOptions,
+    progress: bool = True,
 ) -> dict:
     dataset = _qubiq_dataset(found, task)
     train_ids = [c.case_id for c in dataset.cases if c.split == "Training"]
@@ -185,9 +187,11 @@ def _reproduce_task(
         pred_dir, eval_dir = task_dir / "predictions" / f"seed{seed}", task_dir / "eval" / f"seed{seed}"
         if not (eval_dir / "summary.json").is_file():
             if not (pred_dir / "predictions.json").is_file():
-                steps.train(_reproduce_config(task, seed, options), dataset, run_dir, train_ids, val_ids)
-                steps.predict_cases([run_dir], dataset.select(case_ids=val_ids).cases, pred_dir)
-            steps.evaluate(pred_dir, dataset, val_ids, eval_dir)
+                steps.train(_reproduce_config(task, seed, options), dataset, run_dir, train_ids, val_ids,
+                            progress=progress)
+                steps.predict_cases([run_dir], dataset.select(case_ids=val_ids).cases, pred_dir,
+                                    progress=progress)
+            steps.evaluate(pred_dir, dataset, val_ids, eval_dir, progress=progress)
         per_seed[str(seed)] = steps.task_values(steps.read_summary(eval_dir), task.task)
     result = {"task": task.key, "label": task.label, "seeds": list(seeds), "per_seed": per_seed}
     write_json_atomic(task_dir / RESULT_FILE, result)
@@ -247,7 +251,8 @@ def _splits(
 
 
 def compare(
-    dataset: Dataset, out: Path, options: CompareOptions = CompareOptions(), *, resume: bool = False
+    dataset: Dataset, out: Path, options: CompareOptions = CompareOptions(), *, resume: bool = False,
+    progress: bool = True,
 ) -> dict[str, Path]:
     """Train each method in ``options.methods`` on identical splits and seeds, evaluate each on
     the held-out cases and write ``comparison.md``/``.csv``/``.json`` side by side. Layout::
@@ -282,7 +287,7 @@ def compare(
         result = _load_result(seed_dir / f"result{tag}.json")
         if result is None:
             config = options.config.replace(label_mode=method, seed=seed)
-            result = _compare_one(dataset, seed_dir, folds, config, tasks, tag)
+            result = _compare_one(dataset, seed_dir, folds, config, tasks, tag, progress)
         per_method.setdefault(method, []).append(result)
     results = {
         task: {m: _cells([{k: tuple(v) for k, v in r[task].items()} for r in rs]) for m, rs in per_method.items()}
@@ -303,7 +308,7 @@ def compare(
 
 def _compare_one(
     dataset: Dataset, seed_dir: Path, folds: Sequence[tuple[str, list[str], list[str]]], config: TrainConfig,
-    tasks: Sequence[str], tag: str = "",
+    tasks: Sequence[str], tag: str = "", progress: bool = True,
 ) -> dict:
     pred_dir, eval_dir = seed_dir / "predictions", seed_dir / f"eval{tag}"
     tested: list[str] = []
@@ -312,9 +317,9 @@ def _compare_one(
         tested += test_ids
         if (eval_dir / "summary.json").is_file() or _fold_predicted(pred_dir, test_ids):
             continue
-        steps.train(config, dataset, run_dir, train_ids, test_ids)
-        steps.predict_cases([run_dir], dataset.select(case_ids=test_ids).cases, pred_dir)
-    steps.evaluate(pred_dir, dataset, tested, eval_dir)
+        steps.train(config, dataset, run_dir, train_ids, test_ids, progress=progress)
+        steps.predict_cases([run_dir], dataset.select(case_ids=test_ids).cases, pred_dir, progress=progress)
+    steps.evaluate(pred_dir, dataset, tested, eval_dir, progress=progress)
     summary = steps.read_summary(eval_dir)
     result = {task: steps.task_values(summary, task) for task in tasks}
     write_json_atomic(seed_dir / f"result{tag}.json", result)

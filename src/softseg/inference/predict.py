@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from softseg.data.cases import Case, check_channels
 from softseg.errors import SoftsegError
+from softseg.inference import BATCH_SIZE
 from softseg.files import prepare_out_dir
 from softseg.inference.arrays import predict_images
 from softseg.inference.inputs import load_input
@@ -49,7 +50,7 @@ __all__ = ["PREDICTIONS_FILE", "predict", "predict_cases", "predict_to_folder", 
 
 
 def predict_cases(
-    loaded_runs: Sequence[LoadedRun], cases: Sequence[Case], batch_size: int = 4, progress: bool = True
+    loaded_runs: Sequence[LoadedRun], cases: Sequence[Case], batch_size: int = BATCH_SIZE, progress: bool = True
 ) -> Iterator[tuple[Case, np.ndarray]]:
     """Yield ``(case, (T, *spatial) float32 probabilities)`` in case order, ``batch_size``
     images at a time, averaged over ``loaded_runs`` (see :func:`inference.predict_images`)."""
@@ -95,7 +96,7 @@ def predict_to_folder(
     thresholds: Mapping[str, Sequence[float]] | None = None,
     run_threshold: Mapping[str, Any] | None = None,
     submission: str | None = None,
-    batch_size: int = 4,
+    batch_size: int = BATCH_SIZE,
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
@@ -155,7 +156,7 @@ def predict(
     masks: Sequence[float] = (),
     use_run_threshold: bool = True,
     qubiq: bool = False,
-    batch_size: int = 4,
+    batch_size: int = BATCH_SIZE,
     device: str | None = "auto",
     checkpoint: str = "best",
     overwrite: bool = False,

@@ -42,6 +42,7 @@ import numpy as np
 
 from softseg import __version__
 from softseg.errors import SoftsegError
+from softseg.inference import BATCH_SIZE
 from softseg.evaluation.metrics import FINE_THRESHOLDS
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,7 @@ def choose_thresholds(
     split: str | None = None,
     layout: str = "auto",
     reference_level: float = 0.5,
-    batch_size: int = 4,
+    batch_size: int = BATCH_SIZE,
     device: str | None = "auto",
     checkpoint: str = "best",
     progress: bool = True,

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from softseg.errors import SoftsegError
 from softseg.files import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 LABEL_MODES = ("soft", "majority", "random_rater")
 PRECISIONS = ("auto", "fp32", "bf16", "amp")
@@ -76,27 +80,49 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-# The seven QUBIQ 2021 2D tasks (SPEC.md table): crop size, epochs, vertical flip.
+# The seven QUBIQ 2021 2D tasks (SPEC.md table): crop size, epochs, vertical flip. Each task has
+# one name everywhere (train --preset, reproduce --tasks, folder names): <dataset>-taskNN.
 PRESETS: dict[str, dict[str, Any]] = {
-    "brain-growth": {"tasks": ("task01",), "crop_size": 256},
-    "brain-tumor-task1": {"tasks": ("task01",), "crop_size": 224},
-    "brain-tumor-task2": {"tasks": ("task02",), "crop_size": 224},
-    "brain-tumor-task3": {"tasks": ("task03",), "crop_size": 224, "epochs": 180},
-    "kidney": {"tasks": ("task01",), "crop_size": 320, "vflip": 0.0},
-    "prostate-task1": {"tasks": ("task01",), "crop_size": 480},
-    "prostate-task2": {"tasks": ("task02",), "crop_size": 480},
+    "brain-growth-task01": {"tasks": ("task01",), "crop_size": 256},
+    "brain-tumor-task01": {"tasks": ("task01",), "crop_size": 224},
+    "brain-tumor-task02": {"tasks": ("task02",), "crop_size": 224},
+    "brain-tumor-task03": {"tasks": ("task03",), "crop_size": 224, "epochs": 180},
+    "kidney-task01": {"tasks": ("task01",), "crop_size": 320, "vflip": 0.0},
+    "prostate-task01": {"tasks": ("task01",), "crop_size": 480},
+    "prostate-task02": {"tasks": ("task02",), "crop_size": 480},
 }
+
+
+def task_name(name: str) -> str:
+    """The one name of a QUBIQ task (a key of :data:`PRESETS`) for ``name``.
+
+    Other spellings are accepted with a logged hint: an unpadded task number
+    (``brain-tumor-task1``, the name before softseg 0.2) and the dataset name of a dataset
+    with one task (``kidney``). Raises :class:`SoftsegError` listing the names otherwise.
+    """
+    if name in PRESETS:
+        return name
+    candidates = []
+    match = re.fullmatch(r"(.+)-task0*(\d+)", name)
+    if match:
+        candidates.append(f"{match.group(1)}-task{int(match.group(2)):02d}")
+    single = [key for key in PRESETS if key.rsplit("-task", 1)[0] == name]
+    if len(single) == 1:
+        candidates.append(single[0])
+    for candidate in candidates:
+        if candidate in PRESETS:
+            log.info("QUBIQ task %r is called %r; using that name", name, candidate)
+            return candidate
+    raise SoftsegError(f"unknown QUBIQ task {name!r}; expected one of: {', '.join(PRESETS)}")
 
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
 _TUPLE_FIELDS = {"tasks", "decoder_channels", "betas"}
 
 
 def preset(name: str) -> TrainConfig:
-    """The paper's configuration for one QUBIQ task, by name (see :data:`PRESETS`)."""
-    if name not in PRESETS:
-        raise SoftsegError(
-            f"unknown preset {name!r}; expected one of: {', '.join(sorted(PRESETS))}"
-        )
+    """The paper's configuration for one QUBIQ task, by name (see :data:`PRESETS` and
+    :func:`task_name` for the other spellings accepted)."""
+    name = task_name(name)
     return TrainConfig(**_coerce(PRESETS[name], f"preset {name}"), preset=name)
 
 

@@ -1,0 +1,84 @@
+"""The command line's shared options: defined once, the same on every command, defaults taken
+from the library's configuration."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from softseg.cli import build_parser, main
+from softseg.cli._options import LAYOUT_CHOICES
+from softseg.data.cases import LAYOUTS
+from softseg.experiments.demo import DemoSettings
+from softseg.inference import BATCH_SIZE
+from softseg.training.config import TrainConfig
+
+LONG_COMMANDS = ("train", "predict", "threshold", "evaluate", "demo", "compare", "reproduce")
+MEMORY_COMMANDS = ("train", "predict", "threshold", "export", "demo", "compare", "reproduce")
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _option(parser: argparse.ArgumentParser, flag: str) -> argparse.Action | None:
+    return next((a for a in parser._actions if flag in a.option_strings), None)
+
+
+def test_every_long_command_has_one_no_progress_option():
+    commands = _commands()
+    for name in LONG_COMMANDS:
+        action = _option(commands[name], "--no-progress")
+        assert action is not None, name
+        assert (action.dest, action.default, action.const) == ("progress", True, False), name
+
+
+def test_layout_has_the_same_choices_wherever_a_dataset_is_read():
+    assert LAYOUT_CHOICES == ("auto", *LAYOUTS)
+    having = {name: _option(p, "--layout") for name, p in _commands().items()}
+    assert {n for n, a in having.items() if a} == {
+        "check", "labels", "train", "predict", "threshold", "evaluate", "compare"}
+    for name, action in having.items():
+        if action:
+            assert tuple(action.choices) == LAYOUT_CHOICES and action.default == "auto", name
+            assert action.help == having["check"].help, name
+
+
+def test_help_defaults_come_from_the_configuration():
+    commands = _commands()
+    defaults = TrainConfig()
+    train = commands["train"]
+    for flag, field in (("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--lr", "lr"),
+                        ("--crop-size", "crop_size"), ("--val-fraction", "val_fraction")):
+        assert f"({getattr(defaults, field)})" in _option(train, flag).help, flag
+    assert _option(commands["predict"], "--batch-size").default == BATCH_SIZE
+    assert _option(commands["demo"], "--epochs").default == DemoSettings().epochs
+    assert f"default: {defaults.encoder_weights}" in _option(train, "--encoder-weights").help
+
+
+def test_commands_that_train_or_predict_tune_memory_and_the_others_do_not():
+    for name, parser in _commands().items():
+        assert parser.get_default("keep_memory") is (True if name in MEMORY_COMMANDS else None), name
+
+
+def test_demo_help_states_the_measured_time():
+    text = _commands()["demo"].format_help()
+    assert "about 40 s" in text and "AVX-512 bf16" in text and "about 2 minutes" in text
+
+
+def test_train_accepts_the_old_task_spelling(tmp_path, capsys, caplog):
+    # the preset resolves before the data is read, so a missing folder shows the name worked
+    assert main(["train", str(tmp_path / "none"), "--out", str(tmp_path / "o"),
+                 "--preset", "brain-tumor-task2", "--encoder-weights", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown QUBIQ task" not in err and str(tmp_path / "none") in err
+    assert main(["train", str(tmp_path), "--out", str(tmp_path / "o"), "--preset", "liver"]) == 2
+    assert "unknown QUBIQ task 'liver'; expected one of: brain-growth-task01" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["compare", "reproduce"])
+def test_seeds_default_to_the_papers_three(command):
+    assert _option(_commands()[command], "--seeds").default == [0, 1, 2]
