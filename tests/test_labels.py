@@ -18,7 +18,7 @@ from softseg.data.labels import (
     random_rater_label,
     soft_label,
     soft_variance,
-    write_labels,
+    write_soft_labels,
 )
 
 PNG = Geometry(format="png", disk_shape=(2, 3), png_mode="L", bit_depth=8)
@@ -121,7 +121,7 @@ def test_write_labels_png_and_nifti_in_source_geometry(tmp_path):
     c = case_with({}, case_id="c")  # unlabelled: skipped
     data = Dataset(tmp_path, "d", "raters", ("t",), (a, b, c))
     out = tmp_path / "out"
-    written = write_labels(data, out, variance=True)
+    written = write_soft_labels(data, out, variance=True)
     assert [p.relative_to(out).as_posix() for p in written] == [
         "a/t.png", "a/t_variance.png", "b/t.nii.gz", "b/t_variance.nii.gz"
     ]
@@ -135,8 +135,8 @@ def test_write_labels_png_and_nifti_in_source_geometry(tmp_path):
     np.testing.assert_allclose(io.read_probability(out / "a/t_variance.png")[0], soft_variance(expected), atol=1e-5)
 
     with pytest.raises(SoftsegError, match=r"out: output folder is not empty \(an earlier labels run\?\); choose another OUT or pass --overwrite"):
-        write_labels(data, out)
-    assert len(write_labels(data, out, overwrite=True)) == 2
+        write_soft_labels(data, out)
+    assert len(write_soft_labels(data, out, overwrite=True)) == 2
     (tmp_path / "file").write_text("x")
     with pytest.raises(SoftsegError, match=r"file: expected an output folder, found a file"):
-        write_labels(data, tmp_path / "file")
+        write_soft_labels(data, tmp_path / "file")

@@ -297,11 +297,11 @@ def reference_fraction(data, cases, level):
 
 
 def test_choose_thresholds_on_a_constant_model_hand_computed(tmp_path):
-    from softseg.inference.thresholds import choose_thresholds
+    from softseg.inference.thresholds import choose_threshold
 
     data = rater_dataset(tmp_path / "data")
     run = make_run(tmp_path / "run", constant=0.555)  # predicted for t <= 0.55, never above
-    payload, tables = choose_thresholds(run, data, criterion="max_f1", progress=False)
+    payload, tables = choose_threshold(run, data, criterion="max_f1", progress=False)
     f = reference_fraction(data, ["c1", "c2"], 2 / 3)  # majority of 3 = at least 2 raters
     point = payload["tasks"]["task01"]
     assert point["threshold"] == 0.55  # F1 = 2f/(1+f) tied over 0.01..0.55: the higher one
@@ -311,13 +311,13 @@ def test_choose_thresholds_on_a_constant_model_hand_computed(tmp_path):
     table = tables["task01"]
     assert np.isnan(table.precision[55:]).all() and (table.recall[55:] == 0).all()
     # a lower reference level widens the reference: one rater of three is enough
-    payload, _ = choose_thresholds(run, data, criterion="target_recall", target=0.9,
+    payload, _ = choose_threshold(run, data, criterion="target_recall", target=0.9,
                                    reference_level=0.3, progress=False)
     assert payload["tasks"]["task01"]["precision"] == pytest.approx(
         reference_fraction(data, ["c1", "c2"], 1 / 3))
     with pytest.raises(SoftsegError, match=rf"task01: no threshold .* reaches precision 0\.99; "
                        rf"the best achievable is precision {f:.4f} at threshold 0\.55"):
-        choose_thresholds(run, data, criterion="target_precision", target=0.99, progress=False)
+        choose_threshold(run, data, criterion="target_precision", target=0.99, progress=False)
 
 
 def test_choose_thresholds_matches_brute_force_on_predictions(tmp_path):
@@ -325,11 +325,11 @@ def test_choose_thresholds_matches_brute_force_on_predictions(tmp_path):
     from softseg.inference.arrays import predict_images
     from softseg.data.labels import soft_label
     from softseg.inference.runs import load_run
-    from softseg.inference.thresholds import choose_thresholds
+    from softseg.inference.thresholds import choose_threshold
 
     data = rater_dataset(tmp_path / "data", seed=4)
     run = make_run(tmp_path / "run", seed=3, val=("c2", "c3"))
-    payload, _ = choose_thresholds(run, data, criterion="target_recall", target=0.6,
+    payload, _ = choose_threshold(run, data, criterion="target_recall", target=0.6,
                                    progress=False)
     cases = load_dataset(data).select(case_ids=["c2", "c3"]).cases
     probs = [p[0] for p in predict_images([load_run(run)], [c.image for c in cases])]
@@ -339,17 +339,17 @@ def test_choose_thresholds_matches_brute_force_on_predictions(tmp_path):
 
 
 def test_choose_thresholds_errors(tmp_path):
-    from softseg.inference.thresholds import choose_thresholds
+    from softseg.inference.thresholds import choose_threshold
 
     data = rater_dataset(tmp_path / "data")
     run = make_run(tmp_path / "run", constant=0.5, val=("c1", "c9"))
     with pytest.raises(SoftsegError, match=r"validation cases c9 are not in this dataset"):
-        choose_thresholds(run, data, criterion="max_f1", progress=False)
+        choose_threshold(run, data, criterion="max_f1", progress=False)
     empty = make_run(tmp_path / "empty", constant=0.5, val=())
     with pytest.raises(SoftsegError, match=r"the run has no validation cases; pass --split"):
-        choose_thresholds(empty, data, criterion="max_f1", progress=False)
+        choose_threshold(empty, data, criterion="max_f1", progress=False)
     with pytest.raises(SoftsegError, match=r"--reference-level must be in \(0, 1\], got 0"):
-        choose_thresholds(run, data, criterion="max_f1", reference_level=0, progress=False)
+        choose_threshold(run, data, criterion="max_f1", reference_level=0, progress=False)
 
 
 def test_threshold_command_stores_the_choice_and_predict_uses_it(tmp_path, capsys, monkeypatch):
@@ -382,13 +382,13 @@ def test_threshold_command_stores_the_choice_and_predict_uses_it(tmp_path, capsy
 
 def test_folder_of_seeds_is_averaged_and_stores_its_threshold_in_the_folder(tmp_path):
     from softseg.inference.runs import resolve_runs
-    from softseg.inference.thresholds import choose_thresholds
+    from softseg.inference.thresholds import choose_threshold
 
     data = rater_dataset(tmp_path / "data")
     seeds = tmp_path / "seeds"
     make_run(seeds / "seed0", constant=0.50)
     make_run(seeds / "seed1", constant=0.61, seed=1)  # mean 0.555: predicted up to t = 0.55
-    payload, _ = choose_thresholds(seeds, data, criterion="max_f1", progress=False)
+    payload, _ = choose_threshold(seeds, data, criterion="max_f1", progress=False)
     assert payload["tasks"]["task01"]["threshold"] == 0.55
     assert payload["run_names"] == ["seed0", "seed1"]
     write_threshold_file(seeds, payload)
@@ -399,14 +399,14 @@ def test_folder_of_seeds_is_averaged_and_stores_its_threshold_in_the_folder(tmp_
 
 def test_choose_thresholds_refuses_images_of_another_channel_count(tmp_path):
     from _runs import make_run as make_rgb_run  # tests/_runs.py: any channel count
-    from softseg.inference.thresholds import choose_thresholds
+    from softseg.inference.thresholds import choose_threshold
 
     data = rater_dataset(tmp_path / "data")
     run = make_rgb_run(tmp_path / "rgb", in_channels=3, tasks=("task01",))
     (run / "split.json").write_text(json.dumps({"train": ["c3"], "val": ["c1", "c2"]}))
     with pytest.raises(SoftsegError, match=r"2 image\(s\) have another channel count than the run "
                        r".*rgb was trained on \(3\): c1: image has 1 channel\(s\), expected 3"):
-        choose_thresholds(run, data, criterion="max_f1", progress=False)
+        choose_threshold(run, data, criterion="max_f1", progress=False)
 
 
 def test_the_grid_is_the_evaluations():

@@ -84,10 +84,10 @@ def run_check(args) -> int:
 
 def run_labels(args) -> int:
     from softseg.data.datasets import load_dataset
-    from softseg.data.labels import write_labels
+    from softseg.data.labels import write_soft_labels
 
     dataset = load_dataset(args.data, **_dataset_kwargs(args))
-    written = write_labels(dataset, args.out, variance=args.variance, overwrite=args.overwrite)
+    written = write_soft_labels(dataset, args.out, variance=args.variance, overwrite=args.overwrite)
     print(f"wrote {len(written)} files for {len(dataset.cases)} cases to {args.out}")
     return 0
 

@@ -105,7 +105,7 @@ def _register_threshold(subparsers) -> None:
 
 
 def run_threshold(args: argparse.Namespace) -> int:
-    from softseg.inference.thresholds import choose_thresholds, format_tradeoff
+    from softseg.inference.thresholds import choose_threshold, format_tradeoff
     from softseg.inference.runs import check_can_store, write_threshold_file
 
     if args.max_f1:
@@ -115,7 +115,7 @@ def run_threshold(args: argparse.Namespace) -> int:
     else:
         criterion, target = "target_precision", args.target_precision
     check_can_store(args.run, args.overwrite)  # fail before minutes of prediction, not after
-    payload, tables = choose_thresholds(
+    payload, tables = choose_threshold(
         args.run, args.data, criterion=criterion, target=target, split=args.split,
         layout=args.layout, reference_level=args.reference_level,
         batch_size=args.batch_size, device=args.device or "auto", checkpoint=args.checkpoint,

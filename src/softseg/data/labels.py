@@ -72,7 +72,7 @@ def random_rater_label(case: Case, task: str, rng: np.random.Generator) -> np.nd
     raise _unlabelled(case, task)
 
 
-def write_labels(
+def write_soft_labels(
     dataset: Dataset, out: str | Path, *, variance: bool = False, overwrite: bool = False
 ) -> list[Path]:
     """Write the soft label (and optionally its variance) of every labelled case and task.

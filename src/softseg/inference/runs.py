@@ -201,7 +201,7 @@ def write_threshold_file(directory: Path, payload: dict, overwrite: bool = False
     """Write ``directory/threshold.json`` atomically; refuse to replace one unless ``overwrite``.
 
     ``payload`` holds at least ``{"tasks": {task: {"threshold": t, ...}}}`` (see
-    :func:`choose_thresholds` for the full form).
+    :func:`softseg.inference.thresholds.choose_threshold` for the full form).
     """
     directory = Path(directory)
     path = directory / THRESHOLD_FILE

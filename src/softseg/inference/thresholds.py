@@ -23,7 +23,7 @@ a number, on validation data:
   confident operating point). A requirement that no threshold meets raises
   :class:`SoftsegError` naming the best value achievable, never a silent fallback.
 
-The pure functions come first; :func:`choose_thresholds` runs the model on a dataset's
+The pure functions come first; :func:`choose_threshold` runs the model on a dataset's
 validation cases (see docs/prediction.md). The ``threshold.json`` of a run is written and
 read by :mod:`softseg.inference.runs`.
 """
@@ -258,7 +258,7 @@ def _validation_ids(run_dirs: Sequence[Path]) -> list[str]:
     return ids
 
 
-def choose_thresholds(
+def choose_threshold(
     run: str | Path,
     data: str | Path,
     *,
