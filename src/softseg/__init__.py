@@ -34,8 +34,11 @@ _EXPORTS = {
     "Case": "softseg.data.cases",
     "Dataset": "softseg.data.cases",
     "load_dataset": "softseg.data.datasets",
+    "scan_dataset": "softseg.data.datasets",
+    "find_qubiq_datasets": "softseg.data.datasets",
     "check_dataset": "softseg.data.check",
     "soft_label": "softseg.data.labels",
+    "soft_variance": "softseg.data.labels",
     "majority_label": "softseg.data.labels",
     "random_rater_label": "softseg.data.labels",
     "write_soft_labels": "softseg.data.labels",
@@ -71,7 +74,8 @@ _EXPORTS = {
 }
 
 # public name -> module exported whole (the metric functions, each with its conventions)
-_MODULES = {"metrics": "softseg.evaluation.metrics"}
+# (and the file formats: reading images, masks and maps, writing maps in a source geometry)
+_MODULES = {"metrics": "softseg.evaluation.metrics", "io": "softseg.data.io"}
 
 __all__ = ["__version__", *_EXPORTS, *_MODULES]
 
