@@ -15,7 +15,7 @@ def register(subparsers) -> None:
 
 
 def _register_demo(subparsers) -> None:
-    from softseg.experiments.studies import DemoSettings
+    from softseg.experiments.demo import DemoSettings
 
     d = DemoSettings()
     p = subparsers.add_parser(
@@ -36,7 +36,7 @@ def _register_demo(subparsers) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from softseg.experiments.studies import DemoSettings, demo
+    from softseg.experiments.demo import DemoSettings, demo
 
     result = demo(args.out, DemoSettings(seed=args.seed, epochs=args.epochs), overwrite=args.overwrite)
     print(result.text())
@@ -69,7 +69,7 @@ def _register_reproduce(subparsers) -> None:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
-    from softseg.experiments.studies import ReproduceOptions, reproduce
+    from softseg.experiments.reproduce import ReproduceOptions, reproduce
 
     options = ReproduceOptions(
         tasks=tuple(args.tasks or ()), seeds=tuple(args.seeds), epochs=args.epochs, crop_size=args.crop_size,
@@ -122,7 +122,7 @@ def _register_compare(subparsers) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     from softseg.training.config import resolve_config
     from softseg.data.datasets import load_dataset
-    from softseg.experiments.studies import CompareOptions, compare
+    from softseg.experiments.compare import CompareOptions, compare
 
     config = resolve_config(args.preset, args.config, {
         "epochs": args.epochs, "crop_size": args.crop_size, "resize": args.resize,
