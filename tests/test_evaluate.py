@@ -312,3 +312,61 @@ def test_argument_errors(evaluated, demo, tmp_path, capsys):
         evaluate(pred, data, tmp_path / "d", case_ids=["case77"], progress=False)
     assert main(["evaluate", str(tmp_path / "nowhere"), str(data), "--out", str(tmp_path / "e")]) == 2
     assert "softseg evaluate: error:" in capsys.readouterr().err
+
+
+def test_summary_is_versioned_and_read_back_whole(evaluated):
+    from softseg.evaluation.result import SCHEMA_VERSION, read_result, to_json
+
+    out, _, dataset, pred = evaluated
+    written = json.loads((out / "summary.json").read_text())
+    assert next(iter(written)) == "schema" and written["schema"] == SCHEMA_VERSION == "softseg-evaluation/1"
+    result = read_result(out)
+    assert to_json(result) == written  # every key, in order, survives the round trip
+    assert list(to_json(result)) == list(written)
+    assert result.predictions == pred.resolve() and tuple(result.tasks) == dataset.tasks
+    entry = result.tasks["task01"]
+    assert entry.table2.dice.mean == written["tasks"]["task01"]["table2"]["dice"]["mean"]
+    assert entry.table2_by_threshold.at("dice", 0.5) == written["tasks"]["task01"]["table2_by_threshold"]["dice"][4]
+    assert entry.table2_by_threshold.at("dice", 0.55) is None  # not on the grid
+    assert entry.table2.hd95_mm is not None  # demo spacing is 0.8 mm
+
+
+def test_wrong_schema_version_is_refused_naming_the_file(evaluated, tmp_path):
+    import shutil
+
+    from softseg.evaluation.result import read_result
+
+    out, _, _, _ = evaluated
+    copy = tmp_path / "eval"
+    shutil.copytree(out, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    (copy / "summary.json").write_text(json.dumps({**summary, "schema": "softseg-evaluation/2"}))
+    with pytest.raises(SoftsegError, match=r"eval/summary\.json: expected an evaluation summary of schema "
+                       r"'softseg-evaluation/1', found 'softseg-evaluation/2'; re-run `softseg evaluate`"):
+        read_result(copy)
+    del summary["tasks"]["task02"]["calibration"]["ece"]["n"]
+    summary["tasks"]["task02"]["n_cases"] = "4"
+    (copy / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(DatasetError) as info:
+        read_result(copy)
+    assert [p.split(": ", 1)[1] for p in info.value.problems] == [
+        'tasks.task02.n_cases: expected an integer, found "4"',
+        "tasks.task02.calibration.ece.n: missing",
+    ]
+
+
+def test_evaluation_folder_gets_umask_permissions(evaluated, demo, tmp_path):
+    import os
+    import stat
+
+    _, _, _, pred = evaluated
+    data, _ = demo
+    previous = os.umask(0o022)
+    try:
+        out = evaluate(pred, data, tmp_path / "eval", tasks=["task01"], progress=False)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    files = sorted(out.iterdir())
+    assert len(files) == 5
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o644 for p in files}

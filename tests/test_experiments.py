@@ -130,7 +130,7 @@ def write_qubiq_lookalike(root, datasets=("kidney", "brain-growth"), n_train=4, 
 @pytest.mark.parametrize("release", [True, False])
 def test_qubiq_root_both_layouts(tmp_path, release):
     from softseg.experiments.qubiq_release import locate_all
-    from softseg.experiments.studies import _qubiq_dataset
+    from softseg.experiments.reproduce import _qubiq_dataset
     from softseg.experiments.paper import select_tasks
 
     root = write_qubiq_lookalike(tmp_path, datasets=("kidney",), release=release)
@@ -172,7 +172,7 @@ def _summary(eval_dir):
 
 def test_demo_end_to_end_and_refusal_to_overwrite(tmp_path, capsys):
     from softseg.cli import main
-    from softseg.experiments.studies import DemoSettings, demo
+    from softseg.experiments.demo import DemoSettings, demo
 
     out = tmp_path / "demo"
     settings = DemoSettings(epochs=1, image_size=32, crop_size=32, n_train=4, n_val=2, device="cpu",
@@ -317,7 +317,7 @@ def test_compare_two_folds_patient_level(tmp_path, capsys, tiny_config):
 def test_compare_refusals(tmp_path, capsys):
     from softseg.cli import main
     from softseg.data.datasets import load_dataset
-    from softseg.experiments.studies import CompareOptions, compare
+    from softseg.experiments.compare import CompareOptions, compare
 
     data = write_rater_folders(tmp_path / "data", patients=2, images_per_patient=1)
     dataset = load_dataset(data)

@@ -6,7 +6,6 @@ within 1e-3 pixel wherever both are defined; Dice / IoU / precision / recall aga
 and direct NumPy to 1e-9 (and MONAI, which computes in float32, to 1e-6); GED against a direct double loop over its definition.
 """
 
-import itertools
 import warnings
 
 import numpy as np

@@ -22,12 +22,12 @@ from softseg.report.examples import (Example, _prepare, choose_cases, load_examp
                                       threshold_levels)
 from softseg.report.figures import (FALSE_NEGATIVE, FALSE_POSITIVE, reliability_data,
                                      threshold_grid)
-from softseg.report.html import markdown
 from softseg.report.inputs import read_evaluation
 from softseg.cli import main
 from softseg.data.cases import Case
 from softseg.data.io import Geometry
 from softseg.errors import DatasetError, SoftsegError
+from softseg.evaluation.result import MeanStd, Reliability, Table3
 
 SIZE = 40
 CASE_SCORES = {"c01": 0.9124, "c02": 0.5531, "c03": 0.7712, "c04": 0.6618}
@@ -77,7 +77,67 @@ def write_dataset(root: Path) -> tuple[Path, Path]:
     return data, predictions
 
 
-def write_evaluation(root: Path, reliability: bool = True) -> Path:
+def ms(mean, std, n=4):
+    """A summary.json mean ± std entry."""
+    return {"mean": mean, "std": std, "n": n}
+
+
+def write_summary(eval_dir: Path, data: Path, predictions: Path, **changes) -> dict:
+    """summary.json of schema softseg-evaluation/1, every key written by hand; ``changes``
+    replaces top-level keys."""
+    thresholds = list(np.arange(1, 10) / 10)
+    by_threshold = {"threshold": thresholds}
+    for key in ("dice", "precision", "recall", "hd95", "gt_area_frac"):
+        by_threshold[key] = [0.5 + 0.01 * k for k in range(9)]
+    by_threshold["dice"][4] = 0.8431  # t = 0.5
+    by_threshold["hd95_undefined"] = [1, 1, 1, 1, 1, 1, 1, 0, 0]
+    summary = {
+        "schema": "softseg-evaluation/1",
+        "softseg_version": "0.1.0",
+        "predictions": str(predictions),
+        "predictions_layout": "cases",
+        "data": str(data),
+        "dataset": "data",
+        "layout": "raters",
+        "split": None,
+        "cases": list(CASE_SCORES),
+        "files": {"task01": {case: f"{case}/task01.png" for case in CASE_SCORES}},
+        "conventions": {"thresholds": "np.arange(1, 10) / 10, prediction >= t",
+                        "hd95": "maximum of the two directed 95th percentiles"},
+        "tasks": {"task01": {
+            "n_cases": 4,
+            "table2": {"dice": ms(0.9123, 0.0145), "precision": ms(0.9234, 0.0256),
+                       "recall": ms(0.9012, 0.0367), "hd95": ms(4.56, 0.78),
+                       "gt_area_frac": ms(0.2, 0.0)},
+            "table2_by_threshold": by_threshold,
+            "table2_over_cases": {"dice": ms(0.83, 0.02), "precision": ms(0.75, 0.0),
+                                  "recall": ms(0.85, 0.0), "hd95": ms(2.5, 0.0, 3),
+                                  "gt_area_frac": ms(0.2, 0.0)},
+            "table3": {"ged2": ms(0.1357, 0.0211), "pred_rater_dist": ms(0.1864, 0.03),
+                       "rater_diversity": ms(0.2371, 0.04), "expected_dice": ms(0.8881, 0.012)},
+            "table3_note": None,
+            "qubiq": ms(0.7246, 0.1311),
+            "calibration": {
+                "ece": ms(0.0234, 0.0051), "brier": ms(0.0456, 0.0102), "ece_pooled": 0.0199,
+                "n_bins": 5,
+                "reliability": {  # an empty bin is null
+                    "bin_edges": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                    "count": [900, 80, 0, 70, 490],
+                    "mean_pred": [0.05, 0.3, None, 0.7, 0.95],
+                    "mean_soft": [0.03, 0.25, None, 0.72, 0.97],
+                },
+            },
+            "hd95_undefined": 7,
+            "hd95_undefined_cases": 1,
+            "hd95_rows": 36,
+        }},
+    }
+    summary.update(changes)
+    (eval_dir / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+def write_evaluation(root: Path) -> Path:
     """An evaluation folder written by hand, exactly per the contract."""
     data, predictions = write_dataset(root)
     eval_dir = root / "eval"
@@ -104,42 +164,8 @@ def write_evaluation(root: Path, reliability: bool = True) -> Path:
             columns = [fine_curve(i, n) for n in ("precision", "recall", "dice")]
             for j, t in enumerate(np.arange(1, 100) / 100):
                 writer.writerow([case, "task01", t] + [c[j] for c in columns])
-    # evaluate's form: mean ± std over cases; the older bare-number form in the other variant
-    calibration = {"ece": {"mean": 0.0234, "std": 0.0051, "n": 4},
-                   "brier": {"mean": 0.0456, "std": 0.0102, "n": 4}, "n_bins": 5}
-    extra = {"table2_by_threshold": {"threshold": list(thresholds),
-                                     "dice": [0.5 + 0.01 * k for k in range(8)] + [0.9431]}}
-    extra["table2_by_threshold"]["dice"][4] = 0.8431  # t = 0.5
-    if not reliability:
-        calibration, extra = {"ece": 0.0234, "brier": 0.0456, "n_bins": 5}, {}
-    if reliability:
-        calibration["reliability"] = {  # metrics.calibration's form; an empty bin is null
-            "bin_edges": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
-            "count": [900, 80, 0, 70, 490],
-            "mean_pred": [0.05, 0.3, None, 0.7, 0.95],
-            "mean_soft": [0.03, 0.25, None, 0.72, 0.97],
-        }
-    summary = {
-        "predictions": str(predictions),
-        "files": {"task01": {case: f"{case}/task01.png" for case in CASE_SCORES}},
-        "data": str(data),
-        "layout": "raters",
-        "conventions": {"thresholds": "np.arange(1, 10) / 10, prediction >= t",
-                        "hd95": "maximum of the two directed 95th percentiles"},
-        "tasks": {"task01": {
-            "table2": {"dice": {"mean": 0.9123, "std": 0.0145}},
-            "table3": {"ged2": {"mean": 0.1357, "std": 0.0211},
-                       "pred_rater_dist": {"mean": 0.1864, "std": 0.03},
-                       "rater_diversity": {"mean": 0.2371, "std": 0.04}},
-            "qubiq": {"mean": 0.7246, "std": 0.1311},
-            "calibration": calibration,
-            "hd95_undefined": 7,
-            "hd95_rows": 36,
-            **extra,
-        }},
-    }
-    (eval_dir / "summary.json").write_text(json.dumps(summary))
-    (eval_dir / "tables.md").write_text(TABLES_MD)
+    write_summary(eval_dir, data, predictions)
+    (eval_dir / "tables.md").write_text(TABLES_MD)  # for people: the report does not read it
     return eval_dir
 
 
@@ -310,33 +336,47 @@ def test_volume_example_shows_the_slice_with_most_label_and_orients_nifti():
 def test_headline_verdict_follows_table3():
     from softseg.report.html import _verdict
 
-    assert "is not closer to" in _verdict({"pred_rater_dist": {"mean": 0.3},
-                                            "rater_diversity": {"mean": 0.2}})
-    assert "is closer to" in _verdict({"pred_rater_dist": 0.1, "rater_diversity": 0.2})
-    assert _verdict(None) == "" and _verdict({"pred_rater_dist": {"mean": None}}) == ""
+    def table3(model, raters):
+        return Table3(MeanStd(0.1, 0.0, 3), MeanStd(model, 0.0, 3), MeanStd(raters, 0.0, 3),
+                      MeanStd(0.9, 0.0, 3))
+
+    assert "is not closer to" in _verdict(table3(0.3, 0.2))
+    assert "is closer to" in _verdict(table3(0.1, 0.2))
+    assert _verdict(None) == "" and _verdict(table3(None, 0.2)) == ""
 
 
-def test_markdown_tables_lists_and_escaping():
-    text = ("# T <2>\n\nsome **bold** `x`\nwrapped\n| a | b<c |\n|:--|--:|\n| 1 | 2 |\n"
-            "\n## Conventions\n\n- **hd95**: max\n  of both\n- two\nafter\n\nend\n")
-    assert markdown(text) == (
-        "<h3>T &lt;2&gt;</h3><p>some <strong>bold</strong> <code>x</code> wrapped</p>"
-        "<table><thead><tr><th>a</th><th>b&lt;c</th></tr></thead>"
-        "<tbody><tr><td>1</td><td>2</td></tr></tbody></table>"
-        "<h4>Conventions</h4><ul><li><strong>hd95</strong>: max of both</li>"
-        "<li>two after</li></ul><p>end</p>")
+def test_summary_of_another_schema_version_is_refused(tmp_path, capsys):
+    eval_dir = write_evaluation(tmp_path)
+    data, predictions = tmp_path / "data", tmp_path / "predictions"
+    summary = write_summary(eval_dir, data, predictions)
+    del summary["schema"]  # as written before the schema was versioned
+    (eval_dir / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(SoftsegError, match=r"summary\.json: expected an evaluation summary of "
+                       r"schema 'softseg-evaluation/1', found no schema version .*"
+                       r"re-run `softseg evaluate`"):
+        report.build_report(eval_dir, tmp_path / "r.html")
+    write_summary(eval_dir, data, predictions, schema="softseg-evaluation/0")
+    assert main(["report", str(eval_dir), "--out", str(tmp_path / "r.html")]) == 2
+    assert "found 'softseg-evaluation/0'; re-run `softseg evaluate`" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
 
 
-def test_no_reliability_data_is_said_not_hidden(tmp_path):
-    eval_dir = write_evaluation(tmp_path, reliability=False)
-    out = report.build_report(eval_dir, tmp_path / "r.html", n_cases=0)
-    page = out.read_text()
-    assert "holds no reliability diagram data" in page and "ECE 0.0234" in page
-    # no table2_by_threshold: Dice at 0.5 is metrics.csv's mean of 0.80, 0.82, 0.84, 0.86
-    cards = page.split('<div class="cards">', 1)[1].split("</section>", 1)[0]
-    assert "0.830" in cards and "mean of 4 cases" in cards and "0.023" in cards
-    assert sorted(p.name for p in (tmp_path / "r_files").iterdir()) == ["curves_task01.png"]
-    assert "viewer-0" not in page and 'id="training"' not in page
+def test_summary_missing_or_ill_typed_keys_are_listed(tmp_path):
+    eval_dir = write_evaluation(tmp_path)
+    summary = write_summary(eval_dir, tmp_path / "data", tmp_path / "predictions")
+    entry = summary["tasks"]["task01"]
+    del entry["calibration"]["reliability"]
+    del entry["table2_by_threshold"]
+    entry["qubiq"] = 0.7246  # a bare number where {"mean", "std", "n"} belongs
+    (eval_dir / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(DatasetError, match=r"summary\.json: not a softseg-evaluation/1 evaluation "
+                       r"summary \(re-run `softseg evaluate`") as info:
+        report.build_report(eval_dir, tmp_path / "r.html")
+    assert [p.split(": ", 1)[1] for p in info.value.problems] == [
+        "tasks.task01.table2_by_threshold: missing",
+        "tasks.task01.qubiq: expected an object with keys mean, std, n, found 0.7246",
+        "tasks.task01.calibration.reliability: missing",
+    ]
 
 
 def test_overwrite_replaces_and_refuses_without_flag(tmp_path):
@@ -379,14 +419,15 @@ def test_missing_or_invalid_eval_dir(tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("summary.json", "{not json", r"summary\.json: expected JSON, found a syntax error"),
-    ("summary.json", '{"tasks": {}}', r"summary\.json: expected an object with a non-empty"),
+    ("summary.json", '{"schema": "softseg-evaluation/1", "tasks": {}}',
+     r"summary\.json: expected an object with a non-empty"),
     ("metrics.csv", "case,task,threshold,dice\nc01,task01,0.5,0.8\n",
      r"metrics\.csv: expected columns .*missing precision, recall \(found case, task"),
     ("cases.csv", "case,task,qubiq\nc01,task01,high\n",
      r"cases\.csv: row 2, column 'qubiq': expected a number, found 'high'"),
     ("cases.csv", "case,task,qubiq\nc01,task02,0.5\n",
      r"cases\.csv: expected rows for task 'task01'"),
-    ("curves.csv", "case,task,t,precision,recall,dice\nc01,task01,0.125,1,1,1\n",
+    ("curves.csv", "case,task,threshold,precision,recall,dice\nc01,task01,0.125,1,1,1\n",
      r"curves\.csv: expected thresholds in 0\.01 … 0\.99 by 0\.01"),
 ])
 def test_invalid_evaluation_files(tmp_path, name, content, message):
@@ -456,16 +497,12 @@ def test_prediction_of_another_size_is_refused(tmp_path):
         report.build_report(eval_dir, tmp_path / "r.html")
 
 
-def test_reliability_data_forms():
-    got = reliability_data({"reliability": {"bin_edges": [0, 0.5, 1], "count": [3, 0],
-                                            "mean_pred": [0.2, None], "mean_soft": [0.1, None]}})
+def test_reliability_data_of_the_result():
+    got = reliability_data(Reliability(bin_edges=(0.0, 0.5, 1.0), count=(3, 0),
+                                       mean_pred=(0.2, None), mean_soft=(0.1, None)))
     np.testing.assert_array_equal(got["confidence"], [0.2, np.nan])
     np.testing.assert_array_equal(got["observed"], [0.1, np.nan])
     np.testing.assert_array_equal(got["count"], [3, 0])
-    centres = reliability_data({"reliability": {"bin_edges": [0, 0.5, 1], "observed": [0.1, 0.9]}})
-    np.testing.assert_array_equal(centres["confidence"], [0.25, 0.75])
-    assert reliability_data({"reliability": {"mean_pred": [0.1], "other": [1]}}) is None
-    assert reliability_data({"ece": 0.1}) is None
 
 
 def test_report_of_a_real_evaluation(tmp_path):

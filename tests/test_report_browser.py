@@ -91,7 +91,8 @@ def test_page_renders_with_all_its_images(page):
         "return Array.from(document.images).map(i => [i.complete, i.naturalWidth]);")
     assert len(images) == 12
     assert all(complete and width > 0 for complete, width in images)
-    assert driver.execute_script("return document.querySelectorAll('table').length") == 2
+    # the four tables of tables.md: Table 2, Table 2 over cases, Table 3, QUBIQ and calibration
+    assert driver.execute_script("return document.querySelectorAll('table').length") == 4
     heights = driver.execute_script(
         "return Array.from(document.querySelectorAll('figure img')).map(i => i.clientHeight);")
     assert heights and min(heights) > 50  # the figures are laid out, not collapsed

@@ -10,7 +10,7 @@ from softseg.cli._options import (
     add_seeds, config_default, keep_memory,
 )
 from softseg.experiments.paper import QUBIQ_DATASETS, QUBIQ_TASKS
-from softseg.experiments.studies import SEEDS
+from softseg.experiments.pipeline import SEEDS
 from softseg.training.config import LABEL_MODES
 
 
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 
 
 def _register_demo(subparsers) -> None:
-    from softseg.experiments.studies import DemoSettings
+    from softseg.experiments.demo import DemoSettings
 
     d = DemoSettings()
     p = subparsers.add_parser(
@@ -45,7 +45,7 @@ def _register_demo(subparsers) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from softseg.experiments.studies import DemoSettings, demo
+    from softseg.experiments.demo import DemoSettings, demo
 
     result = demo(args.out, DemoSettings(seed=args.seed, epochs=args.epochs), overwrite=args.overwrite,
                   progress=args.progress)
@@ -79,7 +79,7 @@ def _register_reproduce(subparsers) -> None:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
-    from softseg.experiments.studies import ReproduceOptions, reproduce
+    from softseg.experiments.reproduce import ReproduceOptions, reproduce
 
     options = ReproduceOptions(
         tasks=tuple(args.tasks or ()), seeds=tuple(args.seeds), epochs=args.epochs, crop_size=args.crop_size,
@@ -131,7 +131,7 @@ def _register_compare(subparsers) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     from softseg.training.config import resolve_config
     from softseg.data.datasets import load_dataset
-    from softseg.experiments.studies import CompareOptions, compare
+    from softseg.experiments.compare import CompareOptions, compare
 
     config = resolve_config(args.preset, args.config, {
         "epochs": args.epochs, "crop_size": args.crop_size, "resize": args.resize,

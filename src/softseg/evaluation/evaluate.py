@@ -4,13 +4,11 @@ Reads one probability map per case and task, in either layout ``softseg predict`
 (matched to the dataset's labelled cases by :mod:`softseg.evaluation.matching`), computes every metric of
 :mod:`softseg.evaluation.metrics` and writes the evaluation folder of docs/architecture.md::
 
-    metrics.csv   case, task, threshold, dice, precision, recall, hd95, hd95_status,
-                  gt_area_frac, iou, hd95_mm            (one row per case, task, threshold)
-    cases.csv     case, task, ged2, pred_rater_dist, rater_diversity, expected_dice, qubiq,
-                  ece, brier, n_raters, dice, precision, recall, hd95, hd95_undefined
-    curves.csv    case, task, threshold, precision, recall, dice   (t = 0.01 ... 0.99)
-    summary.json  inputs, conventions and, per task, Tables 2 and 3, QUBIQ, calibration
-    tables.md     Tables 2 and 3 in the paper's form (mean ± std)
+    metrics.csv   one row per case, task, threshold      (:mod:`softseg.evaluation.rows`)
+    cases.csv     one row per case and task
+    curves.csv    one row per case, task and t = 0.01 ... 0.99
+    summary.json  the typed, versioned result             (:mod:`softseg.evaluation.result`)
+    tables.md     Tables 2 and 3 in the paper's form, for people (:mod:`softseg.evaluation.tables`)
 
 Missing or extra predictions, shape mismatches and unreadable maps are collected and raised
 together as one :class:`DatasetError`; outputs are written into a temporary folder that
@@ -19,13 +17,9 @@ replaces ``out`` only when everything succeeded.
 
 from __future__ import annotations
 
-import csv
-import io as _stringio
 import logging
 import math
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -35,20 +29,18 @@ from tqdm import tqdm
 from softseg import __version__
 from softseg.data import io
 from softseg.evaluation import metrics
-from softseg.files import write_json_atomic, write_text_atomic
-from softseg.evaluation.matching import Prediction, match_predictions
 from softseg.data.cases import Dataset
 from softseg.data.datasets import load_dataset
 from softseg.errors import DatasetError, SoftsegError
+from softseg.evaluation.matching import Prediction, match_predictions
+from softseg.evaluation.result import (SUMMARY_FILE, ByThreshold, Calibration, EvaluationResult,
+                                       MeanStd, Reliability, Table2, Table3, TaskResult, to_json)
+from softseg.evaluation.rows import CASES_COLUMNS, CURVES_COLUMNS, METRICS_COLUMNS, csv_text, prediction_rows
+from softseg.evaluation.tables import tables_markdown
+from softseg.files import prepare_out_dir, publish_folder, temp_folder, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-METRICS_COLUMNS = ("case", "task", "threshold", "dice", "precision", "recall", "hd95",
-                   "hd95_status", "gt_area_frac", "iou", "hd95_mm")
-CASES_COLUMNS = ("case", "task", "ged2", "pred_rater_dist", "rater_diversity", "expected_dice",
-                 "qubiq", "ece", "brier", "n_raters", "dice", "precision", "recall", "hd95",
-                 "hd95_undefined")
-CURVES_COLUMNS = ("case", "task", "threshold", "precision", "recall", "dice")
 TABLE2_KEYS = ("dice", "precision", "recall", "hd95", "hd95_mm", "gt_area_frac")
 TABLE3_KEYS = ("ged2", "pred_rater_dist", "rater_diversity", "expected_dice")
 
@@ -107,13 +99,13 @@ def evaluate_prediction(pred: Prediction) -> dict:
 # ----------------------------------------------------------------------------- summary
 
 
-def _mean_std(values) -> dict:
+def _mean_std(values) -> MeanStd:
     """Mean ± std (ddof 0) of the defined (non-NaN) values, with their count."""
     values = np.asarray(values, dtype=np.float64)
     defined = values[~np.isnan(values)]
     if defined.size == 0:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(defined.mean()), "std": float(defined.std()), "n": int(defined.size)}
+        return MeanStd(None, None, 0)
+    return MeanStd(float(defined.mean()), float(defined.std()), int(defined.size))
 
 
 def _nanmean_rows(matrix: np.ndarray) -> np.ndarray:
@@ -123,28 +115,32 @@ def _nanmean_rows(matrix: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def summarise_task(results: list[dict]) -> dict:
-    """Summary of one task over its cases (see ``CONVENTIONS`` for every rule)."""
+def _defined(values) -> tuple[float | None, ...]:
+    return tuple(None if math.isnan(v) else float(v) for v in values)
+
+
+def summarise_task(results: list[dict]) -> TaskResult:
+    """Summary of one task over its cases' ``case_metrics`` (see ``CONVENTIONS`` for every rule)."""
     table2: dict = {}
-    by_threshold: dict = {"threshold": metrics.THRESHOLDS.tolist()}
+    by_threshold: dict = {}
     over_cases: dict = {}
     has_mm = all(r["table2"]["hd95_mm"] is not None for r in results)
     for key in TABLE2_KEYS:
         if key == "hd95_mm" and not has_mm:
+            table2[key] = by_threshold[key] = over_cases[key] = None
             continue
         matrix = np.stack([np.asarray(r["table2"][key], dtype=np.float64) for r in results])
         per_threshold = _nanmean_rows(matrix.T)  # mean over cases at each threshold
-        by_threshold[key] = [None if math.isnan(v) else float(v) for v in per_threshold]
+        by_threshold[key] = _defined(per_threshold)
         table2[key] = _mean_std(per_threshold)
         over_cases[key] = _mean_std(_nanmean_rows(matrix))
     status = np.stack([r["table2"]["hd95_status"] for r in results])
     undefined = status == "one_empty"
-    by_threshold["hd95_undefined"] = undefined.sum(axis=0).tolist()
 
     with_raters = [r["table3"] for r in results if r["table3"] is not None]
     table3 = None
     if with_raters:
-        table3 = {key: _mean_std([t[key] for t in with_raters]) for key in TABLE3_KEYS}
+        table3 = Table3(**{key: _mean_std([t[key] for t in with_raters]) for key in TABLE3_KEYS})
 
     pooled = [r["calibration"]["reliability"] for r in results]
     counts = np.sum([p["count"] for p in pooled], axis=0)
@@ -153,175 +149,34 @@ def summarise_task(results: list[dict]) -> dict:
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_pred = np.where(counts > 0, sum_pred / counts, np.nan)
         mean_soft = np.where(counts > 0, sum_soft / counts, np.nan)
-    calibration = {
-        "ece": _mean_std([r["calibration"]["ece"] for r in results]),
-        "brier": _mean_std([r["calibration"]["brier"] for r in results]),
-        "ece_pooled": float(np.abs(sum_pred - sum_soft).sum() / counts.sum()),
-        "n_bins": metrics.ECE_BINS,
-        "reliability": {
-            "bin_edges": pooled[0]["bin_edges"],
-            "count": counts.tolist(),
-            "mean_pred": [None if math.isnan(v) else float(v) for v in mean_pred],
-            "mean_soft": [None if math.isnan(v) else float(v) for v in mean_soft],
-        },
-    }
-    return {
-        "n_cases": len(results),
-        "table2": table2,
-        "table2_by_threshold": by_threshold,
-        "table2_over_cases": over_cases,
-        "table3": table3,
-        "table3_note": None if table3 is not None else
+    calibration = Calibration(
+        ece=_mean_std([r["calibration"]["ece"] for r in results]),
+        brier=_mean_std([r["calibration"]["brier"] for r in results]),
+        ece_pooled=float(np.abs(sum_pred - sum_soft).sum() / counts.sum()),
+        n_bins=metrics.ECE_BINS,
+        reliability=Reliability(
+            bin_edges=tuple(float(e) for e in pooled[0]["bin_edges"]),
+            count=tuple(int(c) for c in counts),
+            mean_pred=_defined(mean_pred),
+            mean_soft=_defined(mean_soft),
+        ),
+    )
+    return TaskResult(
+        n_cases=len(results),
+        table2=Table2(**table2),
+        table2_by_threshold=ByThreshold(
+            threshold=tuple(metrics.THRESHOLDS.tolist()), **by_threshold,
+            hd95_undefined=tuple(int(n) for n in undefined.sum(axis=0))),
+        table2_over_cases=Table2(**over_cases),
+        table3=table3,
+        table3_note=None if table3 is not None else
         "n/a: agreement maps have no individual rater masks",
-        "qubiq": _mean_std([r["qubiq"] for r in results]),
-        "calibration": calibration,
-        "hd95_undefined": int(undefined.sum()),
-        "hd95_undefined_cases": int(undefined.any(axis=1).sum()),
-        "hd95_rows": int(undefined.size),
-    }
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (float, np.floating)):
-        return "" if math.isnan(value) else repr(float(value))
-    if isinstance(value, (np.integer,)):
-        return str(int(value))
-    return str(value)
-
-
-def _csv_text(columns: Sequence[str], rows: list[dict]) -> str:
-    buffer = _stringio.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in columns])
-    return buffer.getvalue()
-
-
-def _rows(pred: Prediction, result: dict) -> tuple[list[dict], dict, list[dict]]:
-    case, task = pred.case.case_id, pred.task
-    t2 = result["table2"]
-    metric_rows = []
-    for k, threshold in enumerate(t2["threshold"]):
-        metric_rows.append({
-            "case": case, "task": task, "threshold": float(threshold),
-            **{key: t2[key][k] for key in ("dice", "precision", "recall", "hd95",
-                                            "hd95_status", "gt_area_frac", "iou")},
-            "hd95_mm": None if t2["hd95_mm"] is None else t2["hd95_mm"][k],
-        })
-    hd = np.asarray(t2["hd95"], dtype=np.float64)
-    defined = hd[~np.isnan(hd)]
-    case_row = {
-        "case": case, "task": task, **(result["table3"] or {}),
-        "qubiq": result["qubiq"], "ece": result["calibration"]["ece"],
-        "brier": result["calibration"]["brier"], "n_raters": result["n_raters"],
-        "dice": float(np.mean(t2["dice"])), "precision": float(np.mean(t2["precision"])),
-        "recall": float(np.mean(t2["recall"])),
-        "hd95": float(defined.mean()) if defined.size else None,
-        "hd95_undefined": int(np.sum(t2["hd95_status"] == "one_empty")),
-    }
-    c = result["curves"]
-    curve_rows = [{"case": case, "task": task, "threshold": float(t),
-                   "precision": c["precision"][k], "recall": c["recall"][k], "dice": c["dice"][k]}
-                  for k, t in enumerate(c["threshold"])]
-    return metric_rows, case_row, curve_rows
-
-
-def _pm(entry: dict | None, scale: float = 1.0, digits: int = 2) -> str:
-    if not entry or entry.get("mean") is None:
-        return "n/a"
-    return f"{entry['mean'] * scale:.{digits}f} ± {entry['std'] * scale:.{digits}f}"
-
-
-def tables_markdown(summary: dict) -> str:
-    """Tables 2 and 3 in the paper's form, plus QUBIQ and calibration, and every convention."""
-    tasks = summary["tasks"]
-    has_mm = any("hd95_mm" in s["table2"] for s in tasks.values())
-    mm_head, mm_rule = (" HD95 mm |", "---|") if has_mm else ("", "")
-    lines = [
-        "# Evaluation", "",
-        f"Predictions: `{summary['predictions']}` ({summary['predictions_layout']} layout)  ",
-        f"Data: `{summary['data']}` (layout {summary['layout']}, "
-        f"split {summary['split'] or 'all'})",
-        "",
-        "## Table 2: prediction ≥ t against soft label ≥ t, t = 0.1 … 0.9", "",
-        "Mean over cases at each threshold, then mean ± std over the 9 thresholds (the "
-        "paper's form). HD95 leaves out undefined rows (exactly one mask empty), counted in "
-        "the last column.", "",
-        f"| Task | Cases | Dice % | Precision % | Recall % | HD95 px |{mm_head} GT area % "
-        "| HD95 undefined |",
-        f"|---|---|---|---|---|---|{mm_rule}---|---|",
-    ]
-    for task, s in tasks.items():
-        t = s["table2"]
-        mm = f" {_pm(t.get('hd95_mm'))} |" if has_mm else ""
-        lines.append(
-            f"| {task} | {s['n_cases']} | {_pm(t['dice'], 100)} | {_pm(t['precision'], 100)} | "
-            f"{_pm(t['recall'], 100)} | {_pm(t['hd95'])} |{mm} {_pm(t['gt_area_frac'], 100)} | "
-            f"{s['hd95_undefined']} of {s['hd95_rows']} ({s['hd95_undefined_cases']} cases) |")
-    lines += [
-        "", "### Table 2 over cases", "",
-        "Each case's mean over the 9 thresholds, then mean ± std over cases.", "",
-        f"| Task | Dice % | Precision % | Recall % | HD95 px |{mm_head}",
-        f"|---|---|---|---|---|{mm_rule}",
-    ]
-    for task, s in tasks.items():
-        t = s["table2_over_cases"]
-        mm = f" {_pm(t.get('hd95_mm'))} |" if has_mm else ""
-        lines.append(f"| {task} | {_pm(t['dice'], 100)} | {_pm(t['precision'], 100)} | "
-                     f"{_pm(t['recall'], 100)} | {_pm(t['hd95'])} |{mm}")
-    lines += [
-        "", "## Table 3: prediction ≥ 0.5 against each rater", "",
-        "d = 1 − IoU, d(∅, ∅) = 0; mean ± std over cases.", "",
-        "| Task | D²_GED | E[1−IoU(y,ŷ)] | E[1−IoU(y,y′)] | E[Dice(y,ŷ)] % |",
-        "|---|---|---|---|---|",
-    ]
-    for task, s in tasks.items():
-        t3 = s["table3"]
-        if t3 is None:
-            lines.append(f"| {task} | {s['table3_note']} | n/a | n/a | n/a |")
-            continue
-        lines.append(f"| {task} | {_pm(t3['ged2'], 1, 4)} | {_pm(t3['pred_rater_dist'], 1, 4)} | "
-                     f"{_pm(t3['rater_diversity'], 1, 4)} | {_pm(t3['expected_dice'], 100)} |")
-    lines += [
-        "", "## QUBIQ score and calibration", "",
-        "Mean ± std over cases; pooled ECE over every pixel of every case.", "",
-        "| Task | QUBIQ % | ECE | ECE pooled | Brier |", "|---|---|---|---|---|",
-    ]
-    for task, s in tasks.items():
-        c = s["calibration"]
-        lines.append(f"| {task} | {_pm(s['qubiq'], 100)} | {_pm(c['ece'], 1, 4)} | "
-                     f"{c['ece_pooled']:.4f} | {_pm(c['brier'], 1, 4)} |")
-    lines += ["", "## Conventions", ""]
-    lines += [f"- **{name}**: {text}" for name, text in summary["conventions"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished folder ``tmp`` to ``out`` (file by file into an existing ``out``)."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    if not overwrite:
-        raise SoftsegError(f"{out}: appeared while evaluating and is not empty; nothing written")
-    for file in tmp.iterdir():
-        os.replace(file, out / file.name)
-    tmp.rmdir()
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise SoftsegError(f"{out}: expected an output folder, found a file; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise SoftsegError(f"{out}: output folder is not empty (an earlier evaluation?); "
-                           "choose another --out or pass --overwrite to replace its files")
+        qubiq=_mean_std([r["qubiq"] for r in results]),
+        calibration=calibration,
+        hd95_undefined=int(undefined.sum()),
+        hd95_undefined_cases=int(undefined.any(axis=1).sum()),
+        hd95_rows=int(undefined.size),
+    )
 
 
 def evaluate(
@@ -346,8 +201,7 @@ def evaluate(
     unless ``overwrite`` (then files of the same names are replaced, others kept). Raises
     DatasetError listing every problem before anything is written. Returns ``out``.
     """
-    out = Path(out)
-    _check_out(out, overwrite)
+    out = prepare_out_dir(out, overwrite=overwrite, resume=None, what="evaluation", create=False)
     dataset = data if isinstance(data, Dataset) else load_dataset(data, layout=layout)
     if case_ids is not None:
         unknown = sorted(set(case_ids) - {c.case_id for c in dataset.cases})
@@ -372,7 +226,7 @@ def evaluate(
         except SoftsegError as error:
             problems.append(str(error))
             continue
-        metric_rows, case_row, curve_rows = _rows(pred, result)
+        metric_rows, case_row, curve_rows = prediction_rows(pred.case.case_id, pred.task, result)
         rows["metrics"] += metric_rows
         rows["cases"].append(case_row)
         rows["curves"] += curve_rows
@@ -381,37 +235,37 @@ def evaluate(
         raise DatasetError(problems, header=f"{predictions}: {len(problems)} prediction(s) "
                            "cannot be evaluated; nothing written")
 
-    summary = {
-        "softseg_version": __version__,
-        "predictions": str(Path(predictions).resolve()),
-        "predictions_layout": pred_layout,
-        "data": str(Path(dataset.root).resolve()),
-        "dataset": dataset.name,
-        "layout": dataset.layout,
-        "split": split,
-        "cases": list(dict.fromkeys(p.case.case_id for p in matched)),
+    summary = EvaluationResult(
+        softseg_version=__version__,
+        predictions=Path(predictions).resolve(),
+        predictions_layout=pred_layout,
+        data=Path(dataset.root).resolve(),
+        dataset=dataset.name,
+        layout=dataset.layout,
+        split=split,
+        cases=tuple(dict.fromkeys(p.case.case_id for p in matched)),
         # the file evaluated for every task and case, relative to "predictions"
-        "files": {
+        files={
             t: {p.case.case_id: p.path.relative_to(Path(predictions)).as_posix()
                 for p in matched if p.task == t}
             for t in chosen
         },
-        "conventions": {**CONVENTIONS, "ece_bins": metrics.ECE_BINS,
-                        "hd95_percentile": 95, "hd95_directions": "max"},
-        "tasks": {t: summarise_task(r) for t, r in by_task.items() if r},
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        conventions={**CONVENTIONS, "ece_bins": metrics.ECE_BINS,
+                     "hd95_percentile": 95, "hd95_directions": "max"},
+        tasks={t: summarise_task(r) for t, r in by_task.items() if r},
+    )
+    tmp = temp_folder(out)
     try:
-        write_text_atomic(tmp / "metrics.csv", _csv_text(METRICS_COLUMNS, rows["metrics"]))
-        write_text_atomic(tmp / "cases.csv", _csv_text(CASES_COLUMNS, rows["cases"]))
-        write_text_atomic(tmp / "curves.csv", _csv_text(CURVES_COLUMNS, rows["curves"]))
-        write_json_atomic(tmp / "summary.json", summary)
+        write_text_atomic(tmp / "metrics.csv", csv_text(METRICS_COLUMNS, rows["metrics"]))
+        write_text_atomic(tmp / "cases.csv", csv_text(CASES_COLUMNS, rows["cases"]))
+        write_text_atomic(tmp / "curves.csv", csv_text(CURVES_COLUMNS, rows["curves"]))
+        write_json_atomic(tmp / SUMMARY_FILE, to_json(summary))
         write_text_atomic(tmp / "tables.md", tables_markdown(summary))
-        _check_out(out, overwrite)
-        _publish(tmp, out, overwrite)
+        # another process may have filled "out" while this one evaluated
+        prepare_out_dir(out, overwrite=overwrite, resume=None, what="evaluation", create=False)
+        publish_folder(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    log.info("evaluated %d maps of %d cases into %s", len(matched), len(summary["cases"]), out)
+    log.info("evaluated %d maps of %d cases into %s", len(matched), len(summary.cases), out)
     return out

@@ -1,7 +1,7 @@
 """``softseg demo``: synthetic data -> train -> predict -> evaluate -> HTML report, in minutes.
 
-Part of :mod:`softseg.experiments.studies` (import it from there); composes demo_data, train,
-predict, evaluate and report and computes nothing itself.
+Composes demo data, train, predict, evaluate and report (the steps of
+:mod:`softseg.experiments.pipeline`) and computes nothing itself.
 """
 
 from __future__ import annotations
@@ -129,10 +129,10 @@ def demo(out: Path, settings: DemoSettings = DemoSettings(), *, overwrite: bool 
     done("report")
     bar.close()
 
-    summary = steps.read_summary(eval_dir)
+    evaluation = steps.read_summary(eval_dir)
     headline = {}
     for task in dataset.tasks:
-        values = steps.task_values(summary, task)
+        values = steps.task_values(evaluation, task)
         headline[task] = {
             "qubiq": values["qubiq"][0],
             "dice_0.5": values.get("dice_at_0.5", (float("nan"),))[0],

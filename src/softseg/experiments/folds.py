@@ -68,7 +68,7 @@ def _by_regex(case_ids: Sequence[str], pattern: str) -> dict[str, str]:
     try:
         regex = re.compile(pattern)
     except re.error as error:
-        raise SoftsegError(f"--group-regex {pattern!r} is not a valid regular expression: {error}") from None
+        raise SoftsegError(f"--group-regex {pattern!r} is not a valid regular expression: {error}") from error
     patients, unmatched = {}, []
     for case in case_ids:
         match = regex.search(case)
@@ -174,7 +174,7 @@ def read_manifest(path: Path) -> FoldManifest:
         raise SoftsegError(
             f"{path}: not a readable fold manifest ({type(error).__name__}: {error}); "
             "expected keys k, seed, grouping, patients, folds[].test; delete it to make new folds"
-        ) from None
+        ) from error
     _check(manifest, path)
     return manifest
 

@@ -8,20 +8,23 @@ Completion markers are the files each step writes last and atomically:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from softseg.training.config import TrainConfig
 from softseg.data.cases import Case, Dataset
 from softseg.errors import SoftsegError
+from softseg.evaluation.result import EvaluationResult, MeanStd, mean_stds, read_result
 
 log = logging.getLogger(__name__)
 
 # The checkpoint experiments evaluate. Training monitors the held-out cases, so "best" would
 # be chosen on the test set; the paper's fixed schedule (cosine to lr_min) ends at "last".
 EVAL_CHECKPOINT = "last"
+SEEDS = (0, 1, 2)  # SPEC.md "Repeats": 3 runs per model
 
 
 def train(
@@ -84,39 +87,43 @@ def evaluate(
     return eval_dir
 
 
-def read_summary(eval_dir: Path) -> dict[str, Any]:
-    """``summary.json`` of an evaluation folder."""
-    return _read_json(Path(eval_dir) / "summary.json")
+def read_summary(eval_dir: Path) -> EvaluationResult:
+    """The evaluation result of ``eval_dir`` (:func:`softseg.evaluation.result.read_result`)."""
+    return read_result(eval_dir)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise SoftsegError(f"{path}: cannot read ({error}); delete the folder holding it and rerun with --resume")
+        raise SoftsegError(
+            f"{path}: cannot read ({error}); delete the folder holding it and rerun with --resume"
+        ) from error
 
 
-def mean_and_spread(value: Any) -> tuple[float, float]:
-    """A summary entry as (mean, std): a number, ``{"mean", "std"}`` or ``[mean, std]``;
-    (NaN, NaN) when absent or null."""
-    if isinstance(value, bool) or value is None:
-        return math.nan, math.nan
-    if isinstance(value, (int, float)):
-        return float(value), math.nan
-    if isinstance(value, Mapping):
-        mean, std = value.get("mean"), value.get("std")
-        return (
-            float(mean) if isinstance(mean, (int, float)) else math.nan,
-            float(std) if isinstance(std, (int, float)) else math.nan,
-        )
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return mean_and_spread({"mean": value[0], "std": value[1]})
-    return math.nan, math.nan
+def load_result(path: Path) -> dict | None:
+    """An experiment's ``result*.json`` (the per-seed values of a finished step), None if absent."""
+    return _read_json(path) if Path(path).is_file() else None
 
 
-def task_values(summary: Mapping[str, Any], task: str) -> dict[str, tuple[float, float]]:
+def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    """The distinct seeds in order; SoftsegError when there are none."""
+    seeds = tuple(dict.fromkeys(int(s) for s in seeds))
+    if not seeds:
+        raise SoftsegError("--seeds: expected at least one seed, e.g. --seeds 0 1 2")
+    return seeds
+
+
+def mean_and_spread(value: MeanStd | float | None) -> tuple[float, float]:
+    """A summary value as (mean, std): a :class:`MeanStd`, or a number with no spread;
+    NaN for whatever is undefined."""
+    if isinstance(value, MeanStd):
+        return (math.nan if value.mean is None else value.mean,
+                math.nan if value.std is None else value.std)
+    return (math.nan if value is None else float(value)), math.nan
+
+
+def task_values(result: EvaluationResult, task: str) -> dict[str, tuple[float, float]]:
     """Per metric key of :mod:`softseg.experiments.paper`: (value, spread) of one task in one evaluation.
 
     Table 2 values are means over cases and thresholds, Table 3 means over cases, the QUBIQ
@@ -124,20 +131,17 @@ def task_values(summary: Mapping[str, Any], task: str) -> dict[str, tuple[float,
     HD95 is undefined (one mask empty); ``dice_at_0.5`` is the mean over cases of
     Dice(prediction >= 0.5, soft label >= 0.5).
     """
-    entry = summary.get("tasks", {}).get(task)
+    entry = result.tasks.get(task)
     if entry is None:
-        raise SoftsegError(f"evaluation summary has no task {task!r} (tasks: {sorted(summary.get('tasks', {}))})")
+        raise SoftsegError(f"evaluation summary has no task {task!r} (tasks: {sorted(result.tasks)})")
     values: dict[str, tuple[float, float]] = {}
-    for table in ("table2", "table3"):
-        for key, value in (entry.get(table) or {}).items():
-            values[key] = mean_and_spread(value)
-    values["qubiq"] = mean_and_spread(entry.get("qubiq"))
-    calibration = entry.get("calibration") or {}
-    for key in ("ece", "brier"):
-        values[key] = mean_and_spread(calibration.get(key))
-    values["hd95_undefined"] = mean_and_spread(entry.get("hd95_undefined"))
-    by_threshold = entry.get("table2_by_threshold") or {}
-    thresholds = by_threshold.get("threshold") or []
-    if 0.5 in thresholds and by_threshold.get("dice"):
-        values["dice_at_0.5"] = mean_and_spread(by_threshold["dice"][thresholds.index(0.5)])
+    for table in (entry.table2, entry.table3):
+        if table is not None:
+            values.update({key: mean_and_spread(v) for key, v in mean_stds(table).items()})
+    values["qubiq"] = mean_and_spread(entry.qubiq)
+    values["ece"] = mean_and_spread(entry.calibration.ece)
+    values["brier"] = mean_and_spread(entry.calibration.brier)
+    values["hd95_undefined"] = mean_and_spread(entry.hd95_undefined)
+    if 0.5 in entry.table2_by_threshold.threshold:
+        values["dice_at_0.5"] = mean_and_spread(entry.table2_by_threshold.at("dice", 0.5))
     return values

@@ -3,7 +3,7 @@
 Inputs are :class:`Cell` values in our native units (fractions, pixels), keyed by the metric
 names of :mod:`softseg.experiments.paper`; output is Markdown for people plus CSV and JSON for programs,
 each written atomically. Nothing here computes a metric: cells are aggregated from the
-evaluation folders by :mod:`softseg.experiments.studies`.
+evaluation folders by :mod:`softseg.experiments.reproduce` and :mod:`softseg.experiments.compare`.
 """
 
 from __future__ import annotations
@@ -47,6 +47,18 @@ def aggregate(values: Sequence[float], spreads: Sequence[float] | None = None) -
     if v.size == 0:
         return Cell(math.nan, math.nan, 0, spread)
     return Cell(float(v.mean()), float(v.std()), int(v.size), spread)
+
+
+def cells(per_seed: Sequence[Mapping[str, Sequence[float]]]) -> dict[str, Cell]:
+    """Aggregate per-seed ``{metric: (value, spread)}`` (``pipeline.task_values`` as saved in a
+    result.json) into one :class:`Cell` per metric, metrics in first-seen order."""
+    keys = dict.fromkeys(k for values in per_seed for k in values)
+    return {
+        key: aggregate(
+            [v[key][0] for v in per_seed if key in v], [v[key][1] for v in per_seed if key in v]
+        )
+        for key in keys
+    }
 
 
 def _fmt(value: float, digits: int) -> str:

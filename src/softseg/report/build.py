@@ -4,8 +4,9 @@
 metrics.csv, cases.csv, curves.csv, summary.json, tables.md) and optionally a run folder's
 history.csv, and writes ``out`` (HTML with every image embedded as a data: URI, CSS and
 JavaScript inline, nothing fetched from the network) and ``<out stem>_files/`` beside it
-with every figure as PNG. The report renders numbers, it computes none: the tables come from
-tables.md, the scores from summary.json, the slider's precision/recall from curves.csv.
+with every figure as PNG. The report renders numbers, it computes none: the tables and scores
+come from summary.json (read by :func:`softseg.evaluation.result.read_result`, formatted as in
+tables.md by :mod:`softseg.evaluation.tables`), the slider's precision/recall from curves.csv.
 
 Contents: a headline card per task (QUBIQ score, Dice at t = 0.5, ECE, D²_GED), Tables 2 and
 3 with their conventions and the count of undefined HD95s, Dice/precision/recall against the
@@ -27,11 +28,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from softseg.errors import SoftsegError
+from softseg.files import atomic_path, temp_folder
 from softseg.report import figures as figures
 from softseg.report import html as markup
 from softseg.report.examples import Example, load_examples, threshold_levels
-from softseg.report.inputs import finite, mean_std, read_evaluation, read_history
-from softseg.errors import SoftsegError
+from softseg.report.inputs import finite, read_evaluation, read_history
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +94,8 @@ def build_report(
         f"tasks: {', '.join(evaluation.tasks)} · written "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
     ]
-    name = evaluation.summary.get("dataset")
-    title = "softseg evaluation report" + (f": {name}" if isinstance(name, str) and name else "")
+    name = evaluation.result.dataset
+    title = "softseg evaluation report" + (f": {name}" if name else "")
     document = markup.page(title, meta, sections)
     _write(out, folder, document, pngs)
     log.info("report written to %s (%d figures in %s)", out, len(pngs), folder)
@@ -114,30 +116,19 @@ def _curves_section(evaluation, pngs: dict[str, bytes]) -> str:
 
 def _calibration_section(evaluation, pngs: dict[str, bytes]) -> str:
     items = []
-    for task in evaluation.tasks:
-        entry = evaluation.summary["tasks"].get(task) or {}
-        calibration = entry.get("calibration") if isinstance(entry, dict) else None
-        calibration = calibration if isinstance(calibration, dict) else {}
-        # summary.json gives per-case mean ± std ({"mean", "std"}) or a bare number
-        ece, brier = (None if v is None else v[0] for v in
-                      (mean_std(calibration.get("ece")), mean_std(calibration.get("brier"))))
-        data = figures.reliability_data(calibration)
-        if data is None:
-            log.warning("summary.json: no reliability data in a known form for %s", task)
-            keys = ", ".join(map(str, calibration)) or "none"
-            items.append(markup.esc(
-                f"{task}: summary.json holds no reliability diagram data (calibration keys "
-                f"found: {keys}); ECE {ece}, Brier {brier}.").join(('<p class="note">', "</p>")))
-            continue
+    for task, entry in evaluation.result.tasks.items():
+        calibration = entry.calibration
+        ece, brier = calibration.ece.mean, calibration.brier.mean
+        data = figures.reliability_data(calibration.reliability)
         name = _save(pngs, f"reliability_{task}.png",
                      figures.reliability_diagram(task, data, ece, brier))
-        bins = calibration.get("n_bins", len(data["observed"]))
         scores = ", ".join(f"{label} {value:.4f}" for label, value
                            in (("ECE", ece), ("Brier", brier)) if finite(value))
         items.append(markup.figure(
             pngs[name], f"{task}: reliability diagram",
-            f"{bins} bins of predicted probability, as summary.json gives them; a calibrated model "
-            f"lies on the diagonal. {scores or 'No ECE/Brier'} (mean over cases).", name))
+            f"{calibration.n_bins} bins of predicted probability, as summary.json gives them; a "
+            f"calibrated model lies on the diagonal. {scores or 'No ECE/Brier'} (mean over "
+            "cases).", name))
     return "".join(items)
 
 
@@ -193,26 +184,26 @@ def _check_outputs(out: Path, folder: Path, overwrite: bool) -> None:
 
 
 def _write(out: Path, folder: Path, document: str, pngs: dict[str, bytes]) -> None:
-    """Write the figures and the page under temporary names, then rename them into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tag = f".tmp-{os.getpid()}"
-    new_folder = folder.with_name(f".{folder.name}{tag}")
-    old_folder = folder.with_name(f".{folder.name}.old{tag}")
-    new_page = out.with_name(f".{out.name}{tag}")
+    """Replace the page and its figure folder whole: the figures go into a new folder under a
+    unique temporary name, which takes the old folder's place (no stale figure survives),
+    then the page is renamed into place. On a failure the earlier report stays as it was."""
+    new_folder = temp_folder(folder)
+    old_folder = new_folder.with_name(new_folder.name + ".old")  # unique: new_folder's is
     try:
-        new_folder.mkdir()
-        for name, png in pngs.items():
-            (new_folder / name).write_bytes(png)
-        new_page.write_text(document, encoding="utf-8")
-        if folder.exists():  # only reached with overwrite=True (checked before)
-            folder.rename(old_folder)
-        new_folder.rename(folder)
-        os.replace(new_page, out)
+        with atomic_path(out) as page:
+            page.write_text(document, encoding="utf-8")
+            for name, png in pngs.items():
+                # a fresh folder no reader knows yet: the folder's rename is the atomic step
+                (new_folder / name).write_bytes(png)
+            if folder.exists():  # only reached with overwrite=True (checked before)
+                os.rename(folder, old_folder)
+            try:
+                os.rename(new_folder, folder)
+            except OSError:
+                if old_folder.exists():
+                    os.rename(old_folder, folder)
+                raise
     finally:
-        if old_folder.exists() and not folder.exists():  # failed between the renames
-            old_folder.rename(folder)
         for leftover in (new_folder, old_folder):
             if leftover.exists():
                 shutil.rmtree(leftover)
-        if new_page.exists():
-            new_page.unlink()

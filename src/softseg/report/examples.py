@@ -18,12 +18,12 @@ import numpy as np
 from softseg.data import datasets
 from softseg.data import io
 from softseg.data import labels
-from softseg.report.inputs import Evaluation
 from softseg.errors import DatasetError, SoftsegError
+from softseg.evaluation.metrics import FINE_THRESHOLDS  # the slider's positions; curves.csv's grid
+from softseg.report.inputs import Evaluation
 
 log = logging.getLogger(__name__)
 
-FINE_THRESHOLDS = np.arange(1, 100) / 100  # the slider's positions; curves.csv's grid
 # Maps are float32; soft labels k/A must reach t = k/A (7/10 in float32 is below 0.7 in
 # float64), so thresholds are compared in float32 too.
 _FINE_THRESHOLDS_32 = FINE_THRESHOLDS.astype(np.float32)
@@ -90,15 +90,15 @@ def load_examples(evaluation: Evaluation, n_cases: int) -> list[Example]:
         return []
     data, predictions = evaluation.data, evaluation.predictions
     for what, folder in (("data", data), ("predictions", predictions)):
-        if folder is None or not folder.is_dir():
+        if not folder.is_dir():
             raise SoftsegError(
                 f"{evaluation.root / 'summary.json'}: the {what} folder it names "
-                f"({folder if folder else 'none'}) does not exist; example cases need it. "
+                f"({folder}) does not exist; example cases need it. "
                 f"Move the folder back, fix \"{what}\" in summary.json, or pass --cases 0"
             )
     ids = {case_id for chosen in wanted.values() for case_id, _, _ in chosen}
     # scanned, not loaded: its warnings were shown when the predictions were evaluated
-    scan = datasets.scan_dataset(data, layout=evaluation.summary.get("layout") or "auto")
+    scan = datasets.scan_dataset(data, layout=evaluation.result.layout)
     if scan.problems:
         raise DatasetError(list(scan.problems), header=f"{data}: the data folder named in "
                            f"{evaluation.root / 'summary.json'} has problems now")
@@ -123,7 +123,7 @@ def load_examples(evaluation: Evaluation, n_cases: int) -> list[Example]:
 
 def prediction_path(evaluation: Evaluation, case_id: str, task: str) -> Path:
     """The probability file evaluated for a case and task, as summary.json records it."""
-    relative = evaluation.summary.get("files", {}).get(task, {}).get(case_id)
+    relative = evaluation.result.files.get(task, {}).get(case_id)
     if relative is None:
         raise SoftsegError(
             f"{evaluation.root / 'summary.json'}: expected the prediction file of case "

@@ -8,29 +8,24 @@ are taken only to draw a curve; every number printed comes from the files.
 from __future__ import annotations
 
 import io as _bytes_io
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from softseg.evaluation.metrics import THRESHOLDS
+from softseg.evaluation.result import Reliability
+from softseg.evaluation.rows import Columns
 from softseg.report.examples import Example
-from softseg.report.inputs import Evaluation, Table, finite
+from softseg.report.inputs import Evaluation, finite
 
-THRESHOLDS = np.arange(1, 10) / 10  # the paper's 0.1 ... 0.9 (SPEC: never linspace)
 _THRESHOLDS_32 = THRESHOLDS.astype(np.float32)  # maps are float32; k/A must reach t = k/A
 COLOURS = {"dice": "#1f5fa8", "precision": "#c0392b", "recall": "#2e8b57"}
 FALSE_POSITIVE = (0.86, 0.15, 0.15)  # red, as in the paper's Figure 2
 FALSE_NEGATIVE = (0.18, 0.72, 0.25)  # green
 _DPI = 110
-
-# Names the reliability data may carry in summary.json (evaluate's choice), first match wins.
-_CONFIDENCE_KEYS = ("mean_pred", "confidence", "mean_confidence", "mean_predicted", "predicted")
-_OBSERVED_KEYS = ("mean_soft", "observed", "frequency", "accuracy", "mean_label",
-                  "fraction_positive")
-_COUNT_KEYS = ("count", "counts", "n", "pixels")
-_EDGE_KEYS = ("bin_edges", "edges")
 
 
 def png_bytes(figure: Figure) -> bytes:
@@ -81,31 +76,15 @@ def threshold_curves(evaluation: Evaluation, task: str) -> Figure:
     return figure
 
 
-def reliability_data(calibration: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
-    """The reliability diagram's bins from summary.json, or None if not in a known form.
+def reliability_data(reliability: Reliability) -> dict[str, np.ndarray]:
+    """The reliability diagram's bins as equal-length float arrays: "confidence" (mean
+    predicted probability per bin), "observed" (mean soft label per bin) and "count" (pixels
+    per bin); NaN for an empty bin."""
+    def floats(values):
+        return np.array([np.nan if v is None else v for v in values], dtype=float)
 
-    Returns "confidence" (mean predicted probability per bin), "observed" (mean soft label per
-    bin) and, when given, "count" (pixels per bin), as equal-length float arrays.
-    """
-    reliability = calibration.get("reliability") if isinstance(calibration, Mapping) else None
-    if not isinstance(reliability, Mapping):
-        return None
-    data = {}
-    for name, keys in (("confidence", _CONFIDENCE_KEYS), ("observed", _OBSERVED_KEYS),
-                       ("count", _COUNT_KEYS), ("edges", _EDGE_KEYS)):
-        key = next((k for k in keys if isinstance(reliability.get(k), list)), None)
-        if key is not None:
-            data[name] = np.array([np.nan if v is None else v for v in reliability[key]],
-                                  dtype=float)
-    if "observed" not in data:
-        return None
-    if "confidence" not in data and len(data.get("edges", ())) == len(data["observed"]) + 1:
-        data["confidence"] = (data["edges"][:-1] + data["edges"][1:]) / 2  # bin centres
-    if "confidence" not in data or len(data["confidence"]) != len(data["observed"]):
-        return None
-    if "count" in data and len(data["count"]) != len(data["observed"]):
-        del data["count"]
-    return data
+    return {"confidence": floats(reliability.mean_pred), "observed": floats(reliability.mean_soft),
+            "count": floats(reliability.count)}
 
 
 def reliability_diagram(task: str, data: Mapping[str, np.ndarray], ece: float | None,
@@ -114,20 +93,17 @@ def reliability_diagram(task: str, data: Mapping[str, np.ndarray], ece: float | 
     figure = Figure(figsize=(5.2, 4.0))
     axes = figure.add_subplot()
     axes.plot([0, 1], [0, 1], ls="--", color="#888888", lw=1, label="perfect calibration")
-    keep = np.isfinite(data["confidence"]) & np.isfinite(data["observed"])
-    if "count" in data:
-        keep &= data["count"] > 0
+    keep = np.isfinite(data["confidence"]) & np.isfinite(data["observed"]) & (data["count"] > 0)
     axes.plot(data["confidence"][keep], data["observed"][keep], "o-", color=COLOURS["dice"],
               lw=2, ms=5, label="model")
-    if "count" in data:
-        share = axes.twinx()
-        width = 0.8 / max(len(data["count"]), 1)
-        share.bar(data["confidence"][keep], data["count"][keep], width=width, color="#999999",
-                  alpha=0.25)
-        share.set_yscale("log")
-        share.set_ylabel("pixels per bin (log)", color="#777777")
-        axes.set_zorder(share.get_zorder() + 1)
-        axes.patch.set_visible(False)
+    share = axes.twinx()
+    width = 0.8 / max(len(data["count"]), 1)
+    share.bar(data["confidence"][keep], data["count"][keep], width=width, color="#999999",
+              alpha=0.25)
+    share.set_yscale("log")
+    share.set_ylabel("pixels per bin (log)", color="#777777")
+    axes.set_zorder(share.get_zorder() + 1)
+    axes.patch.set_visible(False)
     scores = []
     if finite(ece):
         scores.append(f"ECE {ece:.4f}")
@@ -144,7 +120,7 @@ def reliability_diagram(task: str, data: Mapping[str, np.ndarray], ece: float | 
     return figure
 
 
-def training_curves(history: Table, run_name: str) -> Figure:
+def training_curves(history: Columns, run_name: str) -> Figure:
     """Loss (train and validation), validation QUBIQ score and learning rate per epoch."""
     figure = Figure(figsize=(12, 3.6))
     loss, score, rate = figure.subplots(1, 3)

@@ -10,14 +10,13 @@ import base64
 import html
 import json
 import math
-import re
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
-import numpy as np
-
+from softseg.evaluation.result import MeanStd, Table3
+from softseg.evaluation.tables import TextTable, paper_tables
 from softseg.report.assets import CSS, JS
 from softseg.report.examples import Example
-from softseg.report.inputs import Evaluation, finite, mean_std
+from softseg.report.inputs import Evaluation, finite
 
 esc = html.escape
 
@@ -49,17 +48,14 @@ def page(title: str, meta: Sequence[str], sections: Sequence[tuple[str, str, str
 
 
 def headline(evaluation: Evaluation) -> str:
-    """One card per task: QUBIQ score, Dice at t = 0.5, ECE and D²_GED from the evaluation."""
+    """One card per task: QUBIQ score, Dice at t = 0.5, ECE and D²_GED from summary.json."""
     cards = []
-    for task in evaluation.tasks:
-        entry = evaluation.summary["tasks"].get(task) or {}
-        calibration = entry.get("calibration") if isinstance(entry, Mapping) else None
-        table3 = entry.get("table3") if isinstance(entry, Mapping) else None
+    for task, entry in evaluation.result.tasks.items():
         stats = [
-            ("QUBIQ score", mean_std(entry.get("qubiq")) if isinstance(entry, Mapping) else None),
-            _dice_at_half(evaluation, task, entry),
-            ("ECE", mean_std(calibration.get("ece")) if isinstance(calibration, Mapping) else None),
-            ("D²_GED", _find_ged(table3)),
+            ("QUBIQ score", entry.qubiq),
+            ("Dice at t = 0.5 (mean over cases)", entry.table2_by_threshold.at("dice", 0.5)),
+            ("ECE", entry.calibration.ece),
+            ("D²_GED", None if entry.table3 is None else entry.table3.ged2),
         ]
         cells = "".join(
             f'<div class="stat"><div class="value">{_number(v)}</div>'
@@ -67,70 +63,48 @@ def headline(evaluation: Evaluation) -> str:
             for label, v in stats
         )
         cards.append(f'<div class="card"><h3>{esc(task)}</h3>'
-                     f'<div class="stats">{cells}</div>{_verdict(table3)}</div>')
+                     f'<div class="stats">{cells}</div>{_verdict(entry.table3)}</div>')
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
-def _verdict(table3: Any) -> str:
+def _verdict(table3: Table3 | None) -> str:
     """The paper's headline read off Table 3: is the model closer to a rater (E[1 - IoU(y, ŷ)])
     than the raters are to each other (E[1 - IoU(y, y')])?"""
-    if not isinstance(table3, Mapping):
+    if table3 is None:
         return ""
-    model = mean_std(table3.get("pred_rater_dist"))
-    raters = mean_std(table3.get("rater_diversity"))
-    if model is None or raters is None or not (finite(model[0]) and finite(raters[0])):
+    model, raters = table3.pred_rater_dist.mean, table3.rater_diversity.mean
+    if not (finite(model) and finite(raters)):
         return ""
-    closer = "closer to" if model[0] < raters[0] else "not closer to"
-    return (f'<p class="verdict">Model–rater distance {model[0]:.3f} vs rater–rater '
-            f"{raters[0]:.3f} (Table 3, E[1 − IoU]): the model is {closer} a rater than the "
+    closer = "closer to" if model < raters else "not closer to"
+    return (f'<p class="verdict">Model–rater distance {model:.3f} vs rater–rater '
+            f"{raters:.3f} (Table 3, E[1 − IoU]): the model is {closer} a rater than the "
             "raters are to each other.</p>")
 
 
-def _dice_at_half(evaluation: Evaluation, task: str, entry: Any) -> tuple[str, Any]:
-    """Dice at t = 0.5 over cases: summary.json's table2_by_threshold when it has it, else
-    metrics.csv's per-case values averaged for the card."""
-    by_threshold = entry.get("table2_by_threshold") if isinstance(entry, Mapping) else None
-    if isinstance(by_threshold, Mapping):
-        thresholds, values = by_threshold.get("threshold"), by_threshold.get("dice")
-        if isinstance(thresholds, list) and isinstance(values, list) \
-                and len(thresholds) == len(values):
-            for t, value in zip(thresholds, values):
-                if isinstance(t, (int, float)) and math.isclose(t, 0.5):
-                    return ("Dice at t = 0.5 (mean over cases)", mean_std(value))
-    metrics = evaluation.metrics
-    rows = (metrics["task"] == task) & np.isclose(metrics["threshold"], 0.5)
-    dice = metrics["dice"][rows]
-    dice = dice[np.isfinite(dice)]
-    return (f"Dice at t = 0.5 (mean of {dice.size} cases)",
-            (float(dice.mean()), None) if dice.size else None)
-
-
 def tables(evaluation: Evaluation) -> str:
-    """Tables 2 and 3 as tables.md states them, then the conventions and undefined HD95s."""
-    parts = [markdown(evaluation.tables_md)]
-    undefined = []
-    for task in evaluation.tasks:
-        entry = evaluation.summary["tasks"].get(task) or {}
-        entry = entry if isinstance(entry, Mapping) else {}
-        count, rows = entry.get("hd95_undefined"), entry.get("hd95_rows")
-        text = "not stated" if count is None else str(count)
-        if count is not None and isinstance(rows, int):
-            text += f" of {rows} case × threshold rows"
-        undefined.append(f"<dt>{esc(task)}</dt><dd>{esc(text)}</dd>")
+    """Tables 2 and 3, QUBIQ score and calibration (the cells of tables.md), then the count
+    of undefined HD95s and the conventions."""
+    parts = [_table(table) for table in paper_tables(evaluation.result)]
+    undefined = "".join(
+        f"<dt>{esc(task)}</dt><dd>{entry.hd95_undefined} of {entry.hd95_rows} case × "
+        "threshold rows</dd>"
+        for task, entry in evaluation.result.tasks.items()
+    )
     parts.append("<h3>Undefined HD95 (exactly one of prediction and label empty)</h3>"
-                 f'<dl class="conventions">{"".join(undefined)}</dl>')
-    conventions = evaluation.summary.get("conventions")
-    if re.search(r"^#+\s.*conventions", evaluation.tables_md, re.IGNORECASE | re.MULTILINE):
-        pass  # tables.md states them already, from the same summary
-    elif isinstance(conventions, Mapping) and conventions:
-        items = "".join(f"<dt>{esc(str(k))}</dt><dd>{esc(_text(v))}</dd>"
-                        for k, v in conventions.items())
-        parts.append(f'<h3>Conventions</h3><dl class="conventions">{items}</dl>')
-    elif conventions:
-        parts.append(f"<h3>Conventions</h3><p>{esc(_text(conventions))}</p>")
-    else:
-        parts.append('<p class="note">summary.json states no conventions.</p>')
+                 f'<dl class="conventions">{undefined}</dl>')
+    items = "".join(f"<dt>{esc(name)}</dt><dd>{esc(str(text))}</dd>"
+                    for name, text in evaluation.result.conventions.items())
+    parts.append(f'<h3>Conventions</h3><dl class="conventions">{items}</dl>')
     return "".join(parts)
+
+
+def _table(table: TextTable) -> str:
+    level = table.level + 1  # the page's own h1/h2 come first
+    head = "".join(f"<th>{esc(cell)}</th>" for cell in table.header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>"
+                   for row in table.rows)
+    return (f"<h{level}>{esc(table.title)}</h{level}><p>{esc(table.note)}</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
 def figure(png: bytes, alt: str, caption: str = "", name: str = "") -> str:
@@ -169,84 +143,13 @@ def viewer(example: Example, image_png: bytes, levels_png: bytes, index: int) ->
     )
 
 
-def markdown(text: str) -> str:
-    """The subset of Markdown tables.md uses: headings, pipe tables, bullet lists, paragraphs,
-    bold and code spans; everything else is escaped text."""
-    out: list[str] = []
-    kind, block = "", []  # the open block ("table", "list", "text") and its lines
-
-    def close() -> None:
-        if kind == "table" and block:
-            head, *body = block
-            out.append("<table><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head)
-                       + "</tr></thead><tbody>"
-                       + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>"
-                                 for row in body)
-                       + "</tbody></table>")
-        elif kind == "list":
-            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block) + "</ul>")
-        elif kind == "text":
-            out.append(f"<p>{_inline(' '.join(block))}</p>")
-        block.clear()
-
-    for line in text.splitlines():
-        stripped = line.strip()
-        heading = re.match(r"(#{1,6})\s+(.*)", stripped)
-        bullet = re.match(r"[-*]\s+(.*)", stripped)
-        if stripped.startswith("|"):
-            new_kind = "table"
-        elif bullet:
-            new_kind = "list"
-        elif stripped and not heading and kind in ("list", "text"):
-            new_kind = kind  # a wrapped list item or paragraph line
-        elif stripped and not heading:
-            new_kind = "text"
-        else:
-            new_kind = ""
-        if new_kind != kind:
-            close()
-            kind = new_kind
-        if heading:
-            level = min(len(heading.group(1)) + 2, 6)  # the page's own h1/h2 come first
-            out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
-        elif new_kind == "table":
-            cells = [c.strip() for c in stripped.strip("|").split("|")]
-            if any(cells) and not all(re.fullmatch(r":?-{2,}:?", c) for c in cells if c):
-                block.append(cells)
-        elif bullet:
-            block.append(bullet.group(1))
-        elif new_kind == "list":
-            block[-1] += " " + stripped
-        elif new_kind == "text":
-            block.append(stripped)
-    close()
-    return "".join(out)
-
-
-def _inline(text: str) -> str:
-    escaped = esc(text)
-    escaped = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
-
-
-def _find_ged(table3: Any) -> tuple[float, float | None] | None:
-    if not isinstance(table3, Mapping):
-        return None
-    for key in sorted(table3, key=lambda k: (k != "ged2", k)):
-        if "ged" in str(key).lower():
-            return mean_std(table3[key])
-    return None
-
-
-def _number(value: tuple[float, float | None] | None) -> str:
-    if value is None or not finite(value[0]):
+def _number(value: MeanStd | float | None) -> str:
+    """A headline number: mean (± std when it has one), "—" when undefined."""
+    mean, std = (value.mean, value.std) if isinstance(value, MeanStd) else (value, None)
+    if not finite(mean):
         return "—"
-    mean, std = value
     text = f"{mean:.3f}"
     if finite(std):
         text += f'<span class="note"> ± {std:.3f}</span>'
     return text
 
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)

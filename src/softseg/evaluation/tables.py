@@ -1,0 +1,106 @@
+"""Tables 2 and 3, QUBIQ score and calibration of an :class:`EvaluationResult`, as text cells.
+
+One formatting for people, two renderings: :func:`tables_markdown` writes tables.md and the
+report draws the same :class:`TextTable` cells as HTML, so both show the same digits.
+Percent columns are fractions x 100 with 2 decimals, distances and calibration 4 decimals,
+HD95 2 decimals; "n/a" where a value is undefined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from softseg.evaluation.result import EvaluationResult, MeanStd
+
+
+@dataclass(frozen=True)
+class TextTable:
+    """One table: ``title`` (a heading of ``level`` 2 or 3), an explanatory ``note`` and rows
+    of cells under ``header``, every cell already formatted."""
+
+    title: str
+    level: int
+    note: str
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+def _pm(entry: MeanStd | None, scale: float = 1.0, digits: int = 2) -> str:
+    if entry is None or entry.mean is None:
+        return "n/a"
+    return f"{entry.mean * scale:.{digits}f} ± {entry.std * scale:.{digits}f}"
+
+
+def paper_tables(result: EvaluationResult) -> list[TextTable]:
+    """Table 2 (the paper's form, then over cases), Table 3, and QUBIQ score with calibration;
+    one row per task. An HD95 mm column appears when any task has physical spacing."""
+    tasks = result.tasks
+    has_mm = any(s.table2.hd95_mm is not None for s in tasks.values())
+    mm_head = ("HD95 mm",) if has_mm else ()
+    table2 = TextTable(
+        "Table 2: prediction ≥ t against soft label ≥ t, t = 0.1 … 0.9", 2,
+        "Mean over cases at each threshold, then mean ± std over the 9 thresholds (the "
+        "paper's form). HD95 leaves out undefined rows (exactly one mask empty), counted in "
+        "the last column.",
+        ("Task", "Cases", "Dice %", "Precision %", "Recall %", "HD95 px", *mm_head,
+         "GT area %", "HD95 undefined"),
+        tuple(
+            (task, str(s.n_cases), _pm(s.table2.dice, 100), _pm(s.table2.precision, 100),
+             _pm(s.table2.recall, 100), _pm(s.table2.hd95),
+             *((_pm(s.table2.hd95_mm),) if has_mm else ()), _pm(s.table2.gt_area_frac, 100),
+             f"{s.hd95_undefined} of {s.hd95_rows} ({s.hd95_undefined_cases} cases)")
+            for task, s in tasks.items()
+        ),
+    )
+    over_cases = TextTable(
+        "Table 2 over cases", 3,
+        "Each case's mean over the 9 thresholds, then mean ± std over cases.",
+        ("Task", "Dice %", "Precision %", "Recall %", "HD95 px", *mm_head),
+        tuple(
+            (task, _pm(t.dice, 100), _pm(t.precision, 100), _pm(t.recall, 100), _pm(t.hd95),
+             *((_pm(t.hd95_mm),) if has_mm else ()))
+            for task, t in ((task, s.table2_over_cases) for task, s in tasks.items())
+        ),
+    )
+    table3 = TextTable(
+        "Table 3: prediction ≥ 0.5 against each rater", 2,
+        "d = 1 − IoU, d(∅, ∅) = 0; mean ± std over cases.",
+        ("Task", "D²_GED", "E[1−IoU(y,ŷ)]", "E[1−IoU(y,y′)]", "E[Dice(y,ŷ)] %"),
+        tuple(
+            (task, s.table3_note or "n/a", "n/a", "n/a", "n/a") if s.table3 is None else
+            (task, _pm(s.table3.ged2, 1, 4), _pm(s.table3.pred_rater_dist, 1, 4),
+             _pm(s.table3.rater_diversity, 1, 4), _pm(s.table3.expected_dice, 100))
+            for task, s in tasks.items()
+        ),
+    )
+    calibration = TextTable(
+        "QUBIQ score and calibration", 2,
+        "Mean ± std over cases; pooled ECE over every pixel of every case.",
+        ("Task", "QUBIQ %", "ECE", "ECE pooled", "Brier"),
+        tuple(
+            (task, _pm(s.qubiq, 100), _pm(s.calibration.ece, 1, 4),
+             f"{s.calibration.ece_pooled:.4f}", _pm(s.calibration.brier, 1, 4))
+            for task, s in tasks.items()
+        ),
+    )
+    return [table2, over_cases, table3, calibration]
+
+
+def tables_markdown(result: EvaluationResult) -> str:
+    """tables.md: the inputs, :func:`paper_tables` as pipe tables, and every convention."""
+    lines = [
+        "# Evaluation", "",
+        f"Predictions: `{result.predictions}` ({result.predictions_layout} layout)  ",
+        f"Data: `{result.data}` (layout {result.layout}, split {result.split or 'all'})",
+    ]
+    for table in paper_tables(result):
+        lines += ["", f"{'#' * table.level} {table.title}", "", table.note, "",
+                  _pipe_row(table.header), "|" + "---|" * len(table.header)]
+        lines += [_pipe_row(row) for row in table.rows]
+    lines += ["", "## Conventions", ""]
+    lines += [f"- **{name}**: {text}" for name, text in result.conventions.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _pipe_row(cells: tuple[str, ...]) -> str:
+    return "| " + " | ".join(cells) + " |"
