@@ -9,7 +9,7 @@ change the model's speed):
   machine (bf16 + channels_last on a CPU with bf16, AMP on a GPU, else fp32). Two models:
   the checkpoint's model as a user would load it (the reference of the target), and
   softseg's inference model (BatchNorm folded into the convolutions, the same function);
-* softseg: :func:`softseg.inference.predict.predict` on the folder, timed as a whole: loading the
+* softseg: :func:`softseg.inference.predict.predict_folder` on the folder, timed as a whole: loading the
   model, reading the files, normalising, padding, the model, sigmoid, cropping, and writing
   probability maps (16-bit PNG or float32 NIfTI) plus a 0.5 mask.
 
@@ -142,10 +142,10 @@ def bare_seconds(model, precision: str, inputs: list, device: str) -> float:
 
 def predict_seconds(run: Path, folder: Path, out: Path, device: str, batch_size: int) -> float:
     """Seconds of the whole `softseg predict` call, files in and out."""
-    from softseg.inference.predict import predict
+    from softseg.inference.predict import predict_folder
 
     start = time.perf_counter()
-    predict([run], folder, out, masks=[0.5], device=device, batch_size=batch_size,
+    predict_folder([run], folder, out, masks=[0.5], device=device, batch_size=batch_size,
             progress=False)
     return time.perf_counter() - start
 
@@ -184,9 +184,9 @@ def main() -> None:
     import torch
 
     from softseg.training.runtime import resolve_precision
-    from softseg.inference.predict import predict
+    from softseg.inference.predict import predict_folder
 
-    batch_size = args.batch_size or inspect.signature(predict).parameters["batch_size"].default
+    batch_size = args.batch_size or inspect.signature(predict_folder).parameters["batch_size"].default
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -121,7 +121,7 @@ def main() -> None:
 
     from softseg.training.runtime import cpu_supports_bf16, keep_freed_memory, resolve_precision
 
-    # softseg's train_run sets this for its process; set here it applies to both loops alike
+    # softseg's train sets this for its process; set here it applies to both loops alike
     keep_freed_memory()
     default = resolve_precision("auto", torch.device("cpu"))
     n = args.batch * (1 + args.copies)

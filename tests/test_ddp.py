@@ -65,7 +65,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     train_module.model_from_config = lambda *a, **k: _batch_independent(real(*a, **k))
     ds = _dataset()
     ids = [c.case_id for c in ds.cases]
-    train_module.train_run(TrainConfig(**CONFIG), ds, Path(out), ids[:14], ids[14:], progress=False)
+    train_module.train(TrainConfig(**CONFIG), ds, Path(out), ids[:14], ids[14:], progress=False)
     if world > 1:
         torch.distributed.destroy_process_group()
 

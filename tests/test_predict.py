@@ -18,7 +18,7 @@ from softseg.inference.arrays import predict_images
 from softseg.inference.runs import load_run
 from softseg.inference.inputs import load_input
 from softseg.inference.outputs import std_map, threshold_label
-from softseg.inference.predict import predict
+from softseg.inference.predict import predict_folder
 
 TASKS = ("task01", "task02")
 
@@ -80,7 +80,7 @@ def same_header(a, b) -> list[str]:
 def test_nifti_round_trip_keeps_affine_header_and_grid(runs, tmp_path):
     data = qubiq_testing(tmp_path / "brain-growth")
     out = tmp_path / "out"
-    predict([runs / "seeds" / "seed0"], data, out, std=True, masks=[0.5], progress=False)
+    predict_folder([runs / "seeds" / "seed0"], data, out, std=True, masks=[0.5], progress=False)
     dataset = load_input(data)
     loaded = load_run(runs / "seeds" / "seed0")
     expected = predict_images([loaded], [c.image for c in dataset.cases])
@@ -114,7 +114,7 @@ def test_channels_last_nifti_input(runs, tmp_path):
     image = rng.random((36, 44, 4)).astype(np.float32)
     write_nifti(tmp_path / "tumor" / "Testing" / "case01" / "image.nii.gz", image)
     out = tmp_path / "out"
-    predict([runs / "rgba"], tmp_path / "tumor", out, progress=False)
+    predict_folder([runs / "rgba"], tmp_path / "tumor", out, progress=False)
     written = nib.load(str(out / "case01" / "task01.nii.gz"))
     assert written.shape == (36, 44)
     source = nib.load(str(tmp_path / "tumor" / "Testing" / "case01" / "image.nii.gz"))
@@ -132,7 +132,7 @@ def test_png_input_gives_png_output_of_the_same_size(runs, tmp_path):
     Image.fromarray((rng.random((50, 70)) * 255).astype(np.uint8)).save(images / "a1.png")
     Image.fromarray((rng.random((45, 33)) * 255).astype(np.uint8)).save(images / "b2.png")
     out = tmp_path / "out"
-    predict([runs / "seeds"], tmp_path / "cells", out, std=True, masks=[0.3, 0.7], progress=False)
+    predict_folder([runs / "seeds"], tmp_path / "cells", out, std=True, masks=[0.3, 0.7], progress=False)
     for name, size in (("a1", (70, 50)), ("b2", (33, 45))):
         with Image.open(out / name / "task02.png") as prob_png:
             assert prob_png.size == size and prob_png.mode.startswith("I;16")
@@ -153,7 +153,7 @@ def test_several_runs_average_single_run_predictions(runs, tmp_path):
     for name, given in (("a", [runs / "seeds" / "seed0"]), ("b", [runs / "seeds" / "seed1"]),
                         ("both", [runs / "seeds"]), ("listed", [runs / "seeds" / "seed0",
                                                                  runs / "seeds" / "seed1"])):
-        predict(given, data, tmp_path / name, progress=False)
+        predict_folder(given, data, tmp_path / name, progress=False)
 
     def read(name):
         return np.asarray(nib.load(str(tmp_path / name / "case01" / "task01.nii.gz")).dataobj)
@@ -166,7 +166,7 @@ def test_several_runs_average_single_run_predictions(runs, tmp_path):
 def test_qubiq_submission_layout(runs, tmp_path):
     data = qubiq_testing(tmp_path / "kidney")
     out = tmp_path / "submission"
-    predict([runs / "seeds"], data, out, qubiq=True, progress=False)
+    predict_folder([runs / "seeds"], data, out, qubiq=True, progress=False)
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == [
         "kidney/case01/task01.nii.gz", "kidney/case01/task02.nii.gz",
@@ -176,7 +176,7 @@ def test_qubiq_submission_layout(runs, tmp_path):
     before = (out / "kidney" / "case01" / "task01.nii.gz").read_bytes()
     with pytest.raises(SoftsegError, match=r"case01/task01.nii.gz: already exists \(4 of the "
                        r"submission files would be replaced\)"):
-        predict([runs / "seeds"], data, out, qubiq=True, progress=False)
+        predict_folder([runs / "seeds"], data, out, qubiq=True, progress=False)
     assert (out / "kidney" / "case01" / "task01.nii.gz").read_bytes() == before
 
 
@@ -186,11 +186,11 @@ def test_qubiq_submission_collects_runs_of_several_tasks(runs, tmp_path):
     rgba = np.random.default_rng(9).random((32, 32, 4)).astype(np.float32)
     write_nifti(tmp_path / "brain-tumor" / "Testing" / "case01" / "image.nii.gz", rgba)
     out = tmp_path / "submission"
-    predict([runs / "rgba"], data / "Testing", out, qubiq=True, progress=False)
+    predict_folder([runs / "rgba"], data / "Testing", out, qubiq=True, progress=False)
     single = runs / "single"
     if not single.exists():
         make_run(single / "seed0", in_channels=4, tasks=("task02",), seed=4)
-    predict([single], data / "Testing", out, qubiq=True, progress=False)
+    predict_folder([single], data / "Testing", out, qubiq=True, progress=False)
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == [
         "brain-tumor/case01/task01.nii.gz", "brain-tumor/case01/task02.nii.gz",
@@ -202,12 +202,12 @@ def test_single_file_input_and_refusal_to_overwrite(runs, tmp_path):
     image = np.random.default_rng(3).random((30, 30)).astype(np.float32)
     write_nifti(tmp_path / "scan.nii.gz", image)
     out = tmp_path / "out"
-    predict([runs / "seeds" / "seed1"], tmp_path / "scan.nii.gz", out, progress=False)
+    predict_folder([runs / "seeds" / "seed1"], tmp_path / "scan.nii.gz", out, progress=False)
     first = (out / "scan" / "task01.nii.gz").read_bytes()
     with pytest.raises(SoftsegError, match=r"out: output folder is not empty .*--overwrite"):
-        predict([runs / "seeds" / "seed0"], tmp_path / "scan.nii.gz", out, progress=False)
+        predict_folder([runs / "seeds" / "seed0"], tmp_path / "scan.nii.gz", out, progress=False)
     assert (out / "scan" / "task01.nii.gz").read_bytes() == first  # untouched
-    predict([runs / "seeds" / "seed0"], tmp_path / "scan.nii.gz", out, overwrite=True,
+    predict_folder([runs / "seeds" / "seed0"], tmp_path / "scan.nii.gz", out, overwrite=True,
             progress=False)
     assert (out / "scan" / "task01.nii.gz").read_bytes() != first
     assert not [p for p in out.rglob(".*")]  # no temporary files left
@@ -222,19 +222,19 @@ def test_stored_operating_threshold_is_applied_by_default(runs, tmp_path):
         "tasks": {"task01": {"threshold": 0.37}, "task02": {"threshold": 0.62}},
     }))
     data = qubiq_testing(tmp_path / "data", shapes=((32, 32),))
-    predict([run], data, tmp_path / "a", masks=[0.5], progress=False)
+    predict_folder([run], data, tmp_path / "a", masks=[0.5], progress=False)
     names = sorted(p.name for p in (tmp_path / "a" / "case01").iterdir())
     assert names == ["task01.nii.gz", "task01_mask-0.37.nii.gz", "task01_mask-0.50.nii.gz",
                      "task02.nii.gz", "task02_mask-0.50.nii.gz", "task02_mask-0.62.nii.gz"]
     summary = json.loads((tmp_path / "a" / "predictions.json").read_text())
     assert summary["run_threshold"]["tasks"] == {"task01": 0.37, "task02": 0.62}
-    predict([run], data, tmp_path / "b", use_run_threshold=False, progress=False)
+    predict_folder([run], data, tmp_path / "b", use_run_threshold=False, progress=False)
     assert sorted(p.name for p in (tmp_path / "b" / "case01").iterdir()) == [
         "task01.nii.gz", "task02.nii.gz"]
     # chosen for other runs (another seed joins): not applied
     (run / "threshold.json").write_text(json.dumps({
         "runs": ["/elsewhere/seed0"], "tasks": {"task01": {"threshold": 0.37}}}))
-    predict([run], data, tmp_path / "c", progress=False)
+    predict_folder([run], data, tmp_path / "c", progress=False)
     assert sorted(p.name for p in (tmp_path / "c" / "case01").iterdir()) == [
         "task01.nii.gz", "task02.nii.gz"]
 
@@ -249,26 +249,26 @@ def test_errors_name_the_problem(runs, tmp_path):
     data = qubiq_testing(tmp_path / "data", shapes=((32, 32),))
     seed = runs / "seeds" / "seed0"
     with pytest.raises(SoftsegError, match=r"nowhere: no such file or folder"):
-        predict([seed], tmp_path / "nowhere", tmp_path / "o1", progress=False)
+        predict_folder([seed], tmp_path / "nowhere", tmp_path / "o1", progress=False)
     with pytest.raises(SoftsegError, match=r"mask thresholds must lie in \(0, 1\], got 1.5"):
-        predict([seed], data, tmp_path / "o2", masks=[0.5, 1.5], progress=False)
+        predict_folder([seed], data, tmp_path / "o2", masks=[0.5, 1.5], progress=False)
     with pytest.raises(SoftsegError, match=r"--qubiq writes a submission .*drop --std"):
-        predict([seed], data, tmp_path / "o3", qubiq=True, std=True, progress=False)
+        predict_folder([seed], data, tmp_path / "o3", qubiq=True, std=True, progress=False)
     with pytest.raises(SoftsegError, match=r"no softseg run found; expected RUN/config.json"):
-        predict([tmp_path], data, tmp_path / "o4", progress=False)
+        predict_folder([tmp_path], data, tmp_path / "o4", progress=False)
     with pytest.raises(SoftsegError, match=r"1 image\(s\) have another channel count than the run .*rgba.seed0 was "
                        r"trained on \(4\): case01: image has 1 channel\(s\), expected 4"):
-        predict([runs / "rgba"], data, tmp_path / "o5", progress=False)
+        predict_folder([runs / "rgba"], data, tmp_path / "o5", progress=False)
     with pytest.raises(SoftsegError, match="--batch-size must be at least 1, got 0"):
-        predict([seed], data, tmp_path / "o6", batch_size=0, progress=False)
+        predict_folder([seed], data, tmp_path / "o6", batch_size=0, progress=False)
     png = tmp_path / "pngs"
     png.mkdir()
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(png / "x.png")
     with pytest.raises(SoftsegError, match=r"--qubiq needs NIfTI images, found 1 other\(s\) \(x\)"):
-        predict([seed], png, tmp_path / "o7", qubiq=True, progress=False)
+        predict_folder([seed], png, tmp_path / "o7", qubiq=True, progress=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(SoftsegError, match=r"empty: no image files found; expected NIfTI"):
-        predict([seed], tmp_path / "empty", tmp_path / "o8", layout="images", progress=False)
+        predict_folder([seed], tmp_path / "empty", tmp_path / "o8", layout="images", progress=False)
 
 
 def test_command_line_end_to_end(runs, tmp_path, capsys, monkeypatch):
@@ -299,7 +299,7 @@ def test_trailing_singleton_axis_is_restored(runs, tmp_path):
     image = np.random.default_rng(5).random((40, 36, 1)).astype(np.float32)
     write_nifti(tmp_path / "prostate" / "Testing" / "case07" / "image.nii.gz", image)
     out = tmp_path / "out"
-    predict([runs / "seeds" / "seed0"], tmp_path / "prostate", out, masks=[0.5], progress=False)
+    predict_folder([runs / "seeds" / "seed0"], tmp_path / "prostate", out, masks=[0.5], progress=False)
     for name in ("task01.nii.gz", "task01_mask-0.50.nii.gz"):
         written = nib.load(str(out / "case07" / name))
         assert written.shape == (40, 36, 1)
@@ -341,7 +341,7 @@ def test_predict_and_the_experiments_write_one_record(runs, tmp_path, capsys, mo
 
 
 def test_predict_to_folder_guard_offers_only_overwrite(runs, tmp_path):
-    from softseg.inference.predict import predict_to_folder, selection_source
+    from softseg.inference.predict import write_predictions, selection_source
     from softseg.inference.runs import load_models
 
     data = qubiq_testing(tmp_path / "data", shapes=((32, 32),))
@@ -352,10 +352,10 @@ def test_predict_to_folder_guard_offers_only_overwrite(runs, tmp_path):
     (out / "notes.txt").write_text("mine")
     with pytest.raises(SoftsegError, match=r"out: output folder is not empty \(an earlier prediction "
                        r"run\?\); choose another --out or pass --overwrite to replace its outputs$"):
-        predict_to_folder(loaded, cases, out, source=selection_source(cases), checkpoint="best",
+        write_predictions(loaded, cases, out, source=selection_source(cases), checkpoint="best",
                           progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
-    path = predict_to_folder(loaded, cases, out, source=selection_source(cases),
+    path = write_predictions(loaded, cases, out, source=selection_source(cases),
                              checkpoint="best", resume=True, progress=False)
     assert json.loads(path.read_text())["files"] == ["case01/task01.nii.gz", "case01/task02.nii.gz"]
     assert (out / "notes.txt").read_text() == "mine"  # continuing a folder deletes nothing

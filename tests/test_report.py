@@ -182,7 +182,7 @@ def write_run(root: Path) -> Path:
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     eval_dir = write_evaluation(root)
-    out = report.build_report(eval_dir, root / "out" / "report.html", run=write_run(root))
+    out = report.write_report(eval_dir, root / "out" / "report.html", run=write_run(root))
     return root, eval_dir, out, out.read_text(encoding="utf-8")
 
 
@@ -354,7 +354,7 @@ def test_summary_of_another_schema_version_is_refused(tmp_path, capsys):
     with pytest.raises(SoftsegError, match=r"summary\.json: expected an evaluation summary of "
                        r"schema 'softseg-evaluation/1', found no schema version .*"
                        r"re-run `softseg evaluate`"):
-        report.build_report(eval_dir, tmp_path / "r.html")
+        report.write_report(eval_dir, tmp_path / "r.html")
     write_summary(eval_dir, data, predictions, schema="softseg-evaluation/0")
     assert main(["report", str(eval_dir), "--out", str(tmp_path / "r.html")]) == 2
     assert "found 'softseg-evaluation/0'; re-run `softseg evaluate`" in capsys.readouterr().err
@@ -371,7 +371,7 @@ def test_summary_missing_or_ill_typed_keys_are_listed(tmp_path):
     (eval_dir / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(DatasetError, match=r"summary\.json: not a softseg-evaluation/1 evaluation "
                        r"summary \(re-run `softseg evaluate`") as info:
-        report.build_report(eval_dir, tmp_path / "r.html")
+        report.write_report(eval_dir, tmp_path / "r.html")
     assert [p.split(": ", 1)[1] for p in info.value.problems] == [
         "tasks.task01.table2_by_threshold: missing",
         "tasks.task01.qubiq: expected an object with keys mean, std, n, found 0.7246",
@@ -382,11 +382,11 @@ def test_summary_missing_or_ill_typed_keys_are_listed(tmp_path):
 def test_overwrite_replaces_and_refuses_without_flag(tmp_path):
     eval_dir = write_evaluation(tmp_path)
     out = tmp_path / "r.html"
-    report.build_report(eval_dir, out, n_cases=0)
+    report.write_report(eval_dir, out, n_cases=0)
     (tmp_path / "r_files" / "stale.png").write_bytes(b"old")
     with pytest.raises(SoftsegError, match=r"r\.html.*already exist.*--overwrite"):
-        report.build_report(eval_dir, out, n_cases=0)
-    report.build_report(eval_dir, out, n_cases=1, overwrite=True)
+        report.write_report(eval_dir, out, n_cases=0)
+    report.write_report(eval_dir, out, n_cases=1, overwrite=True)
     assert "viewer-0" in out.read_text()
     assert not (tmp_path / "r_files" / "stale.png").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -407,14 +407,14 @@ def test_cli_report(tmp_path, capsys):
 
 def test_missing_or_invalid_eval_dir(tmp_path):
     with pytest.raises(SoftsegError, match=r"nope: expected an evaluation folder.*found nothing"):
-        report.build_report(tmp_path / "nope", tmp_path / "r.html")
+        report.write_report(tmp_path / "nope", tmp_path / "r.html")
     (tmp_path / "file").write_text("x")
     with pytest.raises(SoftsegError, match=r"expected an evaluation folder.*found a file"):
-        report.build_report(tmp_path / "file", tmp_path / "r.html")
+        report.write_report(tmp_path / "file", tmp_path / "r.html")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match=r"(?s)not a complete evaluation folder.*"
                        r"summary\.json: missing.*metrics\.csv: missing.*tables\.md: missing"):
-        report.build_report(tmp_path / "empty", tmp_path / "r.html")
+        report.write_report(tmp_path / "empty", tmp_path / "r.html")
 
 
 @pytest.mark.parametrize("name, content, message", [
@@ -434,30 +434,30 @@ def test_invalid_evaluation_files(tmp_path, name, content, message):
     eval_dir = write_evaluation(tmp_path)
     (eval_dir / name).write_text(content)
     with pytest.raises(DatasetError, match=message):
-        report.build_report(eval_dir, tmp_path / "r.html")
+        report.write_report(eval_dir, tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
 
 
 def test_output_and_option_errors(tmp_path):
     eval_dir = write_evaluation(tmp_path)
     with pytest.raises(SoftsegError, match=r"r\.pdf: expected an \.html file name"):
-        report.build_report(eval_dir, tmp_path / "r.pdf")
+        report.write_report(eval_dir, tmp_path / "r.pdf")
     (tmp_path / "d.html").mkdir()
     with pytest.raises(SoftsegError, match=r"d\.html: expected a file name.*found a folder"):
-        report.build_report(eval_dir, tmp_path / "d.html")
+        report.write_report(eval_dir, tmp_path / "d.html")
     (tmp_path / "f_files").write_text("x")
     with pytest.raises(SoftsegError, match=r"f_files: expected a folder.*found a file"):
-        report.build_report(eval_dir, tmp_path / "f.html", overwrite=True)
+        report.write_report(eval_dir, tmp_path / "f.html", overwrite=True)
     with pytest.raises(SoftsegError, match=r"--cases: expected 0 or more.*found -1"):
-        report.build_report(eval_dir, tmp_path / "r.html", n_cases=-1)
+        report.write_report(eval_dir, tmp_path / "r.html", n_cases=-1)
     with pytest.raises(SoftsegError, match=r"history\.csv: expected the training history.*"
                        r"found no run folder"):
-        report.build_report(eval_dir, tmp_path / "r.html", run=tmp_path / "norun")
+        report.write_report(eval_dir, tmp_path / "r.html", run=tmp_path / "norun")
     bad_run = tmp_path / "badrun"
     bad_run.mkdir()
     (bad_run / "history.csv").write_text("epoch,loss\n1,0.5\n")
     with pytest.raises(DatasetError, match=r"history\.csv: expected columns .*missing train_loss"):
-        report.build_report(eval_dir, tmp_path / "r.html", run=bad_run)
+        report.write_report(eval_dir, tmp_path / "r.html", run=bad_run)
 
 
 def test_example_inputs_missing(tmp_path):
@@ -465,19 +465,19 @@ def test_example_inputs_missing(tmp_path):
     (tmp_path / "predictions" / "c01" / "task01.png").unlink()
     with pytest.raises(SoftsegError, match=r"c01/task01.png: expected the prediction of case "
                        r"'c01', task 'task01' that was evaluated, found no file.*--cases 0"):
-        report.build_report(eval_dir, tmp_path / "r.html")
-    report.build_report(eval_dir, tmp_path / "r.html", n_cases=0)  # the way out works
+        report.write_report(eval_dir, tmp_path / "r.html")
+    report.write_report(eval_dir, tmp_path / "r.html", n_cases=0)  # the way out works
     summary = json.loads((eval_dir / "summary.json").read_text())
     del summary["files"]["task01"]["c01"]  # an evaluation that did not record the file
     (eval_dir / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(SoftsegError, match=r"summary.json: expected the prediction file of case "
                        r"'c01', task 'task01' under \"files\", found none"):
-        report.build_report(eval_dir, tmp_path / "r3.html")
+        report.write_report(eval_dir, tmp_path / "r3.html")
     summary["predictions"] = str(tmp_path / "moved")
     (eval_dir / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(SoftsegError, match=r"the predictions folder it names .*moved\) does "
                        r"not exist.*--cases 0"):
-        report.build_report(eval_dir, tmp_path / "r2.html")
+        report.write_report(eval_dir, tmp_path / "r2.html")
 
 
 def test_example_case_missing_from_the_data(tmp_path):
@@ -486,7 +486,7 @@ def test_example_case_missing_from_the_data(tmp_path):
         csv.writer(handle).writerow(["c99", "task01", 0.1, 0.2, 0.3, 0.88, 0.99, 0.01, 0.02, 3])
     with pytest.raises(SoftsegError, match=r"data: expected labelled case 'c99' for task "
                        r"'task01' \(cases.csv lists it\), found no such case.*--cases 0"):
-        report.build_report(eval_dir, tmp_path / "r.html")
+        report.write_report(eval_dir, tmp_path / "r.html")
 
 
 def test_prediction_of_another_size_is_refused(tmp_path):
@@ -494,7 +494,7 @@ def test_prediction_of_another_size_is_refused(tmp_path):
     _write_png(tmp_path / "predictions" / "c01" / "task01.png", np.zeros((8, 8), np.uint16))
     with pytest.raises(SoftsegError, match=r"'c01', task 'task01': prediction shape \(8, 8\) "
                        r"!= soft label shape \(40, 40\)"):
-        report.build_report(eval_dir, tmp_path / "r.html")
+        report.write_report(eval_dir, tmp_path / "r.html")
 
 
 def test_reliability_data_of_the_result():
@@ -511,7 +511,7 @@ def test_report_of_a_real_evaluation(tmp_path):
 
     data, predictions = write_dataset(tmp_path)
     eval_dir = evaluate(predictions, data, tmp_path / "eval", progress=False)
-    out = report.build_report(eval_dir, tmp_path / "r.html", n_cases=3)
+    out = report.write_report(eval_dir, tmp_path / "r.html", n_cases=3)
     page = out.read_text()
     summary = json.loads((eval_dir / "summary.json").read_text())["tasks"]["task01"]
     cards = page.split('<div class="cards">', 1)[1].split("</section>", 1)[0]
@@ -571,7 +571,7 @@ def test_report_of_multichannel_nifti_in_the_qubiq_submission_layout(tmp_path):
             folder.mkdir(parents=True, exist_ok=True)
             nib.save(nib.Nifti1Image(prob, case.geometry.affine), folder / f"{task}.nii.gz")
     eval_dir = evaluate(predictions, data, tmp_path / "eval", progress=False)
-    out = report.build_report(eval_dir, tmp_path / "r.html", n_cases=1)
+    out = report.write_report(eval_dir, tmp_path / "r.html", n_cases=1)
     page = out.read_text()
     assert re.findall(r'class="viewer" id="viewer-\d" data-case="\w+" data-task="(\w+)"',
                       page) == ["task01", "task02"]

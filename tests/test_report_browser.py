@@ -36,7 +36,7 @@ def page(tmp_path_factory):
     from selenium.webdriver.support.ui import WebDriverWait
 
     root = tmp_path_factory.mktemp("browser")
-    out = report.build_report(write_evaluation(root), root / "report.html", run=write_run(root))
+    out = report.write_report(write_evaluation(root), root / "report.html", run=write_run(root))
     options = webdriver.ChromeOptions()
     options.binary_location = BROWSER
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",

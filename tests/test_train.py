@@ -19,7 +19,7 @@ from softseg.data.io import Geometry
 from softseg.errors import DatasetError, SoftsegError
 from softseg.inference.arrays import predict_images
 from softseg.inference.runs import load_run
-from softseg.training.train import lr_at, soft_cross_entropy, train_run
+from softseg.training.train import lr_at, soft_cross_entropy, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
@@ -115,7 +115,7 @@ def test_step_uses_the_growing_batch_and_the_schedule(tmp_path, monkeypatch):
     monkeypatch.setattr(_train_loop, "growing_batch", spy)
     monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
     ds = make_dataset(16, size=32)
-    train_run(TINY.replace(batch_size=8, epochs=1), ds, tmp_path / "r", ids(ds, slice(None)), [], progress=False)
+    train(TINY.replace(batch_size=8, epochs=1), ds, tmp_path / "r", ids(ds, slice(None)), [], progress=False)
     assert seen == [((8, 1, 32, 32), (32, 1, 32, 32), (32, 1, 32, 32))] * 2
     assert lrs == [pytest.approx(1e-2), pytest.approx(1e-4)]
 
@@ -187,7 +187,7 @@ def test_split_ids_official_random_and_reproducible():
 
 def test_run_folder_holds_everything_and_loads_for_prediction(tmp_path):
     ds = make_dataset(6)
-    run = train_run(TINY, ds, tmp_path / "seed0", ids(ds, slice(0, 4)), ids(ds, slice(4, 6)), progress=False)
+    run = train(TINY, ds, tmp_path / "seed0", ids(ds, slice(0, 4)), ids(ds, slice(4, 6)), progress=False)
     config = json.loads((run / "config.json").read_text())
     assert config["tasks"] == ["task01"] and config["in_channels"] == 1 and config["precision"] == "fp32"
     split = json.loads((run / "split.json").read_text())
@@ -209,18 +209,18 @@ def test_run_folder_holds_everything_and_loads_for_prediction(tmp_path):
 def test_refuses_an_existing_run_and_overwrites_only_when_asked(tmp_path):
     ds = make_dataset(4)
     cfg = TINY.replace(epochs=1)
-    run = train_run(cfg, ds, tmp_path / "seed0", ids(ds, slice(0, 3)), ids(ds, slice(3, 4)), progress=False)
+    run = train(cfg, ds, tmp_path / "seed0", ids(ds, slice(0, 3)), ids(ds, slice(3, 4)), progress=False)
     before = (run / "checkpoints" / "last.pt").read_bytes()
     with pytest.raises(SoftsegError, match=r"seed0: output folder is not empty \(an earlier training run\?\); choose another --out or pass --overwrite.*or pass --resume"):
-        train_run(cfg, ds, run, ids(ds, slice(0, 3)), ids(ds, slice(3, 4)), progress=False)
+        train(cfg, ds, run, ids(ds, slice(0, 3)), ids(ds, slice(3, 4)), progress=False)
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
-    train_run(cfg.replace(seed=5), ds, run, ids(ds, slice(0, 3)), ids(ds, slice(3, 4)), overwrite=True, progress=False)
+    train(cfg.replace(seed=5), ds, run, ids(ds, slice(0, 3)), ids(ds, slice(3, 4)), overwrite=True, progress=False)
     assert json.loads((run / "config.json").read_text())["seed"] == 5
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
     with pytest.raises(SoftsegError, match="not a softseg run folder.*refusing to delete"):
-        train_run(cfg, ds, other, ids(ds, slice(0, 3)), [], overwrite=True, progress=False)
+        train(cfg, ds, other, ids(ds, slice(0, 3)), [], overwrite=True, progress=False)
     assert (other / "notes.txt").read_text() == "keep me"
 
 
@@ -228,7 +228,7 @@ def test_resume_continues_to_the_same_result(tmp_path, monkeypatch):
     ds = make_dataset(6, size=32)
     cfg = TINY.replace(epochs=3, batch_size=2, aug_copies=1)
     args = (ids(ds, slice(0, 4)), ids(ds, slice(4, 6)))
-    straight = train_run(cfg, ds, tmp_path / "straight", *args, progress=False)
+    straight = train(cfg, ds, tmp_path / "straight", *args, progress=False)
 
     calls = {"n": 0}
     real_epoch = _train_loop.train_epoch
@@ -243,10 +243,10 @@ def test_resume_continues_to_the_same_result(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_module, "train_epoch", stop_after_two)
     with pytest.raises(KeyboardInterrupt):
-        train_run(cfg, ds, tmp_path / "stopped", *args, progress=False)
+        train(cfg, ds, tmp_path / "stopped", *args, progress=False)
     assert len(history(tmp_path / "stopped")) == 1
     monkeypatch.setattr(train_module, "train_epoch", real_epoch)
-    resumed = train_run(cfg, ds, tmp_path / "stopped", *args, resume=True, progress=False)
+    resumed = train(cfg, ds, tmp_path / "stopped", *args, resume=True, progress=False)
 
     a = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)
     b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=False)
@@ -257,7 +257,7 @@ def test_resume_continues_to_the_same_result(tmp_path, monkeypatch):
             assert float(ra[col]) == pytest.approx(float(rb[col]), rel=1e-5), col
     assert len(history(resumed)) == 3
     # resuming a finished run does nothing
-    train_run(cfg, ds, resumed, *args, resume=True, progress=False)
+    train(cfg, ds, resumed, *args, resume=True, progress=False)
     assert len(history(resumed)) == 3
 
 
@@ -272,7 +272,7 @@ def test_3d_cases_are_refused_with_the_case_named(tmp_path):
                raters={"task01": ("a", "b")}, n_raters={"task01": 2})
     ds3 = Dataset(ds.root, ds.name, ds.layout, ds.tasks, ds.cases + (bad,))
     with pytest.raises(DatasetError, match=r"vol07: image shape \(1, 8, 40, 40\).*not 2D.*2D slices"):
-        train_run(TINY, ds3, tmp_path / "r", ["case00", "vol07"], [], progress=False)
+        train(TINY, ds3, tmp_path / "r", ["case00", "vol07"], [], progress=False)
     assert not (tmp_path / "r").exists()
 
 
@@ -281,13 +281,13 @@ def test_data_errors_are_reported_together(tmp_path):
     unlabelled = Case("case09", ds.cases[0].image, (1.0, 1.0), ds.cases[0].geometry, Path("x.png"))
     ds2 = Dataset(ds.root, ds.name, ds.layout, ds.tasks, ds.cases + (unlabelled,))
     with pytest.raises(DatasetError, match=r"\(2\)[\s\S]*nope: no such case[\s\S]*case09: no label for task"):
-        train_run(TINY, ds2, tmp_path / "r", ["case00", "nope", "case09"], [], progress=False)
+        train(TINY, ds2, tmp_path / "r", ["case00", "nope", "case09"], [], progress=False)
     with pytest.raises(SoftsegError, match="task\\(s\\) task02 not in this dataset"):
-        train_run(TINY.replace(tasks=("task02",)), ds, tmp_path / "r", ["case00"], [], progress=False)
+        train(TINY.replace(tasks=("task02",)), ds, tmp_path / "r", ["case00"], [], progress=False)
     with pytest.raises(SoftsegError, match="crop_size: expected a positive multiple of 32"):
-        train_run(TINY.replace(crop_size=40), ds, tmp_path / "r", ["case00"], [], progress=False)
+        train(TINY.replace(crop_size=40), ds, tmp_path / "r", ["case00"], [], progress=False)
     with pytest.raises(SoftsegError, match=r"0 training case\(s\) for 1 process"):
-        train_run(TINY, ds, tmp_path / "r", [], ["case00"], progress=False)
+        train(TINY, ds, tmp_path / "r", [], ["case00"], progress=False)
 
 
 # ---------------------------------------------------------------------------- command line
@@ -358,7 +358,7 @@ def test_training_leaves_the_callers_random_state_alone_and_is_reproducible(tmp_
     np.random.seed(7)
     random.seed(5)
     states = (torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
-    runs = [train_run(cfg, ds, tmp_path / f"seed{i}", ids(ds, slice(0, 3)), ids(ds, slice(3, 4)),
+    runs = [train(cfg, ds, tmp_path / f"seed{i}", ids(ds, slice(0, 3)), ids(ds, slice(3, 4)),
                       progress=False) for i in range(2)]
     assert torch.equal(torch.random.get_rng_state(), states[0])
     assert np.array_equal(np.random.get_state()[1], states[1]) and random.getstate() == states[2]

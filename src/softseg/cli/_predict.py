@@ -58,9 +58,9 @@ def _register_predict(subparsers) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from softseg.inference.predict import predict
+    from softseg.inference.predict import predict_folder
 
-    path = predict(
+    path = predict_folder(
         args.runs, args.input, args.out,
         layout=args.layout, split=args.split, std=args.std, masks=args.masks,
         use_run_threshold=args.run_threshold, qubiq=args.qubiq, batch_size=args.batch_size,

@@ -35,9 +35,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from softseg.report.build import build_report, files_folder
+    from softseg.report.build import write_report, files_folder
 
-    out = build_report(args.eval_dir, args.out, run=args.run, n_cases=args.cases,
+    out = write_report(args.eval_dir, args.out, run=args.run, n_cases=args.cases,
                        overwrite=args.overwrite)
     print(f"report: {out}  (figures: {files_folder(out)})")
     return 0

@@ -1,4 +1,4 @@
-"""``softseg train``: argument parsing only; the work is :func:`softseg.training.train.train_run`."""
+"""``softseg train``: argument parsing only; the work is :func:`softseg.training.train.train`."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def run_train(args: argparse.Namespace) -> int:
     from softseg.training.config import resolve_config
     from softseg.data.datasets import load_dataset
     from softseg.errors import SoftsegError
-    from softseg.training.train import split_ids, train_run
+    from softseg.training.train import split_ids, train
 
     named = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
     overrides = {**_parse_set(args.set), **named}
@@ -89,7 +89,7 @@ def run_train(args: argparse.Namespace) -> int:
         train_ids, val_ids = split_ids(dataset, config.val_fraction, seed=0)
     main = int(os.environ.get("RANK", "0")) == 0
     for seed in args.seeds or [config.seed]:
-        run_dir = train_run(
+        run_dir = train(
             config.replace(seed=seed), dataset, args.out / f"seed{seed}", train_ids, val_ids,
             resume=args.resume, overwrite=args.overwrite, progress=args.progress,
         )

@@ -125,7 +125,7 @@ def demo(out: Path, settings: DemoSettings = DemoSettings(), *, overwrite: bool 
     done("evaluate")
 
     step("report")
-    html = report.build_report(eval_dir, out / "report.html", run=run_dir)
+    html = report.write_report(eval_dir, out / "report.html", run=run_dir)
     done("report")
     bar.close()
 

@@ -36,15 +36,15 @@ def train(
     *,
     progress: bool = True,
 ) -> Path:
-    """One training run (``softseg.training.train.train_run``). An existing run folder is resumed from
+    """One training run (``softseg.training.train.train``). An existing run folder is resumed from
     its last checkpoint (a finished run returns at once). Returns the run folder."""
-    from softseg.training.train import train_run
+    from softseg.training.train import train
 
     run_dir = Path(run_dir)
     resume = run_dir.exists() and any(run_dir.iterdir())
     if resume:
         log.info("%s exists: resuming its training", run_dir)
-    return Path(train_run(config, dataset, run_dir, list(train_ids), list(val_ids), resume=resume, progress=progress))
+    return Path(train(config, dataset, run_dir, list(train_ids), list(val_ids), resume=resume, progress=progress))
 
 
 def predict_cases(
@@ -55,16 +55,16 @@ def predict_cases(
     Several calls may write into one ``out_dir`` (the folds of a cross-validation pool their
     held-out predictions there); ``predictions.json`` lists every case written so far and is
     rewritten last. Uses the checkpoint :data:`EVAL_CHECKPOINT`. The one prediction path of
-    ``softseg predict`` (:func:`softseg.inference.predict.predict_to_folder`) does the work.
+    ``softseg predict`` (:func:`softseg.inference.predict.write_predictions`) does the work.
     """
-    from softseg.inference.predict import predict_to_folder, selection_source
+    from softseg.inference.predict import write_predictions, selection_source
     from softseg.inference.runs import load_models
 
     loaded = load_models([Path(r) for r in run_dirs], device="auto", checkpoint=EVAL_CHECKPOINT)
     cases = list(cases)
     # resume: the folder collects the folds; overwrite: a resumed fold may have written
     # some of its cases before it was interrupted
-    predict_to_folder(
+    write_predictions(
         loaded, cases, out_dir, source=selection_source(cases), checkpoint=EVAL_CHECKPOINT,
         overwrite=True, resume=True, progress=progress,
     )

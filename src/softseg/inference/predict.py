@@ -1,6 +1,6 @@
 """Prediction: cases + loaded runs -> probability, std and mask files in a folder.
 
-:func:`predict_to_folder` is the one path that predicts a set of cases into a folder: it
+:func:`write_predictions` is the one path that predicts a set of cases into a folder: it
 checks the cases against the runs, guards the folder (:func:`softseg.files.prepare_out_dir`),
 writes each case's files (:mod:`softseg.inference.outputs`, which also describes the layout)
 and the ``predictions.json`` record last. ``softseg predict`` (:func:`predict`) reads its
@@ -46,7 +46,7 @@ from softseg.inference.runs import LoadedRun, load_models, resolve_runs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PREDICTIONS_FILE", "predict", "predict_cases", "predict_to_folder", "selection_source"]
+__all__ = ["PREDICTIONS_FILE", "predict_folder", "predict_cases", "write_predictions", "selection_source"]
 
 
 def predict_cases(
@@ -85,7 +85,7 @@ def selection_source(cases: Sequence[Case]) -> dict[str, Any]:
     }
 
 
-def predict_to_folder(
+def write_predictions(
     loaded: Sequence[LoadedRun],
     cases: Sequence[Case],
     out_dir: str | Path,
@@ -145,7 +145,7 @@ def predict_to_folder(
     return write_record(path, merge_records(earlier, record))
 
 
-def predict(
+def predict_folder(
     runs: Sequence[str | Path],
     input_path: str | Path,
     out_dir: str | Path,
@@ -179,7 +179,7 @@ def predict(
             "predict again without --qubiq into another folder for those"
         )
     if not qubiq:
-        # before minutes of loading and predicting; predict_to_folder asks again
+        # before minutes of loading and predicting; write_predictions asks again
         prepare_out_dir(out_dir, overwrite=overwrite, resume=None, what="prediction", create=False)
     run_set = resolve_runs(runs)
     dataset = load_input(input_path, layout=layout, split=split)
@@ -192,7 +192,7 @@ def predict(
             )
     loaded = load_models(run_set.run_dirs, device=device, checkpoint=checkpoint)
     stored = run_set.threshold if use_run_threshold and not qubiq else None
-    return predict_to_folder(
+    return write_predictions(
         loaded, dataset.cases, out_dir,
         source={"input": str(Path(input_path).resolve()), "dataset": dataset.name,
                 "layout": dataset.layout, "split": split},

@@ -1,6 +1,6 @@
 """The HTML report of an evaluation: one self-contained page plus PNG copies of its figures.
 
-``build_report(eval_dir, out)`` reads an evaluation folder (``softseg evaluate``'s
+``write_report(eval_dir, out)`` reads an evaluation folder (``softseg evaluate``'s
 metrics.csv, cases.csv, curves.csv, summary.json, tables.md) and optionally a run folder's
 history.csv, and writes ``out`` (HTML with every image embedded as a data: URI, CSS and
 JavaScript inline, nothing fetched from the network) and ``<out stem>_files/`` beside it
@@ -37,7 +37,7 @@ from softseg.report.inputs import finite, read_evaluation, read_history
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_report", "files_folder"]
+__all__ = ["write_report", "files_folder"]
 
 
 def files_folder(out: Path) -> Path:
@@ -46,7 +46,7 @@ def files_folder(out: Path) -> Path:
     return out.with_name(out.stem + "_files")
 
 
-def build_report(
+def write_report(
     eval_dir: Path,
     out: Path,
     run: Path | None = None,

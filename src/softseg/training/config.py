@@ -33,7 +33,7 @@ class TrainConfig:
     """Everything a training run needs, and everything prediction needs to use its model.
 
     Spatial sizes are in pixels of the (possibly resized) training grid. ``tasks`` and
-    ``in_channels`` are empty/0 until :func:`softseg.training.train.train_run` fills them in from the
+    ``in_channels`` are empty/0 until :func:`softseg.training.train.train` fills them in from the
     data; a preset may fix ``tasks`` to train one QUBIQ task only. ``resize`` (pixels) resizes
     every image and label to ``resize x resize`` before cropping; predictions are resized back
     to the source grid. ``precision`` "auto" becomes "bf16" on a CPU with bf16 support, "amp"

@@ -1,6 +1,6 @@
 """Training as in the paper: config in, run folder out.
 
-``train_run`` trains one seed into one run folder (docs/architecture.md, "Run folder")::
+``train`` trains one seed into one run folder (docs/architecture.md, "Run folder")::
 
     RUN/config.json      resolved TrainConfig (tasks, in_channels, precision filled in)
     RUN/split.json       data path, layout, train and validation case ids
@@ -10,7 +10,7 @@
 
 An existing run folder is refused unless ``resume`` (continue from last.pt to the same
 result as an uninterrupted run) or ``overwrite`` (delete it first) is given. Under torchrun
-every process calls ``train_run``; only rank 0 writes.
+every process calls ``train``; only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -48,13 +48,13 @@ from softseg.errors import SoftsegError
 from softseg.files import prepare_out_dir, write_text_atomic
 from softseg.training.model import load_checkpoint, model_from_config, save_checkpoint
 
-__all__ = ["train_run", "split_ids", "soft_cross_entropy", "lr_at", "HISTORY_COLUMNS"]
+__all__ = ["train", "split_ids", "soft_cross_entropy", "lr_at", "HISTORY_COLUMNS"]
 
 log = logging.getLogger(__name__)
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_qubiq", "lr", "seconds")
 
 
-def train_run(
+def train(
     config: TrainConfig,
     dataset: Dataset,
     run_dir: str | Path,
