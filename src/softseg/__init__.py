@@ -71,6 +71,10 @@ _EXPORTS = {
     "CompareOptions": "softseg.experiments.compare",
     "reproduce": "softseg.experiments.reproduce",
     "ReproduceOptions": "softseg.experiments.reproduce",
+    "patient_map": "softseg.experiments.folds",
+    "make_folds": "softseg.experiments.folds",
+    "prepare_folds": "softseg.experiments.folds",
+    "read_manifest": "softseg.experiments.folds",
 }
 
 # public name -> module exported whole (the metric functions, each with its conventions)
