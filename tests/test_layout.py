@@ -97,3 +97,33 @@ def test_one_atomic_writer_safe_loading_no_broad_excepts():
         assert "except Exception" not in text, name
         for call in re.findall(r"torch\.load\([^)]*\)", text):
             assert "weights_only=True" in call, f"{name}: {call}"
+
+
+def test_user_errors_raised_while_handling_another_chain_it():
+    unchained = []
+    for name, path in MODULES.items():
+        for handler in ast.walk(ast.parse(path.read_text())):
+            if isinstance(handler, ast.ExceptHandler):
+                unchained += [f"{name}:{n.lineno}" for n in ast.walk(handler)
+                              if isinstance(n, ast.Raise) and n.exc is not None and n.cause is None]
+    assert not unchained, "raise ... from error (or from None, saying why): " + ", ".join(unchained)
+
+
+def test_architecture_page_lists_every_module_in_its_room():
+    page = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text()
+    tree = page.split("```", 2)[1]
+    rooms: dict[str, set[str]] = {}
+    room = ""
+    for line in tree.splitlines():
+        entry = line.strip().split(" ")[0]
+        if line.startswith("  ") and not line.startswith("    ") and entry.endswith("/"):
+            room = entry.rstrip("/")
+        elif line.startswith("  ") and entry.endswith(".py"):
+            indent = len(line) - len(line.lstrip())
+            rooms.setdefault(room if indent > 2 else "", set()).add(entry)
+    for path in MODULES.values():
+        relative = path.relative_to(PACKAGE)
+        if relative.name == "__init__.py" and len(ast.parse(path.read_text()).body) == 1:
+            continue  # a room's docstring only: the room's own line describes it
+        where = relative.parts[0] if len(relative.parts) > 1 else ""
+        assert relative.name in rooms.get(where, set()), f"docs/architecture.md does not list {relative}"

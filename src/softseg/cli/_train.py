@@ -111,7 +111,7 @@ def _parse_set(items: list[str]) -> dict:
         try:
             out[key.strip().replace("-", "_")] = yaml.safe_load(value)
         except yaml.YAMLError as error:
-            raise SoftsegError(f"--set {item!r}: value is not valid YAML ({error})")
+            raise SoftsegError(f"--set {item!r}: value is not valid YAML ({error})") from error
     return out
 
 

@@ -133,10 +133,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SoftsegError(f"{path}: config file not found; check the path given to --config")
+    except FileNotFoundError as error:
+        raise SoftsegError(f"{path}: config file not found; check the path given to --config") from error
     except yaml.YAMLError as error:
-        raise SoftsegError(f"{path}: not valid YAML ({error}); fix the file or leave out --config")
+        raise SoftsegError(f"{path}: not valid YAML ({error}); fix the file or leave out --config") from error
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -232,10 +232,10 @@ def save_config(config: TrainConfig, path: Path) -> None:
 def load_config(path: Path) -> TrainConfig:
     try:
         data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise SoftsegError(f"{path}: not found; is this a softseg run folder (RUN/seedN)?")
+    except FileNotFoundError as error:
+        raise SoftsegError(f"{path}: not found; is this a softseg run folder (RUN/seedN)?") from error
     except json.JSONDecodeError as error:
-        raise SoftsegError(f"{path}: not valid JSON ({error}); the run folder is damaged")
+        raise SoftsegError(f"{path}: not valid JSON ({error}); the run folder is damaged") from error
     return from_dict(data, str(path))
 
 
@@ -255,8 +255,8 @@ def _coerce(data: Mapping[str, Any], source: str) -> dict[str, Any]:
                 value = (value,)
             try:
                 value = tuple(value)
-            except TypeError:
-                raise SoftsegError(f"{source}: {key} expected a list, found {value!r}")
+            except TypeError as error:
+                raise SoftsegError(f"{source}: {key} expected a list, found {value!r}") from error
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         elif isinstance(default, (int, float)) and not isinstance(value, type(default)) and value is not None:

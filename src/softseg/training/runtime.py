@@ -23,8 +23,8 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
-    except RuntimeError:
-        raise SoftsegError(f"device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    except RuntimeError as error:
+        raise SoftsegError(f"device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise SoftsegError(f"device {device!r}: no CUDA GPU is available here; use --device cpu")
     return resolved
