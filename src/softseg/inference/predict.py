@@ -3,7 +3,7 @@
 :func:`write_predictions` is the one path that predicts a set of cases into a folder: it
 checks the cases against the runs, guards the folder (:func:`softseg.files.prepare_out_dir`),
 writes each case's files (:mod:`softseg.inference.outputs`, which also describes the layout)
-and the ``predictions.json`` record last. ``softseg predict`` (:func:`predict`) reads its
+and the ``predictions.json`` record last. ``softseg predict`` (:func:`predict_folder`) reads its
 input with :mod:`softseg.inference.inputs` and calls it; so do the experiments
 (:func:`softseg.experiments.pipeline.predict_cases`), continuing a folder with ``resume``.
 
@@ -53,7 +53,7 @@ def predict_cases(
     loaded_runs: Sequence[LoadedRun], cases: Sequence[Case], batch_size: int = BATCH_SIZE, progress: bool = True
 ) -> Iterator[tuple[Case, np.ndarray]]:
     """Yield ``(case, (T, *spatial) float32 probabilities)`` in case order, ``batch_size``
-    images at a time, averaged over ``loaded_runs`` (see :func:`inference.predict_images`)."""
+    images at a time, averaged over ``loaded_runs`` (see :func:`softseg.inference.arrays.predict_images`)."""
     if batch_size < 1:
         raise SoftsegError(f"--batch-size must be at least 1, got {batch_size}")
     with tqdm(total=len(cases), desc="predict", unit="image", disable=not progress) as bar:
