@@ -25,7 +25,16 @@ from softseg.errors import SoftsegError
 
 
 def _umask() -> int:
-    # os.umask can only be read by setting it; set it back at once.
+    # Linux states the umask in /proc: reading it there changes nothing, whereas os.umask can
+    # only be read by setting it, which for an instant would apply to files other threads
+    # (the prediction writer) create. Elsewhere: set it and put it back at once.
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

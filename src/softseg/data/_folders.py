@@ -14,11 +14,11 @@ from softseg.errors import SoftsegError
 from softseg.data._reading import (
     DEFAULT_TASK,
     MaskFiles,
-    _check_rater_sets,
-    _read_case,
-    _restrict,
-    _scan,
-    _select_tasks,
+    check_rater_sets,
+    read_case,
+    restrict_tasks,
+    make_scan,
+    select_tasks,
 )
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def read_rater_folders(root: Path, name: str, tasks: Sequence[str] | None, stric
 
     if multi:
         found_tasks = sorted({t for f in per_case.values() for t in f}, key=natural_key)
-        selected = _select_tasks(root, found_tasks, tasks)
+        selected = select_tasks(root, found_tasks, tasks)
     else:
         task_name = _single_task_name(root, tasks)
         per_case = {c: ({task_name: f[None]} if None in f else {}) for c, f in per_case.items()}
@@ -116,13 +116,13 @@ def read_rater_folders(root: Path, name: str, tasks: Sequence[str] | None, stric
                         f"{case_dirs[case_id]}: {case_id}: expected a task folder {task}/ like "
                         f"other cases, found none"
                     )
-        case = _read_case(case_id, images.get(case_id), _restrict(files, selected), None, problems,
+        case = read_case(case_id, images.get(case_id), restrict_tasks(files, selected), None, problems,
                           image_hint=f"{root / 'images' / case_id}.png|.nii.gz")
         if case is not None:
             cases.append(case)
             declared[case_id] = files
-    _check_rater_sets(declared, selected, "raters", strict, problems, warnings)
-    return _scan(root, name, "raters", selected, cases, problems, warnings)
+    check_rater_sets(declared, selected, "raters", strict, problems, warnings)
+    return make_scan(root, name, "raters", selected, cases, problems, warnings)
 
 
 # ----------------------------------------------------------------------------- agreement maps
@@ -171,7 +171,7 @@ def read_agreement(root: Path, name: str, tasks: Sequence[str] | None, n_raters)
             )
             del per_case[case_id]
         found_tasks = sorted({t for f in per_case.values() for t in f}, key=natural_key)
-        selected = _select_tasks(root, found_tasks, tasks)
+        selected = select_tasks(root, found_tasks, tasks)
     else:
         task_name = _single_task_name(root, tasks)
         per_case = {c: {task_name: f[None]} for c, f in per_case.items()}
@@ -192,8 +192,8 @@ def read_agreement(root: Path, name: str, tasks: Sequence[str] | None, n_raters)
             if maps and task not in maps:
                 problems.append(f"{folder / case_id}: {case_id}: expected {task}.<ext> like other cases, found none")
         chosen = {t: p for t, p in maps.items() if t in selected}
-        case = _read_case(case_id, images.get(case_id), {}, None, problems, chosen, counts,
+        case = read_case(case_id, images.get(case_id), {}, None, problems, chosen, counts,
                           image_hint=f"{root / 'images' / case_id}.png|.nii.gz")
         if case is not None:
             cases.append(case)
-    return _scan(root, name, "agreement", selected, cases, problems, warnings)
+    return make_scan(root, name, "agreement", selected, cases, problems, warnings)

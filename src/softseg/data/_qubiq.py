@@ -13,11 +13,11 @@ from softseg.errors import SoftsegError
 from softseg.data._reading import (
     MaskFiles,
     QUBIQ_MASK,
-    _check_rater_sets,
-    _read_case,
-    _restrict,
-    _scan,
-    _select_tasks,
+    check_rater_sets,
+    read_case,
+    restrict_tasks,
+    make_scan,
+    select_tasks,
 )
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def read_qubiq(
         listed.append((case_id, split, folder, files))
 
     found_tasks = sorted({t for *_, files in listed for t in files}, key=natural_key)
-    selected = _select_tasks(root, found_tasks, tasks)
+    selected = select_tasks(root, found_tasks, tasks)
     cases = []
     declared: dict[str, MaskFiles] = {}
     for case_id, split, folder, files in listed:
@@ -72,15 +72,15 @@ def read_qubiq(
                         f"{folder}: {case_id}: expected masks {task}_segRR.nii.gz like other "
                         f"cases, found none"
                     )
-        case = _read_case(case_id, image, _restrict(files, selected), split, problems,
+        case = read_case(case_id, image, restrict_tasks(files, selected), split, problems,
                           image_hint=str(folder / "image.nii.gz"))
         if case is not None:
             cases.append(case)
             declared[case_id] = files
     if not found_tasks and cases:
         warnings.append(f"{root}: no rater masks in any case; all {len(cases)} cases are unlabelled")
-    _check_rater_sets(declared, selected, "qubiq", strict, problems, warnings)
-    return _scan(root, name, "qubiq", selected, cases, problems, warnings)
+    check_rater_sets(declared, selected, "qubiq", strict, problems, warnings)
+    return make_scan(root, name, "qubiq", selected, cases, problems, warnings)
 
 
 def _qubiq_case_folders(root: Path, splits: Sequence[str] | None) -> list[tuple[str | None, Path]]:

@@ -32,7 +32,7 @@ MaskFiles = dict[str, list[tuple[str, Path]]]
 # ----------------------------------------------------------------------------- one case
 
 
-def _read_case(
+def read_case(
     case_id: str,
     image_path: Path | None,
     mask_files: MaskFiles,
@@ -147,7 +147,7 @@ def _read_agreement_map(path: Path, n_raters: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- dataset checks
 
 
-def _select_tasks(root: Path, found: Sequence[str], tasks: Sequence[str] | None) -> tuple[str, ...]:
+def select_tasks(root: Path, found: Sequence[str], tasks: Sequence[str] | None) -> tuple[str, ...]:
     if tasks is None:
         return tuple(found)
     unknown = [t for t in tasks if t not in found]
@@ -163,7 +163,7 @@ def _rater_list(raters: Sequence[str]) -> str:
     return ", ".join(raters)
 
 
-def _check_rater_sets(
+def check_rater_sets(
     declared: Mapping[str, MaskFiles], tasks: Sequence[str], layout: str, strict: bool,
     problems: list[str], warnings: list[str],
 ) -> None:
@@ -213,10 +213,10 @@ def _check_rater_sets(
             (problems if layout == "qubiq" or strict else warnings).append(line)
 
 
-def _scan(root, name, layout, tasks, cases, problems, warnings) -> Scan:
+def make_scan(root, name, layout, tasks, cases, problems, warnings) -> Scan:
     dataset = Dataset(root=root, name=name, layout=layout, tasks=tuple(tasks), cases=tuple(cases))
     return Scan(dataset=dataset, problems=tuple(problems), warnings=tuple(warnings))
 
 
-def _restrict(mask_files: MaskFiles, tasks: Sequence[str]) -> MaskFiles:
+def restrict_tasks(mask_files: MaskFiles, tasks: Sequence[str]) -> MaskFiles:
     return {t: f for t, f in mask_files.items() if t in tasks}
