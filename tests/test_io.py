@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io as io_bytes
 import logging
 import os
 import stat
+import struct
+import zlib
 
 import nibabel as nib
 import numpy as np
@@ -371,3 +374,56 @@ def test_damaged_files_are_named_but_programming_errors_are_not_hidden(tmp_path,
     monkeypatch.setattr(io.nib, "load", bug)
     with pytest.raises(TypeError, match="a bug"):
         io.read_image(good)
+    monkeypatch.setattr(io.Image, "open", bug)
+    with pytest.raises(TypeError, match="a bug"):
+        io.read_image(tmp_path / "garbage.png")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    body = kind + data
+    return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def damaged_files(folder):
+    """{file: the exception nibabel/Pillow raise for it}: real files truncated or corrupted."""
+    array = np.random.default_rng(3).random((20, 20, 4)).astype(np.float32)  # incompressible
+    gz = save_nifti(folder / "ok.nii.gz", array).read_bytes()
+    raw = save_nifti(folder / "ok.nii", array).read_bytes()
+    buffer = io_bytes.BytesIO()
+    Image.fromarray((array[..., 0] * 255).astype(np.uint8)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    bad_dtype, negative_dim = bytearray(raw), bytearray(raw)
+    bad_dtype[70:72] = (255).to_bytes(2, "little")  # header field datatype: no such code
+    negative_dim[42:44] = (-3).to_bytes(2, "little", signed=True)  # dim[1]
+    broken_stream = bytearray(gz)
+    broken_stream[10:12] = b"\xff\xff"  # the first bytes of the deflate stream
+    broken_idat = bytearray(png)
+    broken_idat[60:64] = b"\xff\xff\xff\xff"
+    # a valid header claiming 20000 x 20000 pixels, more than Pillow agrees to decode
+    bomb = b"".join((b"\x89PNG\r\n\x1a\n",
+                     _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)),
+                     _png_chunk(b"IDAT", zlib.compress(b"")), _png_chunk(b"IEND", b"")))
+    files = {
+        "header-cut.nii.gz": (gz[:40], "ImageFileError"),
+        "data-cut.nii.gz": (gz[: 3 * len(gz) // 4], "EOFError"),
+        "stream.nii.gz": (bytes(broken_stream), "error"),  # zlib.error
+        "data-cut.nii": (raw[:400], "OSError"),
+        "dtype.nii": (bytes(bad_dtype), "HeaderDataError"),
+        "dim.nii": (bytes(negative_dim), "OverflowError"),
+        "garbage.png": (b"garbage", "UnidentifiedImageError"),
+        "cut.png": (png[: len(png) // 2], "OSError"),
+        "idat.png": (bytes(broken_idat), "OSError"),
+        "bomb.png": (bomb, "DecompressionBombError"),
+    }
+    for name, (data, _) in files.items():
+        (folder / name).write_bytes(data)
+    return {folder / name: error for name, (_, error) in files.items()}
+
+
+def test_every_kind_of_damage_gives_the_cannot_read_message(tmp_path):
+    for path, error in damaged_files(tmp_path).items():
+        kind, valid = ("PNG", r"\.png") if path.suffix == ".png" else ("NIfTI", r"\.nii/\.nii\.gz")
+        for read in (io.read_image, io.read_mask, io.read_probability):
+            pattern = rf"(?s){path.name}: cannot read as {kind} \({error}: .*\); expected a valid {valid} file"
+            with pytest.raises(SoftsegError, match=pattern):
+                read(path)

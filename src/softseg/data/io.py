@@ -107,12 +107,14 @@ def map_suffix(geometry: Geometry) -> str:
 # ----------------------------------------------------------------------------- reading
 
 # What nibabel and Pillow raise for a damaged or foreign file (truncated gzip, bad header,
-# wrong magic, short data). A programming error (TypeError, AttributeError, ...) is not
-# among them and keeps its traceback.
+# wrong magic, short data), found by truncating and corrupting real files: a NIfTI header
+# with a negative or huge dimension gives OverflowError; Pillow refuses a header claiming
+# an enormous image with DecompressionBombError (not an OSError). A programming error
+# (TypeError, AttributeError, ...) is not among them and keeps its traceback.
 _NIFTI_READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError,
-                      zlib.error, struct.error)
+                      OverflowError, zlib.error, struct.error)
 _PNG_READ_ERRORS = (UnidentifiedImageError, OSError, EOFError, ValueError, SyntaxError,
-                    zlib.error, struct.error)
+                    zlib.error, struct.error, Image.DecompressionBombError)
 
 
 def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, tuple[float, ...]]:
