@@ -1,16 +1,19 @@
-"""QUBIQ layout: discovery, every quirk of SPEC.md, and every problem collected in one pass."""
+"""QUBIQ layout: discovery, every quirk of SPEC.md, and every problem collected in one pass;
+the one channel check of data.cases."""
 
 from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from softseg.data.cases import Dataset
+from softseg.data.cases import Case, Dataset, channel_problems, check_channels
 from softseg.data.datasets import find_qubiq_datasets, load_dataset, scan_dataset
+from softseg.data.io import Geometry
 from softseg.errors import DatasetError, SoftsegError
 
 AFFINE = np.diag([0.8, 0.8, 3.0, 1.0])
@@ -240,3 +243,42 @@ def test_select_keeps_order_and_fields(tmp_path):
     chosen = data.select(case_ids=["case3", "case1"])
     assert isinstance(chosen, Dataset) and [c.case_id for c in chosen.cases] == ["case1", "case3"]
     assert (chosen.root, chosen.tasks, chosen.layout) == (data.root, data.tasks, data.layout)
+
+
+def channel_cases(*channels):
+    """One case per entry with an image of that many channels, ids c0, c1, ..."""
+    return [
+        Case(case_id=f"c{i}", image=np.zeros((n, 2, 2), np.float32), spacing=(1.0, 1.0),
+             geometry=Geometry("png", (2, 2)), image_path=Path(f"images/c{i}.png"))
+        for i, n in enumerate(channels)
+    ]
+
+
+def test_channel_problems_majority_ties_and_explicit_expectation():
+    # the majority (1) names the odd case, with its image
+    assert channel_problems(channel_cases(1, 3, 1, 1)) == [
+        f"c1: image has 3 channel(s), expected 1 ({Path('images/c1.png')})"
+    ]
+    # a tie goes to the smaller count, whichever comes first
+    assert [line[:2] for line in channel_problems(channel_cases(3, 1, 3, 1))] == ["c0", "c2"]
+    assert [line[:2] for line in channel_problems(channel_cases(4, 4, 3, 3, 1))] == ["c0", "c1", "c4"]
+    # an explicit count (the model's) is the expectation even against the majority
+    assert channel_problems(channel_cases(1, 3, 1), expected=3) == [
+        f"c0: image has 1 channel(s), expected 3 ({Path('images/c0.png')})",
+        f"c2: image has 1 channel(s), expected 3 ({Path('images/c2.png')})",
+    ]
+    assert channel_problems(channel_cases(1, 1)) == [] and channel_problems([]) == []
+    assert channel_problems(channel_cases(3, 3), expected=3) == []
+    assert len(channel_problems(channel_cases(3, 3), expected=1)) == 2  # all agree, all wrong
+
+
+def test_check_channels_names_the_cases_the_reason_and_the_way_out():
+    check_channels(channel_cases(1, 1), 1, reason="the run r")
+    with pytest.raises(SoftsegError, match=r"^2 image\(s\) have another channel count than the run r "
+                       r"\(1 channel\): c0: image has 3 channel\(s\), expected 1 .*; c2: .*; "
+                       r"convert the images"):
+        check_channels(channel_cases(3, 1, 4), 1, reason="the run r (1 channel)")
+    with pytest.raises(SoftsegError, match=r"^12 image\(s\) .*c9: [^;]*; \.\.\. \(2 more\); convert"):
+        check_channels(channel_cases(*[3] * 12), 1, reason="x")
+    with pytest.raises(SoftsegError, match=r"^1 image\(s\) .*c2: image has 3 channel\(s\), expected 1 "):
+        check_channels(channel_cases(1, 1, 3), None, reason="most images")
