@@ -73,7 +73,8 @@ def test_check_names_each_case_whose_channel_count_differs(tmp_path, capsys):
     assert main(["check", str(root)]) == 2
     out = capsys.readouterr().out.splitlines()
     assert [line for line in out if line.startswith("problem: ")] == [
-        f"problem: c: image has 3 channel(s), expected 1 ({root / 'images' / 'c.png'})"]
+        f"problem: c: image has 3 channel(s), expected 1 ({root / 'images' / 'c.png'})"
+        f"; convert the images to one channel count (e.g. all grey or all RGB)"]
     assert out[-1] == "result: 1 problem(s), 0 warning(s)"
 
 

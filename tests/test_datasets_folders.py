@@ -83,7 +83,8 @@ def test_rgb_and_16_bit_images_and_nifti(tmp_path):
     # naming the case (a tie between 1 and 3 channels goes to the smaller count)
     assert scan.warnings == ()
     assert check_dataset(root).problems == (
-        f"rgb: image has 3 channel(s), expected 1 ({root / 'images' / 'rgb.png'})",)
+        f"rgb: image has 3 channel(s), expected 1 ({root / 'images' / 'rgb.png'}); "
+        f"convert the images to one channel count (e.g. all grey or all RGB)",)
     deep, rgb = scan.dataset.cases  # natural order: deep, rgb
     assert rgb.image.shape == (3, 9, 8) and rgb.image[2].max() == 3
     assert deep.image.max() == 40000 and deep.geometry.bit_depth == 16

@@ -60,7 +60,7 @@ def test_summary_values_hand_computed(tmp_path):
     # mixed channel counts are a problem (a model takes one count), named case by case
     assert len(report.problems) == 1, report.problems
     assert report.problems[0].startswith("c: image has 3 channel(s), expected 1 (")
-    assert report.problems[0].endswith("c.png)")
+    assert report.problems[0].endswith("c.png); convert the images to one channel count (e.g. all grey or all RGB)")
     assert report.splits == {"all": 3}
     (task,) = report.tasks
     assert (task.task, task.labelled, task.raters_min, task.raters_max, task.rater_sets) == ("task01", 3, 2, 3, 2)

@@ -110,15 +110,18 @@ def check_dataset(
 
     Arguments as :func:`softseg.data.datasets.load_dataset`. Raises SoftsegError only when the
     folder cannot be read as a dataset at all (missing, no known layout); every other
-    problem is in ``report.problems``.
+    problem is in ``report.problems``, including one line per case whose image channel count
+    differs from the one most cases have.
     """
     scan = scan_dataset(path, layout, tasks=tasks, splits=splits, n_raters=n_raters, strict=strict)
     per_split, summaries = summarize(scan.dataset)
+    # A model takes one channel count: an image that differs from the majority is a
+    # problem to fix before training, named case by case with the way out.
+    channels = tuple(f"{line}; convert the images to one channel count (e.g. all grey or all RGB)"
+                     for line in channel_problems(scan.dataset.cases))
     return CheckReport(
         dataset=scan.dataset,
-        # A model takes one channel count: an image that differs from the majority is a
-        # problem to fix before training, named case by case.
-        problems=scan.problems + tuple(channel_problems(scan.dataset.cases)),
+        problems=scan.problems + channels,
         warnings=scan.warnings,
         splits=per_split,
         tasks=summaries,
