@@ -156,7 +156,7 @@ def prepare_out_dir(
     offering only the options the caller supports (pass ``overwrite``/``resume`` as ``None``
     where a command has no such option). ``what`` names the earlier run in the message
     ("prediction", "evaluation", "demo", ...) and ``option`` how the user named the folder
-("--out", or "OUT" for a positional argument). Raises :class:`SoftsegError`.
+    ("--out", or "OUT" for a positional argument). Raises :class:`SoftsegError`.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -64,7 +64,7 @@ def run_predict(args: argparse.Namespace) -> int:
         args.runs, args.input, args.out,
         layout=args.layout, split=args.split, std=args.std, masks=args.masks,
         use_run_threshold=args.run_threshold, qubiq=args.qubiq, batch_size=args.batch_size,
-        device=args.device or "auto", checkpoint=args.checkpoint, overwrite=args.overwrite,
+        device=args.device, checkpoint=args.checkpoint, overwrite=args.overwrite,
         progress=args.progress,
     )
     summary = json.loads(path.read_text())
@@ -118,7 +118,7 @@ def run_threshold(args: argparse.Namespace) -> int:
     payload, tables = choose_threshold(
         args.run, args.data, criterion=criterion, target=target, split=args.split,
         layout=args.layout, reference_level=args.reference_level,
-        batch_size=args.batch_size, device=args.device or "auto", checkpoint=args.checkpoint,
+        batch_size=args.batch_size, device=args.device, checkpoint=args.checkpoint,
         progress=args.progress,
     )
     path = write_threshold_file(args.run, payload, overwrite=args.overwrite)

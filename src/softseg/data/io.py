@@ -45,8 +45,6 @@ from softseg.data._encode import encode_grey_png, nifti_bytes
 from softseg.errors import SoftsegError
 from softseg.files import write_bytes_atomic, write_with
 
-
-
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")

@@ -26,6 +26,7 @@ from softseg.experiments import pipeline as steps
 from softseg.experiments.folds import patient_map, prepare_folds
 from softseg.experiments.tables import cells, write_comparison
 from softseg.files import prepare_out_dir, write_json_atomic
+from softseg.inference.outputs import PREDICTIONS_FILE, read_record
 from softseg.training.config import LABEL_MODES, TrainConfig
 
 __all__ = ["compare", "CompareOptions"]
@@ -157,7 +158,7 @@ def _compare_one(
 
 
 def _fold_predicted(pred_dir: Path, test_ids: Sequence[str]) -> bool:
-    record = steps.load_result(pred_dir / "predictions.json")
+    record = read_record(pred_dir / PREDICTIONS_FILE)
     return record is not None and set(test_ids) <= set(record.get("cases", []))
 
 

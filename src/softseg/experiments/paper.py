@@ -95,14 +95,6 @@ PAPER_TABLE3: dict[str, dict[str, tuple[float, float]]] = {
 }
 
 
-def _is_task(name: str) -> bool:
-    try:
-        task_name(name)
-    except SoftsegError:
-        return False
-    return True
-
-
 def select_tasks(names: list[str] | None) -> tuple[QubiqTask, ...]:
     """The tasks named by ``--tasks``: task keys (``kidney-task01``) or dataset names (``brain-tumor``
     = its three tasks), in the paper's order. ``None`` or empty selects all seven.
@@ -114,10 +106,11 @@ def select_tasks(names: list[str] | None) -> tuple[QubiqTask, ...]:
     wanted: set[str] = set()
     for name in names:
         matches = [t.key for t in QUBIQ_TASKS if t.dataset == name]
-        if not matches and _is_task(name):
-            matches = [task_name(name)]  # other spellings, e.g. brain-tumor-task2, with a hint
         if not matches:
-            known = ", ".join(list(QUBIQ_DATASETS) + [t.key for t in QUBIQ_TASKS])
-            raise SoftsegError(f"--tasks: unknown QUBIQ task {name!r}; expected one of: {known}")
+            try:
+                matches = [task_name(name)]  # a task, in any accepted spelling (with a hint)
+            except SoftsegError as error:
+                known = ", ".join(list(QUBIQ_DATASETS) + [t.key for t in QUBIQ_TASKS])
+                raise SoftsegError(f"--tasks: unknown QUBIQ task {name!r}; expected one of: {known}") from error
         wanted.update(matches)
     return tuple(t for t in QUBIQ_TASKS if t.key in wanted)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
+from softseg.data.cases import natural_key
 from softseg.errors import SoftsegError
 from softseg.files import write_json_atomic
 from softseg.inference.batchnorm_fold import fold_batchnorm
@@ -46,7 +46,7 @@ class LoadedRun:
 class RunSet:
     """The runs behind one prediction and the operating thresholds stored for them.
 
-    ``run_dirs``: every single-seed run folder (expanded with :func:`model.find_runs`).
+    ``run_dirs``: every single-seed run folder (expanded with :func:`find_runs`).
     ``threshold``: the ``threshold.json`` payload that applies to exactly these runs, or
     None; ``threshold_path`` where it was read.
     """
@@ -64,15 +64,11 @@ def find_runs(path: str | Path) -> list[Path]:
     if path.is_dir():
         runs = [p for p in path.iterdir() if p.is_dir() and (p / "config.json").is_file()]
         if runs:
-            return sorted(runs, key=_natural_key)
+            return sorted(runs, key=lambda run: natural_key(run.name))
     raise SoftsegError(
         f"{path}: no softseg run found; expected RUN/config.json or RUN/seedN/config.json "
         f"(the folder given to 'softseg train --out')"
     )
-
-
-def _natural_key(path: Path) -> list[Any]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
 def load_run(

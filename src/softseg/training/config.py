@@ -115,6 +115,7 @@ def task_name(name: str) -> str:
             return candidate
     raise SoftsegError(f"unknown QUBIQ task {name!r}; expected one of: {', '.join(PRESETS)}")
 
+
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
 _TUPLE_FIELDS = {"tasks", "decoder_channels", "betas"}
 
