@@ -104,11 +104,14 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 def test_validation_collects_every_problem():
-    c = TrainConfig(crop_size=100, lr=1e-5, label_mode="votes", hflip=2.0, epochs=0)
+    c = TrainConfig(crop_size=100, lr=1e-5, label_mode="votes", hflip=2.0, epochs=0, loss="dice",
+                    dml_weight=0)
     with pytest.raises(SoftsegError) as info:
         validate(c)
     text = str(info.value)
-    assert "(5)" in text
+    assert "(7)" in text
+    assert "loss: expected one of ('ce', 'dml', 'ce+dml'), found 'dice'" in text
+    assert "dml_weight: expected > 0, found 0" in text
     assert "crop_size: expected a positive multiple of 32" in text and "use e.g. 96" in text
     assert "lr_min <= lr" in text and "label_mode" in text and "hflip" in text and "epochs" in text
 

@@ -15,6 +15,8 @@ from softseg.data.io import Geometry
 from softseg.errors import SoftsegError
 from softseg.data.labels import (
     majority_label,
+    staple_label,
+    staple_probability,
     random_rater_label,
     soft_label,
     soft_variance,
@@ -140,3 +142,47 @@ def test_write_labels_png_and_nifti_in_source_geometry(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(SoftsegError, match=r"file: expected an output folder, found a file"):
         write_soft_labels(data, tmp_path / "file")
+
+
+# ----------------------------------------------------------------------------- STAPLE
+
+
+def _sitk_staple(masks: np.ndarray) -> np.ndarray:
+    """The oracle: SimpleITK's filter called directly, with nothing of ours in between."""
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(
+        sitk.STAPLEImageFilter().Execute([sitk.GetImageFromArray(m.astype(np.uint8)) for m in masks])
+    )
+
+
+@pytest.mark.parametrize("shape", [(24, 20), (5, 12, 10)])
+def test_staple_equals_simpleitk_in_2d_and_3d(shape):
+    rng = np.random.default_rng(1)
+    truth = np.zeros(shape, bool)
+    truth[(slice(1, -1),) * len(shape)] = True
+    # five raters: the truth with some pixels flipped, one rater much noisier than the rest
+    masks = np.stack([truth ^ (rng.random(shape) < noise) for noise in (0.02, 0.03, 0.05, 0.05, 0.3)])
+    case = case_with({"t": masks}, shape=shape)
+    prob = staple_probability(case, "t")
+    oracle = _sitk_staple(masks)
+    assert prob.shape == shape and not np.isnan(oracle).any()
+    np.testing.assert_array_equal(prob, oracle)
+    np.testing.assert_array_equal(staple_label(case, "t"), oracle >= 0.5)
+    assert 0 <= prob.min() and prob.max() <= 1
+
+
+def test_staple_of_identical_raters_is_their_mask_and_empty_stays_empty():
+    one = np.asarray(THREE[1], bool)
+    np.testing.assert_array_equal(staple_label(case_with({"t": [one, one, one]}), "t"), one)
+    empty = np.zeros((3, 2, 3), bool)
+    # SimpleITK returns NaN everywhere here; the consensus of nobody's marks is empty
+    assert np.isnan(_sitk_staple(empty)).all()
+    consensus = staple_label(case_with({"t": empty}), "t")
+    assert consensus.dtype == bool and not consensus.any()
+
+
+def test_staple_needs_rater_masks():
+    case = case_with(agreement={"t": (np.zeros((2, 3), np.float32), 4)})
+    with pytest.raises(SoftsegError, match=r"c1: task 't' has only an agreement map.*STAPLE baseline"):
+        staple_label(case, "t")

@@ -19,6 +19,7 @@ from softseg.data.io import Geometry
 from softseg.errors import DatasetError, SoftsegError
 from softseg.inference.arrays import predict_images
 from softseg.inference.runs import load_run
+from softseg.data.labels import staple_label
 from softseg.training.train import lr_at, soft_cross_entropy, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -149,6 +150,30 @@ def test_label_modes_give_the_documented_targets():
         assert matches
         drawn.update(matches)
     assert drawn == {0, 1, 2}
+    staple = prepare(cases, TINY.replace(tasks=("task01",), label_mode="staple"))
+    np.testing.assert_array_equal(
+        staple.labels[0][0].numpy(), staple_label(cases[0], "task01").astype(np.float32)
+    )
+
+
+@pytest.mark.parametrize("loss", ["ce", "dml", "ce+dml"])
+def test_the_step_trains_with_the_configured_loss(tmp_path, monkeypatch, loss):
+    from softseg.training import losses
+
+    called = []
+    original = losses.loss_function
+
+    def spy(name, dml_weight=1.0):
+        called.append((name, dml_weight))
+        return original(name, dml_weight)
+
+    monkeypatch.setattr(_train_loop, "loss_function", spy)
+    ds = make_dataset(4, size=32)
+    cfg = TINY.replace(epochs=1, loss=loss, dml_weight=0.5)
+    train(cfg, ds, tmp_path / "r", ids(ds, slice(0, 3)), ids(ds, slice(3, 4)), progress=False)
+    assert called and set(called) == {(loss, 0.5)}
+    rows = history(tmp_path / "r")
+    assert np.isfinite(float(rows[-1]["train_loss"])) and np.isfinite(float(rows[-1]["val_loss"]))
 
 
 def test_random_rater_needs_individual_masks():

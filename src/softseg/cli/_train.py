@@ -11,7 +11,7 @@ from softseg.cli._options import (
     add_device, add_encoder_weights, add_layout, add_overwrite, add_preset, add_progress, add_resume,
     add_seeds, config_default as d, keep_memory,
 )
-from softseg.training.config import BEST_METRICS, LABEL_MODES, PRECISIONS
+from softseg.training.config import BEST_METRICS, LABEL_MODES, LOSSES, PRECISIONS
 
 
 def register(subparsers) -> None:
@@ -40,7 +40,13 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, help=f"initial learning rate ({d('lr')})")
     p.add_argument("--lr-min", type=float, help=f"final learning rate of the cosine schedule ({d('lr_min')})")
     p.add_argument("--vflip", type=float, help=f"vertical flip probability ({d('vflip')}; 0 for kidney)")
-    p.add_argument("--label-mode", choices=LABEL_MODES, help=f"soft labels or a baseline ({d('label_mode')})")
+    p.add_argument("--label-mode", choices=LABEL_MODES,
+                   help=f"soft labels or a hard-label baseline: majority vote, one random rater per "
+                        f"step, SimpleITK STAPLE consensus >= 0.5 ({d('label_mode')})")
+    p.add_argument("--loss", choices=LOSSES,
+                   help=f"soft cross-entropy (the paper), the Dice semimetric loss, or their sum "
+                        f"({d('loss')})")
+    p.add_argument("--dml-weight", type=float, help=f"weight of the DML term in ce+dml ({d('dml_weight')})")
     p.add_argument("--precision", choices=PRECISIONS,
                    help=f"{d('precision')}: bf16 on a CPU with bf16, AMP on a GPU, else fp32")
     add_device(p)
@@ -62,7 +68,7 @@ def register(subparsers) -> None:
 
 _OVERRIDES = (
     "tasks", "epochs", "batch_size", "aug_copies", "crop_size", "resize", "lr", "lr_min", "vflip",
-    "label_mode", "precision", "device", "val_every", "val_fraction", "best_metric", "encoder_weights",
+    "label_mode", "loss", "dml_weight", "precision", "device", "val_every", "val_fraction", "best_metric", "encoder_weights",
 )
 
 

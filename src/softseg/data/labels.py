@@ -1,5 +1,7 @@
 """Soft labels from rater masks, their variance, hard-label baselines, and writing them.
 
+Hard-label baselines: majority vote, one random rater, STAPLE consensus (SimpleITK).
+
 Per SPEC.md: the soft label of a case and task is the pixel-wise mean of the binary masks
 of the raters present *for that case* (a case with 5 of 6 raters averages 5), so its values
 lie in {k/A}. Variance is p(1 - p) and is never predicted.
@@ -56,20 +58,52 @@ def majority_label(case: Case, task: str) -> np.ndarray:
     return soft_label(case, task) >= np.float32(0.5)
 
 
+def staple_probability(case: Case, task: str) -> np.ndarray:
+    """STAPLE's (Warfield et al. 2004) per-pixel probability of foreground, ``(*spatial)`` float64.
+
+    SimpleITK's ``STAPLEImageFilter`` over the case's rater masks (foreground value 1, its
+    default prior, iterations and convergence). STAPLE is undefined where the raters give it
+    nothing to estimate from (every mask empty, or every mask full); such NaN pixels take the
+    majority vote instead, so a case nobody marked gets an empty consensus. Raises
+    SoftsegError for agreement-map data (no individual raters) or unlabelled cases.
+    """
+    import SimpleITK as sitk
+
+    masks = _rater_masks(case, task, "the STAPLE baseline")
+    staple = sitk.STAPLEImageFilter()
+    staple.SetForegroundValue(1.0)
+    prob = sitk.GetArrayFromImage(
+        staple.Execute([sitk.GetImageFromArray(m.astype(np.uint8)) for m in masks])
+    ).astype(np.float64)
+    undefined = np.isnan(prob)
+    if undefined.any():
+        prob[undefined] = majority_label(case, task)[undefined]
+    return prob
+
+
+def staple_label(case: Case, task: str) -> np.ndarray:
+    """The STAPLE consensus, ``(*spatial)`` bool: :func:`staple_probability` >= 0.5."""
+    return staple_probability(case, task) >= 0.5
+
+
+def _rater_masks(case: Case, task: str, needed_by: str) -> np.ndarray:
+    if task in case.masks:
+        return case.masks[task]
+    if task in case.agreement:
+        raise SoftsegError(
+            f"{case.case_id}: task {task!r} has only an agreement map, no individual rater "
+            f"masks; {needed_by} needs rater-folder or QUBIQ data"
+        )
+    raise _unlabelled(case, task)
+
+
 def random_rater_label(case: Case, task: str, rng: np.random.Generator) -> np.ndarray:
     """One rater's mask chosen uniformly with ``rng``; ``(*spatial)`` bool (a copy).
 
     Raises SoftsegError for agreement-map data (no individual raters) or unlabelled cases.
     """
-    if task in case.masks:
-        masks = case.masks[task]
-        return masks[int(rng.integers(masks.shape[0]))].copy()
-    if task in case.agreement:
-        raise SoftsegError(
-            f"{case.case_id}: task {task!r} has only an agreement map, no individual rater "
-            f"masks; the random-rater baseline needs rater-folder or QUBIQ data"
-        )
-    raise _unlabelled(case, task)
+    masks = _rater_masks(case, task, "the random-rater baseline")
+    return masks[int(rng.integers(masks.shape[0]))].copy()
 
 
 def write_soft_labels(

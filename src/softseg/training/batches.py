@@ -25,7 +25,7 @@ from softseg.training.preprocess import prepare_image, resize
 class TrainData:
     """Per-case tensors. ``images[i]`` ``(C, H, W)`` float32 normalised (and resized);
     ``labels[i]`` ``(T, H, W)`` float32 in [0, 1] on the same grid (the training target for
-    "soft"/"majority"; the soft label for validation); ``raters[i][t]`` ``(R, H, W)`` float32
+    "soft"/"majority"/"staple"; the soft label for validation); ``raters[i][t]`` ``(R, H, W)`` float32
     rater masks (random-rater mode only); ``source_labels[i]`` the soft label on the source
     grid (validation only, to score on the original pixels)."""
 
@@ -65,6 +65,8 @@ def _target(case: Case, task: str, mode: str) -> np.ndarray:
 
     if mode == "majority":
         return labels.majority_label(case, task)
+    if mode == "staple":
+        return labels.staple_label(case, task)
     return labels.soft_label(case, task)
 
 

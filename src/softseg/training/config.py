@@ -22,7 +22,8 @@ from softseg.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-LABEL_MODES = ("soft", "majority", "random_rater")
+LABEL_MODES = ("soft", "majority", "random_rater", "staple")
+LOSSES = ("ce", "dml", "ce+dml")
 PRECISIONS = ("auto", "fp32", "bf16", "amp")
 BEST_METRICS = ("qubiq", "loss")
 NORMALIZATIONS = ("zscore",)
@@ -46,6 +47,8 @@ class TrainConfig:
     tasks: tuple[str, ...] = ()
     in_channels: int = 0
     label_mode: str = "soft"
+    loss: str = "ce"  # the paper's soft cross-entropy; see softseg.training.losses
+    dml_weight: float = 1.0  # weight of the Dice semimetric term in loss "ce+dml"
     resize: int | None = None
     normalization: str = "zscore"
     val_fraction: float = 0.2
@@ -177,6 +180,8 @@ def validate(config: TrainConfig) -> None:
 
     c = config
     check(c.label_mode in LABEL_MODES, f"label_mode: expected one of {LABEL_MODES}, found {c.label_mode!r}")
+    check(c.loss in LOSSES, f"loss: expected one of {LOSSES}, found {c.loss!r}")
+    check(c.dml_weight > 0, f"dml_weight: expected > 0, found {c.dml_weight}")
     check(c.precision in PRECISIONS, f"precision: expected one of {PRECISIONS}, found {c.precision!r}")
     check(c.best_metric in BEST_METRICS, f"best_metric: expected one of {BEST_METRICS}, found {c.best_metric!r}")
     check(c.normalization in NORMALIZATIONS, f"normalization: expected one of {NORMALIZATIONS}, found {c.normalization!r}")

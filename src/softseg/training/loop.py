@@ -14,24 +14,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from softseg.training import distributed as _distributed
 from softseg.training.batches import TrainData, sample_batch
 from softseg.training.runtime import autocast, memory_format, seeded_global_rng
 from softseg.training.config import TrainConfig
 from softseg.training.augment import growing_batch
+from softseg.training.losses import loss_function
 from softseg.training.preprocess import predict_logits, resize
-
-
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy between sigmoid(logits) and soft targets in [0, 1].
-
-    ``logits`` and ``target`` are ``(N, T, H, W)``; computed in float32 whatever the autocast
-    dtype. Per pixel, -g log p - (1 - g) log(1 - p) is minimal at p = g, so the model is
-    pushed to predict the raters' agreement itself (Dice would push it to 0/1).
-    """
-    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
 
 
 def lr_at(step: int, total_steps: int, lr: float, lr_min: float) -> float:
@@ -105,7 +95,7 @@ def train_step(state: LoopState, data: TrainData, indices: list[int]) -> float:
     # caller's state restored afterwards.
     with seeded_global_rng(seed, device), autocast(state.precision, device):
         logits = state.wrapped(images)
-    loss = soft_cross_entropy(logits, labels)
+    loss = loss_function(c.loss, c.dml_weight)(logits, labels)
     if state.scaler is not None:
         state.scaler.scale(loss).backward()
         state.scaler.step(state.optimizer)
@@ -138,7 +128,7 @@ def train_epoch(state: LoopState, data: TrainData, progress: bool = True) -> flo
 
 @torch.no_grad()
 def validate(state: LoopState, data: TrainData) -> tuple[float, float]:
-    """Mean loss and mean QUBIQ score over validation cases and tasks, whole images.
+    """Mean loss (the run's) and mean QUBIQ score over validation cases and tasks, whole images.
 
     Each image is predicted as in inference (padded to a multiple of 32, cropped back,
     un-resized) and compared with its soft label on the source grid.
@@ -149,10 +139,11 @@ def validate(state: LoopState, data: TrainData) -> tuple[float, float]:
     was_training = model.training
     model.eval()
     losses, scores = [], []
+    loss_fn = loss_function(state.config.loss, state.config.dml_weight)
     for image, soft in zip(data.images, data.source_labels):
         logits = predict_logits(model, image, state.precision, state.device).cpu()
         logits = resize(logits, tuple(soft.shape[-2:]))
-        losses.append(float(soft_cross_entropy(logits, soft)))
+        losses.append(float(loss_fn(logits[None], soft[None])))
         prob = torch.sigmoid(logits).numpy()
         scores.extend(qubiq_score(prob[t], soft[t].numpy()) for t in range(soft.shape[0]))
     model.train(was_training)

@@ -36,11 +36,11 @@ from softseg.training.loop import (
     lr_at,
     restore_rng_states,
     rng_states,
-    soft_cross_entropy,
     steps_per_epoch,
     train_epoch,
     validate,
 )
+from softseg.training.losses import soft_cross_entropy
 from softseg.training.runtime import memory_format, resolve_device, resolve_precision, seeded_global_rng
 from softseg.training.config import TrainConfig, load_config, save_config, to_dict, validate as validate_config
 from softseg.data.cases import Dataset, check_channels
