@@ -325,7 +325,7 @@ def test_compare_refusals(tmp_path, capsys):
         compare(dataset, tmp_path / "a", CompareOptions(seeds=(0,)))
     with pytest.raises(SoftsegError, match=r"--folds 3: only 2 patient\(s\)"):
         compare(dataset, tmp_path / "b", CompareOptions(seeds=(0,), folds=3))
-    with pytest.raises(SoftsegError, match="--methods: expected some of soft, majority, random_rater, found"):
+    with pytest.raises(SoftsegError, match="--methods: expected some of soft, majority, random_rater, staple, found"):
         compare(dataset, tmp_path / "c", CompareOptions(methods=("dice",)))
     with pytest.raises(SoftsegError, match="--seeds: expected at least one seed"):
         compare(dataset, tmp_path / "d", CompareOptions(seeds=()))

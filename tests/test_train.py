@@ -101,8 +101,8 @@ def test_step_uses_the_growing_batch_and_the_schedule(tmp_path, monkeypatch):
     seen = []
     original = _train_loop.growing_batch
 
-    def spy(images, labels, copies, settings, generator):
-        out = original(images, labels, copies, settings, generator)
+    def spy(images, labels, sources, copies, settings, generator):
+        out = original(images, labels, sources, copies, settings, generator)
         seen.append((tuple(images.shape), tuple(out[0].shape), tuple(out[1].shape)))
         return out
 

@@ -17,7 +17,7 @@ import torch
 from softseg.training.config import TrainConfig
 from softseg.data.cases import Case, Dataset, channel_problems
 from softseg.errors import DatasetError, SoftsegError
-from softseg.training.augment import random_crop
+from softseg.training.augment import random_crops
 from softseg.training.preprocess import prepare_image, resize
 
 
@@ -99,10 +99,10 @@ def prepare(cases: Sequence[Case], config: TrainConfig, *, validation: bool = Fa
     )
 
 
-def sample_batch(
-    data: TrainData, indices: Sequence[int], crop: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random crops ``(B, C, crop, crop)`` and their targets ``(B, T, crop, crop)``.
+def sample_targets(
+    data: TrainData, indices: Sequence[int], generator: torch.Generator
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The whole images ``(C, H, W)`` of the cases ``indices`` and their targets ``(T, H, W)``.
 
     In random-rater mode each sample's target is one rater per task, drawn from that
     case's own raters (a fresh draw every time the case is sampled).
@@ -116,10 +116,18 @@ def sample_batch(
             ])
         else:
             label = data.labels[i]
-        image, label = random_crop(data.images[i], label, crop, generator)
-        images.append(image)
+        images.append(data.images[i])
         labels.append(label)
-    return torch.stack(images), torch.stack(labels)
+    return images, labels
+
+
+def sample_batch(
+    data: TrainData, indices: Sequence[int], crop: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random crops ``(B, C, crop, crop)`` of :func:`sample_targets` and their targets
+    ``(B, T, crop, crop)``."""
+    images, labels = sample_targets(data, indices, generator)
+    return random_crops(images, labels, crop, generator)
 
 
 def split_ids(dataset: Dataset, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:

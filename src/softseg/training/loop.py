@@ -1,9 +1,10 @@
 """One training step, one epoch, one validation pass; the state a checkpoint holds.
 
-The step: the global batch's random crops (shared sampling generator), this process's slice,
-the growing batch on the model's device (originals + ``aug_copies`` augmented copies), the
-forward pass under the run's precision, the loss in float32, backward, Adam. The learning
-rate follows a cosine from ``lr`` at the first step to ``lr_min`` at the last, set per step.
+The step: the global batch's cases and random crops (shared sampling generator), this
+process's slice, the growing batch on the model's device (the original crops + ``aug_copies``
+augmented copies drawn from the whole images), the forward pass under the run's precision,
+the run's loss (:mod:`softseg.training.losses`) in float32, backward, Adam. The learning rate
+follows a cosine from ``lr`` at the first step to ``lr_min`` at the last, set per step.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import numpy as np
 import torch
 
 from softseg.training import distributed as _distributed
-from softseg.training.batches import TrainData, sample_batch
+from softseg.training.batches import TrainData, sample_targets
 from softseg.training.runtime import autocast, memory_format, seeded_global_rng
 from softseg.training.config import TrainConfig
-from softseg.training.augment import growing_batch
+from softseg.training.augment import growing_batch, random_crops
 from softseg.training.losses import loss_function
 from softseg.training.preprocess import predict_logits, resize
 
@@ -74,17 +75,21 @@ def steps_per_epoch(n_cases: int, batch_size: int, world: int = 1) -> int:
 def train_step(state: LoopState, data: TrainData, indices: list[int]) -> float:
     """One optimiser step on the cases ``indices`` (the global batch); returns the global loss."""
     c, device = state.config, state.device
-    images, labels = sample_batch(data, indices, c.crop_size, state.sampler)
+    source_images, source_labels = sample_targets(data, indices, state.sampler)
+    images, labels = random_crops(source_images, source_labels, c.crop_size, state.sampler)
     world, rank = state.dist.world, state.dist.rank
     if world > 1:
         images, labels = images[rank::world], labels[rank::world]
+        source_images, source_labels = source_images[rank::world], source_labels[rank::world]
     images = images.to(device, non_blocking=True)
     labels = labels.to(device, non_blocking=True)
+    sources = ([x.to(device, non_blocking=True) for x in source_images],
+               [y.to(device, non_blocking=True) for y in source_labels])
     # Augmentation and stochastic depth draw from generators seeded by (seed, rank, step):
     # reproducible, different per process, and nothing to carry across a resume.
     seed = int(np.random.SeedSequence([c.seed, rank, state.step]).generate_state(1)[0])
     augmenter = torch.Generator().manual_seed(seed)
-    images, labels = growing_batch(images, labels, c.aug_copies, c, augmenter)
+    images, labels = growing_batch(images, labels, sources, c.aug_copies, c, augmenter)
     images = images.contiguous(memory_format=memory_format(state.precision, device))
 
     lr = lr_at(state.step, state.total_steps, c.lr, c.lr_min)
