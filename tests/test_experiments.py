@@ -441,6 +441,23 @@ def test_fraction_subsets_nested_seeded_patient_level():
         check_fractions([0.5, 0, 1.5])
 
 
+
+def test_fractions_manifest_merges_and_refuses_another_seed(tmp_path):
+    from softseg.experiments.fractions import prepare_fractions
+    from softseg.experiments.splits import Fold
+
+    patients = {f"c{i}": f"c{i}" for i in range(6)}
+    folds = [Fold("fold0", 0, ("c0", "c1", "c2", "c3"), ("c4", "c5"))]
+    path = tmp_path / "fractions.json"
+    first = prepare_fractions(path, folds, patients, (0.5, 1.0), seed=0)
+    prepare_fractions(path, folds, patients, (0.25, 1.0), seed=0)  # a later run adds a fraction
+    saved = json.loads(path.read_text())["folds"]["fold0"]["train"]
+    assert set(saved) == {"0.25", "0.5", "1"} and saved["0.5"] == list(first["fold0"][0.5])
+    with pytest.raises(SoftsegError, match=r"fractions.json: saved training fractions \(split seed 0\) do not "
+                                           r"match this run \(split seed 1\).*use a fresh --out"):
+        prepare_fractions(path, folds, patients, (0.5, 1.0), seed=1, write=False)
+
+
 def test_split_csv_every_problem_at_once_nothing_written(tmp_path, capsys):
     from softseg.cli import main
 
