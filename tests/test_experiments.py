@@ -10,6 +10,8 @@ from softseg.experiments.paper import PAPER_TABLE2, PAPER_TABLE3, QUBIQ_TASKS, s
 from softseg.experiments.tables import Cell, aggregate, below_diversity, write_comparison, write_paper_tables
 from softseg.errors import SoftsegError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: a second thread only waits
+
 
 # --- tables on hand-made numbers -------------------------------------------------------
 
@@ -277,41 +279,43 @@ def test_compare_two_folds_patient_level(tmp_path, capsys, tiny_config):
     data = write_rater_folders(tmp_path / "data")
     out = tmp_path / "cmp"
     args = ["compare", str(data), "--out", str(out), "--folds", "2", "--group-regex", r"^(p\d+)_",
-            "--seeds", "0", "--methods", "soft", "random_rater", *TINY, *tiny_config]
+            "--seeds", "0", "--methods", "soft", "random_rater:ce", *TINY, *tiny_config]
     # one fold first (a fixed split drawn from the manifest), then the rest with --resume
     assert main(args + ["--run-folds", "0"]) == 0
     manifest = json.loads((out / "folds.json").read_text())
-    first = _summary(out / "soft" / "seed0" / "eval-fold0")
+    first = _summary(out / "soft-ce" / "seed0" / "eval-fold0")
     assert sorted(first["cases"]) == sorted(manifest["folds"][0]["test"])
-    assert not (out / "soft" / "seed0" / "fold1").exists()
-    fold0_checkpoint = (out / "soft" / "seed0" / "fold0" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    assert not (out / "soft-ce" / "seed0" / "fold1").exists()
+    fold0_checkpoint = (out / "soft-ce" / "seed0" / "fold0" / "checkpoints" / "last.pt").stat().st_mtime_ns
     capsys.readouterr()
     assert main(args + ["--resume"]) == 0
-    assert (out / "soft" / "seed0" / "fold0" / "checkpoints" / "last.pt").stat().st_mtime_ns == fold0_checkpoint
+    assert (out / "soft-ce" / "seed0" / "fold0" / "checkpoints" / "last.pt").stat().st_mtime_ns == fold0_checkpoint
     printed = capsys.readouterr().out
     assert manifest["k"] == 2 and manifest["grouping"] == r"regex ^(p\d+)_"
     for fold in manifest["folds"]:
         patients = {c.split("_")[0] for c in fold["test"]}
         assert not patients & {c.split("_")[0] for c in fold["train"]}  # patient-level
     rows = json.loads((out / "comparison.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["soft", "random_rater"]  # in --methods order
-    assert not (out / "majority").exists()
+    assert [r["method"] for r in rows] == ["soft:ce", "random_rater:ce"]  # in --methods order
+    assert not (out / "majority-ce").exists()
     all_cases = sorted(f"p{p}_{x}" for p in range(3) for x in "ab")
     for row in rows:
-        method_dir = out / row["method"] / "seed0"
+        method_dir = out / row["method"].replace(":", "-") / "seed0"
         summary = _summary(method_dir / "eval")
         assert sorted(summary["cases"]) == all_cases  # held-out predictions of both folds pooled
         for fold in (0, 1):  # each fold's model trained on the other fold's patients only
             split = json.loads((method_dir / f"fold{fold}" / "split.json").read_text())
             assert split["train"] == manifest["folds"][fold]["train"]
         config = json.loads((method_dir / "fold0" / "config.json").read_text())
-        assert config["label_mode"] == row["method"] and config["seed"] == 0
+        assert f"{config['label_mode']}:{config['loss']}" == row["method"] and config["seed"] == 0
         entry = summary["tasks"]["task01"]
         assert row["qubiq_mean"] == pytest.approx(100 * entry["qubiq"]["mean"])
         assert row["ece_mean"] == pytest.approx(entry["calibration"]["ece"]["mean"])
         pred, div = entry["table3"]["pred_rater_dist"]["mean"], entry["table3"]["rater_diversity"]["mean"]
         assert row["below_diversity"] == (pred < div)
-    assert "| soft |" in printed and "| random_rater |" in printed
+    assert "| soft:ce |" in printed and "| random_rater:ce |" in printed
+    folds = [{"name": f"fold{f['fold']}", "test": f["test"]} for f in manifest["folds"]]
+    _check_per_fold_and_statistics(out, folds, ["soft:ce", "random_rater:ce"], seeds=[0])
 
 
 def test_compare_refusals(tmp_path, capsys):
@@ -325,7 +329,8 @@ def test_compare_refusals(tmp_path, capsys):
         compare(dataset, tmp_path / "a", CompareOptions(seeds=(0,)))
     with pytest.raises(SoftsegError, match=r"--folds 3: only 2 patient\(s\)"):
         compare(dataset, tmp_path / "b", CompareOptions(seeds=(0,), folds=3))
-    with pytest.raises(SoftsegError, match="--methods: expected some of soft, majority, random_rater, staple, found"):
+    with pytest.raises(SoftsegError, match="--methods: expected LABEL.*soft, majority, random_rater, staple"
+                                           ".*'dice': label mode 'dice' is not one of"):
         compare(dataset, tmp_path / "c", CompareOptions(methods=("dice",)))
     with pytest.raises(SoftsegError, match="--seeds: expected at least one seed"):
         compare(dataset, tmp_path / "d", CompareOptions(seeds=()))
@@ -338,3 +343,206 @@ def test_compare_refusals(tmp_path, capsys):
     assert main(["compare", str(data), "--out", str(tmp_path / "e"), "--folds", "2"]) == 2
     assert "output folder is not empty (an earlier compare run?); choose another --out or pass --resume" \
         in capsys.readouterr().err
+
+
+def _csv_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _cases_csv(eval_dir):
+    """{(task, case): row} of an evaluation's cases.csv, read independently of softseg."""
+    return {(r["task"], r["case"]): r for r in _csv_rows(eval_dir / "cases.csv")}
+
+
+def _check_per_fold_and_statistics(out, folds, methods, seeds, fraction_dir="", tag=""):
+    """per_fold.csv and statistics.csv recomputed from each evaluation's cases.csv: fold means
+    over the fold's held-out cases; differences paired by case id after averaging the seeds,
+    scipy's Wilcoxon p."""
+    import numpy as np
+    from scipy import stats
+
+    per_fold = _csv_rows(out / "per_fold.csv")
+    per_case = {}
+    for method in methods:
+        for seed in seeds:
+            eval_dir = out / method.replace(":", "-") / f"seed{seed}" / fraction_dir / f"eval{tag}"
+            per_case[method, seed] = rows = _cases_csv(eval_dir)
+            for fold in folds:
+                line = next(r for r in per_fold if (r["method"], r["seed"], r["fold"], float(r["fraction"]))
+                            == (method, str(seed), fold["name"], 1.0))
+                assert int(line["n_cases"]) == len(fold["test"])
+                for metric in ("dice", "qubiq", "ece", "pred_rater_dist"):
+                    expected = np.mean([float(rows["task01", c][metric]) for c in fold["test"]])
+                    assert float(line[metric]) == pytest.approx(expected)
+    statistics = _csv_rows(out / "statistics.csv")
+    reference = methods[0]
+    assert {(r["method"], r["metric"]) for r in statistics} == {
+        (m, k) for m in methods[1:] for k in ("dice", "qubiq", "ece", "pred_rater_dist")}
+    for row in statistics:
+        def averaged(method, metric):
+            by_case = {}
+            for seed in seeds:
+                for (task, case), r in per_case[method, seed].items():
+                    by_case.setdefault(case, []).append(float(r[metric]))
+            return {case: np.mean(v) for case, v in by_case.items()}
+
+        mine, ref = averaged(row["method"], row["metric"]), averaged(reference, row["metric"])
+        d = np.array([mine[c] - ref[c] for c in sorted(ref)])
+        assert int(row["n_pairs"]) == len(d) and row["reference"] == reference
+        assert float(row["mean_difference"]) == pytest.approx(d.mean())
+        p = 1.0 if not np.any(d) else stats.wilcoxon(d).pvalue
+        assert float(row["p_value"]) == pytest.approx(p)
+        assert float(row["p_holm"]) == pytest.approx(p)  # one method against the reference: Holm keeps p
+    md = (out / "comparison.md").read_text()
+    assert "# Paired differences against the reference" in md and "percentile bootstrap CI" in md
+    assert "[paired-task01.png](paired-task01.png)" in md
+    assert (out / "paired-task01.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_methods_are_label_and_loss():
+    from softseg.experiments.methods import Method, parse_methods
+
+    methods, reference = parse_methods(["soft", "majority:ce+dml", "soft:ce", "staple"], "soft")
+    assert [m.name for m in methods] == ["soft:ce", "majority:ce+dml", "staple:ce"]  # soft = soft:ce, once
+    assert [m.folder for m in methods] == ["soft-ce", "majority-ce+dml", "staple-ce"]
+    assert reference == Method("soft", "ce")
+    config = methods[1].config(__import__("softseg").TrainConfig(), seed=3)
+    assert (config.label_mode, config.loss, config.seed) == ("majority", "ce+dml", 3)
+    with pytest.raises(SoftsegError, match=r"LOSS one of ce, dml, ce\+dml.*'soft:dice': loss 'dice' is not one of"
+                                           r".*'vote': label mode 'vote'"):
+        parse_methods(["soft:dice", "vote"])
+    with pytest.raises(SoftsegError, match=r"--reference majority:ce: not among the methods \(soft:ce\)"):
+        parse_methods(["soft"], "majority")
+    with pytest.raises(SoftsegError, match="none given"):
+        parse_methods([])
+
+
+def test_fraction_subsets_nested_seeded_patient_level():
+    from softseg.experiments.fractions import check_fractions, n_patients, nested_subsets, patient_order
+
+    train = [f"p{p}_{x}" for p in range(10) for x in "ab"]
+    patients = {c: c.split("_")[0] for c in train}
+    fractions = check_fractions([0.5, 0.25, 0.1])
+    assert fractions == (0.1, 0.25, 0.5, 1.0)  # sorted, 1.0 always included
+    subsets = nested_subsets(train, patients, fractions, seed=0, fold=1)
+    sizes = [len({patients[c] for c in subsets[f]}) for f in fractions]
+    assert sizes == [1, 3, 5, 10]  # ceil(f * 10) patients
+    for small, large in zip(fractions, fractions[1:]):
+        assert set(subsets[small]) < set(subsets[large])  # nested
+    for subset in subsets.values():  # whole patients only
+        assert all(f"{patients[c]}_a" in subset and f"{patients[c]}_b" in subset for c in subset)
+    assert subsets[1.0] == tuple(train)  # the ordinary run's training cases, in order
+    assert nested_subsets(train, patients, fractions, seed=0, fold=1) == subsets  # seeded
+    assert patient_order(train, patients, 0, 1) != patient_order(train, patients, 0, 2)  # per fold
+    assert patient_order(train, patients, 1, 1) != patient_order(train, patients, 0, 1)  # per split seed
+    assert n_patients(0.1, 30) == 3 and n_patients(0.01, 30) == 1  # 0.1 * 30 is 3.0000000000000004
+    with pytest.raises(SoftsegError, match=r"--fractions: expected fractions in \(0, 1\].*\[0, 1.5\]"):
+        check_fractions([0.5, 0, 1.5])
+
+
+
+def test_fractions_manifest_merges_and_refuses_another_seed(tmp_path):
+    from softseg.experiments.fractions import prepare_fractions
+    from softseg.experiments.splits import Fold
+
+    patients = {f"c{i}": f"c{i}" for i in range(6)}
+    folds = [Fold("fold0", 0, ("c0", "c1", "c2", "c3"), ("c4", "c5"))]
+    path = tmp_path / "fractions.json"
+    first = prepare_fractions(path, folds, patients, (0.5, 1.0), seed=0)
+    prepare_fractions(path, folds, patients, (0.25, 1.0), seed=0)  # a later run adds a fraction
+    saved = json.loads(path.read_text())["folds"]["fold0"]["train"]
+    assert set(saved) == {"0.25", "0.5", "1"} and saved["0.5"] == list(first["fold0"][0.5])
+    with pytest.raises(SoftsegError, match=r"fractions.json: saved training fractions \(split seed 0\) do not "
+                                           r"match this run \(split seed 1\).*use a fresh --out"):
+        prepare_fractions(path, folds, patients, (0.5, 1.0), seed=1, write=False)
+
+
+def test_split_csv_every_problem_at_once_nothing_written(tmp_path, capsys):
+    from softseg.cli import main
+
+    data = write_rater_folders(tmp_path / "data", patients=2, images_per_patient=2)
+    split = tmp_path / "split.csv"
+    split.write_text("case,split\np0_a,train\np0_b,Holdout\np9_z,test\np0_a,test\n")
+    out = tmp_path / "out"
+    assert main(["compare", str(data), "--out", str(out), "--split-csv", str(split)]) == 2
+    err = capsys.readouterr().err
+    assert f"{split}: split CSV has problems" in err
+    assert "row 3: unknown split 'Holdout' for case p0_b; expected Training/train or Validation/test" in err
+    assert "row 4: unknown case id 'p9_z'" in err and "row 5: case p0_a listed again (first in row 2)" in err
+    assert "no test case" in err
+    assert not out.exists()
+    split.write_text("case,split\np0_a,TRAINING\np0_b,Validation\n")  # one patient on both sides
+    assert main(["compare", str(data), "--out", str(out), "--split-csv", str(split),
+                 "--group-regex", r"^(p\d+)_"]) == 2
+    assert "patient(s) on both sides: p0" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit) as exit_info:  # argparse: not allowed with --folds
+        main(["compare", str(data), "--out", str(out), "--split-csv", str(split), "--folds", "2"])
+    assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    from softseg.data.datasets import load_dataset
+    from softseg.experiments.compare import CompareOptions, compare
+
+    with pytest.raises(SoftsegError, match="--split-csv and --folds both given"):
+        compare(load_dataset(data), out, CompareOptions(split_csv=split, folds=2))
+    with pytest.raises(SoftsegError, match=r"--reference staple:ce: not among the methods"):
+        compare(load_dataset(data), out, CompareOptions(methods=("soft",), reference="staple"))
+    assert not out.exists()
+
+
+def _mtimes(folder):
+    return {p: p.stat().st_mtime_ns for p in sorted(folder.rglob("last.pt")) + sorted(folder.rglob("result*.json"))}
+
+
+def test_compare_split_csv_fractions_and_reuse(tmp_path, capsys, tiny_config):
+    from softseg.cli import main
+
+    data = write_rater_folders(tmp_path / "data", patients=4, images_per_patient=2)
+    split = tmp_path / "split.csv"
+    split.write_text("case,split\n" + "".join(f"p{p}_{x},{'Training' if p < 3 else 'test'}\n"
+                                              for p in range(4) for x in "ab"))
+    out = tmp_path / "cmp"
+    base = ["compare", str(data), "--out", str(out), "--split-csv", str(split), "--group-regex", r"^(p\d+)_",
+            "--seeds", "0", *TINY, *tiny_config]
+    assert main(base + ["--methods", "soft"]) == 0
+    saved = json.loads((out / "split.json").read_text())
+    assert saved["test"] == ["p3_a", "p3_b"] and len(saved["train"]) == 6
+    ordinary = _mtimes(out)
+    assert not (out / "fractions.json").exists() and not (out / "fractions.csv").exists()
+
+    # more methods and fractions in the same --out: the finished run is reused, not retrained
+    capsys.readouterr()
+    assert main(base + ["--methods", "soft:ce", "majority:ce", "--fractions", "0.5", "1.0", "--resume"]) == 0
+    assert "# Training fractions" in capsys.readouterr().out
+    assert {p: t for p, t in _mtimes(out).items() if p in ordinary} == ordinary
+    manifest = json.loads((out / "fractions.json").read_text())
+    entry = manifest["folds"]["run"]
+    half, full = entry["train"]["0.5"], entry["train"]["1"]
+    assert full == saved["train"] and set(half) < set(full)
+    assert {c.split("_")[0] for c in half} == set(entry["patients"][:2])  # ceil(0.5 * 3) = 2 patients
+    for method in ("soft-ce", "majority-ce"):
+        run = out / method / "seed0" / "frac0.5" / "run"
+        split_json = json.loads((run / "split.json").read_text())
+        assert split_json["train"] == half and split_json["val"] == saved["test"]  # same held-out cases
+        assert sorted(_summary(out / method / "seed0" / "frac0.5" / "eval")["cases"]) == ["p3_a", "p3_b"]
+    fractions = _csv_rows(out / "fractions.csv")
+    assert {(r["method"], float(r["fraction"])) for r in fractions} == {
+        (m, f) for m in ("soft:ce", "majority:ce") for f in (0.5, 1.0)}
+    for r in fractions:
+        folder = out / r["method"].replace(":", "-") / "seed0" / ("" if float(r["fraction"]) == 1 else "frac0.5")
+        entry = _summary(folder / "eval")["tasks"]["task01"]
+        assert float(r["dice"]) == pytest.approx(entry["table2"]["dice"]["mean"])
+        assert float(r["ece"]) == pytest.approx(entry["calibration"]["ece"]["mean"])
+    assert (out / "fractions-task01.png").read_bytes()[:4] == b"\x89PNG"
+    assert "[fractions-task01.png](fractions-task01.png)" in (out / "comparison.md").read_text()
+    compare_json = json.loads((out / "compare.json").read_text())
+    assert compare_json["reference"] == "soft:ce" and compare_json["fractions"] == [0.5, 1.0]
+    assert [m["folder"] for m in compare_json["methods"]] == ["soft-ce", "majority-ce"]
+    _check_per_fold_and_statistics(out, [{"name": "run", "test": saved["test"]}], ["soft:ce", "majority:ce"], [0])
+
+    # everything finished: a rerun retrains nothing; another split into this --out is refused
+    finished = _mtimes(out)
+    assert main(base + ["--methods", "soft:ce", "majority:ce", "--fractions", "0.5", "--resume"]) == 0
+    assert _mtimes(out) == finished
+    split.write_text("case,split\np0_a,train\np3_a,test\n")
+    assert main(base + ["--methods", "soft", "--resume"]) == 2
+    assert "split.json: the saved split (6 training, 2 test cases" in capsys.readouterr().err

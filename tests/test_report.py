@@ -580,3 +580,25 @@ def test_report_of_multichannel_nifti_in_the_qubiq_submission_layout(tmp_path):
     assert [n for n in names if n.startswith("curves")] == ["curves_task01.png",
                                                             "curves_task02.png"]
     assert len([n for n in names if n.startswith("figure2")]) == 2
+
+
+def test_compare_figures_draw_the_numbers_given():
+    from matplotlib.colors import to_hex
+
+    from softseg.report.comparison import (BETTER, MEAN, SAME, WORSE, FractionSeries, PairedPanel,
+                                           fractions_figure, paired_figure)
+
+    dice = PairedPanel("Dice %", "majority:ce", "soft:ce", [50.0, 60.0, 70.0], [55.0, 40.0, 70.0],
+                       means=(60.0, 55.0), higher_is_better=True, caption="Δ −5.00")
+    ece = PairedPanel("ECE", "majority:ce", "soft:ce", [0.10, 0.20], [0.05, 0.30],
+                      means=(0.15, 0.175), higher_is_better=False)
+    figure = paired_figure("task01", [[dice], [ece]])
+    top, bottom = figure.axes
+    colours = [to_hex(line.get_color()) for line in top.lines]
+    assert colours == [BETTER, WORSE, SAME, MEAN]  # up is better for Dice; the bold line is the mean
+    assert list(top.lines[1].get_ydata()) == [60.0, 40.0] and list(top.lines[-1].get_ydata()) == [60.0, 55.0]
+    assert [to_hex(line.get_color()) for line in bottom.lines] == [BETTER, WORSE, MEAN]  # down is better for ECE
+    assert "lower is better" in bottom.get_ylabel() and any(t.get_text() == "Δ −5.00" for t in top.texts)
+    series = FractionSeries("soft:ce", [0.25, 0.5, 1.0], [70.0, 75.0, 80.0], [1.0, 0.5, 0.0])
+    lines = fractions_figure("task01", {"Dice %": [series]}).axes[0].lines
+    assert list(lines[0].get_xdata()) == [0.25, 0.5, 1.0] and list(lines[0].get_ydata()) == [70.0, 75.0, 80.0]

@@ -11,7 +11,7 @@ from softseg.cli._options import (
 )
 from softseg.experiments.paper import QUBIQ_DATASETS, QUBIQ_TASKS
 from softseg.experiments.pipeline import SEEDS
-from softseg.training.config import LABEL_MODES
+from softseg.training.config import LABEL_MODES, LOSSES
 
 
 def register(subparsers) -> None:
@@ -92,27 +92,44 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
 
 def _register_compare(subparsers) -> None:
+    from softseg.experiments.methods import DEFAULT_METHODS, DEFAULT_REFERENCE
+
     p = subparsers.add_parser(
         "compare",
-        help="soft labels vs majority vote vs random rater on identical splits and seeds",
+        help="methods (label mode, loss) side by side on identical splits and seeds, with paired statistics",
         description=(
-            "Train the same network on soft labels and on the baselines (majority vote with ties to "
-            "foreground; one random rater per sample per step) on identical splits and seeds, evaluate "
+            "Train the same network with each method, a label mode (soft labels; majority vote with ties "
+            "to foreground; one random rater per sample per step; STAPLE consensus) and a loss (soft "
+            "cross-entropy, Dice semimetric loss, or their sum), on identical splits and seeds; evaluate "
             "each on held-out cases and write Tables 2 and 3, QUBIQ score, ECE and Brier side by side "
-            "(OUT/comparison.md, .csv, .json). Splits: the dataset's Training/Validation, or --folds K "
-            "patient-level cross-validation with the manifest OUT/folds.json."
+            "(OUT/comparison.md, .csv, .json), the per-fold means (OUT/per_fold.csv), paired statistics "
+            "against --reference (OUT/statistics.csv, .json: Wilcoxon signed-rank, percentile-bootstrap "
+            "CI, Holm) and per-case figures (OUT/paired-<task>.png). Splits: the dataset's "
+            "Training/Validation, --split-csv FILE, or --folds K patient-level cross-validation with "
+            "the manifest OUT/folds.json. --fractions adds runs on nested subsets of the training patients."
         ),
     )
     p.add_argument("data", metavar="DATA", type=Path, help="dataset folder (any layout softseg reads)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--methods", nargs="+", choices=LABEL_MODES, default=list(LABEL_MODES),
-                   help="label modes to train (default: all three)")
-    p.add_argument("--folds", type=int, metavar="K", help="K-fold patient-level cross-validation "
-                   "(default: the dataset's official Training/Validation split)")
+    p.add_argument("--methods", nargs="+", metavar="LABEL[:LOSS]", default=list(DEFAULT_METHODS),
+                   help=f"methods to train: LABEL one of {', '.join(LABEL_MODES)}, LOSS one of "
+                        f"{', '.join(LOSSES)} (default ce); default: {' '.join(DEFAULT_METHODS)}")
+    p.add_argument("--reference", metavar="LABEL[:LOSS]", default=DEFAULT_REFERENCE,
+                   help="the method the others are tested against; must be among --methods (default: %(default)s)")
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--folds", type=int, metavar="K", help="K-fold patient-level cross-validation "
+                       "(default: the dataset's official Training/Validation split)")
+    split.add_argument("--split-csv", type=Path, metavar="CSV",
+                       help="a fixed split instead of the dataset's: header columns case,split with split "
+                            "Training/train or Validation/test (any case); unlisted cases are left out")
     p.add_argument("--run-folds", type=int, nargs="+", metavar="F",
                    help="run only these folds of the K (0-based), e.g. one fold as a fixed split, or "
                         "folds spread over machines; the same --out keeps the same manifest")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the fold assignment (default: 0)")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the fold assignment and of the training fractions (default: 0)")
+    p.add_argument("--fractions", type=float, nargs="+", metavar="F", default=[1.0],
+                   help="also train on nested subsets of each fold's training patients, e.g. 0.25 0.5 1.0; "
+                        "1.0 (the ordinary run) is always included (default: 1.0 only)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--group-regex", metavar="REGEX",
                        help="patient id = the first group (or whole match) of REGEX in the case id")
@@ -139,13 +156,15 @@ def run_compare(args: argparse.Namespace) -> int:
     })
     dataset = load_dataset(args.data, layout=args.layout)
     options = CompareOptions(
-        config=config, methods=tuple(args.methods), seeds=tuple(args.seeds), folds=args.folds,
-        run_folds=None if args.run_folds is None else tuple(args.run_folds),
+        config=config, methods=tuple(args.methods), reference=args.reference, seeds=tuple(args.seeds),
+        folds=args.folds, run_folds=None if args.run_folds is None else tuple(args.run_folds),
         split_seed=args.split_seed, group_regex=args.group_regex, patients_csv=args.patients_csv,
+        split_csv=args.split_csv, fractions=tuple(args.fractions),
     )
     paths = compare(dataset, args.out, options, resume=args.resume, progress=args.progress)
     print(paths["md"].read_text(encoding="utf-8"))
     print(f"comparison: {paths['md']}  {paths['csv']}  {paths['json']}")
+    print(f"statistics: {paths['statistics_csv']}  per fold: {paths['per_fold']}")
     return 0
 
 

@@ -1,8 +1,14 @@
-"""``softseg compare``: soft labels against the baselines on identical splits and seeds.
+"""``softseg compare``: methods (label mode, loss) side by side on identical splits and seeds,
+with paired statistics against a reference and, optionally, smaller training sets.
 
 A composition of the library's steps (:mod:`softseg.experiments.pipeline`); nothing here
-trains, predicts or measures by itself. Every finished step leaves a file that a rerun with
-``resume=True`` skips over, and an interrupted training resumes from its last checkpoint.
+trains, predicts or measures by itself. Split planning lives in
+:mod:`~softseg.experiments.splits`, the training fractions in
+:mod:`~softseg.experiments.fractions`, the statistics in :mod:`~softseg.experiments.statistics`
+and the files written from them in :mod:`~softseg.experiments.compare_outputs`. Every finished
+step leaves a file that a rerun with ``resume=True`` skips over, and an interrupted training
+resumes from its last checkpoint; a rerun with other methods or fractions reuses every run
+already finished.
 
 Conventions stated in the outputs:
 
@@ -21,125 +27,138 @@ from typing import Sequence
 from tqdm import tqdm
 
 from softseg.data.cases import Dataset
-from softseg.errors import SoftsegError
+from softseg.experiments import compare_outputs as files
 from softseg.experiments import pipeline as steps
-from softseg.experiments.folds import patient_map, prepare_folds
+from softseg.experiments.fractions import FULL, check_fractions, fraction_folder, prepare_fractions
+from softseg.experiments.methods import DEFAULT_METHODS, DEFAULT_REFERENCE, Method, parse_methods
+from softseg.experiments.splits import SplitPlan, plan_splits, save_plan
+from softseg.experiments.statistics import paired_statistics
 from softseg.experiments.tables import cells, write_comparison
 from softseg.files import prepare_out_dir, write_json_atomic
 from softseg.inference.outputs import PREDICTIONS_FILE, read_record
-from softseg.training.config import LABEL_MODES, TrainConfig
+from softseg.training.config import TrainConfig
 
 __all__ = ["compare", "CompareOptions"]
 
 
 @dataclass(frozen=True)
 class CompareOptions:
-    """Which methods, splits and seeds; ``config`` is the network and procedure for all methods
-    (its ``label_mode`` and ``seed`` are set per run)."""
+    """Which methods, splits, seeds and training fractions; ``config`` is the network and
+    procedure for all methods (its ``label_mode``, ``loss`` and ``seed`` are set per run)."""
 
     config: TrainConfig = TrainConfig()
-    methods: tuple[str, ...] = LABEL_MODES
+    methods: tuple[str, ...] = DEFAULT_METHODS  # LABEL[:LOSS] each (softseg.experiments.methods)
+    reference: str = DEFAULT_REFERENCE  # the method the others are tested against
     seeds: tuple[int, ...] = steps.SEEDS
-    folds: int | None = None  # None: the dataset's own Training/Validation split
+    folds: int | None = None  # None: a fixed split (split_csv, or the dataset's own)
     run_folds: tuple[int, ...] | None = None  # only these folds of the K (default: all)
-    split_seed: int = 0
+    split_seed: int = 0  # seeds the folds and the training fractions' permutation
     group_regex: str | None = None
     patients_csv: Path | None = None
-
-
-def _splits(
-    dataset: Dataset, out: Path, options: CompareOptions
-) -> tuple[list[tuple[str, list[str], list[str]]], str]:
-    """``[(run name, train ids, test ids)]`` per fold to run (``fold<F>``, or ``run`` for the
-    official split) and a description for the tables."""
-    ids = [c.case_id for c in dataset.cases]
-    if options.folds is None:
-        if options.run_folds is not None:
-            raise SoftsegError("--run-folds selects folds of --folds K; give --folds too")
-        train = [c.case_id for c in dataset.cases if c.split == "Training"]
-        test = [c.case_id for c in dataset.cases if c.split == "Validation"]
-        if not train or not test:
-            raise SoftsegError(
-                f"{dataset.root}: no official Training/Validation split ({len(train)} Training, "
-                f"{len(test)} Validation cases); pass --folds K for patient-level cross-validation"
-            )
-        return [("run", train, test)], f"official split: {len(train)} Training, {len(test)} Validation cases"
-    patients, grouping = patient_map(ids, group_regex=options.group_regex, mapping_csv=options.patients_csv)
-    manifest = prepare_folds(out / "folds.json", patients, options.folds, options.split_seed, grouping)
-    chosen = list(range(manifest.k)) if options.run_folds is None else sorted(set(options.run_folds))
-    bad = [f for f in chosen if not 0 <= f < manifest.k]
-    if bad or not chosen:
-        raise SoftsegError(f"--run-folds {bad or 'none'}: expected fold numbers 0 ... {manifest.k - 1}")
-    folds = [(f"fold{i}", list(manifest.train_ids(i)), list(manifest.test_ids(i))) for i in chosen]
-    n_patients = len(set(patients.values()))
-    n_tested = sum(len(test) for _, _, test in folds)
-    which = "" if len(chosen) == manifest.k else f"; only fold(s) {chosen} run, {n_tested} held-out cases"
-    return folds, (
-        f"{manifest.k}-fold patient-level cross-validation of {len(ids)} cases / {n_patients} patients "
-        f"(patients by {grouping}; split seed {manifest.seed}; manifest folds.json{which}); held-out "
-        "predictions of the folds pooled, then evaluated"
-    )
+    split_csv: Path | None = None  # columns case,split; replaces the dataset's own split
+    fractions: tuple[float, ...] = (FULL,)  # of each fold's training patients; 1.0 always run
+    bootstrap_seed: int = 0
 
 
 def compare(
     dataset: Dataset, out: Path, options: CompareOptions = CompareOptions(), *, resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Path]:
-    """Train each method in ``options.methods`` on identical splits and seeds, evaluate each on
-    the held-out cases and write ``comparison.md``/``.csv``/``.json`` side by side. Layout::
+    """Train each method on identical splits and seeds (and training fractions), evaluate each
+    on the held-out cases and write the tables, statistics and figures. Layout::
 
-        OUT/folds.json                              with --folds
-        OUT/<method>/seed<S>/fold<F>/               one run per fold (``run/`` for the official split)
-        OUT/<method>/seed<S>/predictions/           held-out maps of every fold, pooled
-        OUT/<method>/seed<S>/eval/                  their evaluation
-        OUT/<method>/seed<S>/result.json            per-task values; present = finished
+        OUT/compare.json, folds.json | split.json, fractions.json (with fractions < 1)
+        OUT/<label>-<loss>/seed<S>/fold<F>/         one run per fold (``run/`` for a fixed split)
+        OUT/<label>-<loss>/seed<S>/predictions/     held-out maps of every fold, pooled
+        OUT/<label>-<loss>/seed<S>/eval/            their evaluation
+        OUT/<label>-<loss>/seed<S>/result.json      per-task values; present = finished
+        OUT/<label>-<loss>/seed<S>/frac<f>/...      the same for a training fraction f < 1
+        OUT/comparison.*, per_fold.csv, statistics.*, paired-<task>.png, fractions.*
 
     With ``run_folds`` (a subset of the K folds) the evaluation and result are named after
-    the folds run: ``eval-fold0/``, ``result-fold0.json``.
+    the folds run: ``eval-fold0/``, ``result-fold0.json``. Every problem with the options
+    is raised (:class:`SoftsegError`) before anything is written.
     """
-    unknown = [m for m in options.methods if m not in LABEL_MODES]
-    if unknown or not options.methods:
-        raise SoftsegError(f"--methods: expected some of {', '.join(LABEL_MODES)}, found {list(options.methods) or 'none'}")
+    methods, reference = parse_methods(options.methods, options.reference)
     seeds = steps.check_seeds(options.seeds)
-    out = prepare_out_dir(Path(out), overwrite=None, resume=resume, what="compare")
-    folds, split_note = _splits(dataset, out, options)
-    tasks = dataset.tasks if not options.config.tasks else options.config.tasks
+    fractions = check_fractions(options.fractions)
+    out = prepare_out_dir(Path(out), overwrite=None, resume=resume, what="compare", create=False)
+    plan = plan_splits(
+        dataset, out, folds=options.folds, run_folds=options.run_folds, split_seed=options.split_seed,
+        group_regex=options.group_regex, patients_csv=options.patients_csv, split_csv=options.split_csv,
+    )
+    manifest = out / "fractions.json"
+    if len(fractions) > 1:
+        prepare_fractions(manifest, plan.folds, plan.patients, fractions, options.split_seed, write=False)
+    out.mkdir(parents=True, exist_ok=True)
+    save_plan(out, plan)
+    subsets = (prepare_fractions(manifest, plan.folds, plan.patients, fractions, options.split_seed)
+               if len(fractions) > 1 else {f.name: {FULL: f.train} for f in plan.folds})
+    tasks = tuple(options.config.tasks or dataset.tasks)
     write_json_atomic(out / "compare.json", {
-        "data": str(Path(dataset.root).resolve()), "methods": list(options.methods), "seeds": list(seeds),
-        "split": split_note, "config": _config_dict(options.config),
+        "data": str(Path(dataset.root).resolve()),
+        "methods": [{"name": m.name, "folder": m.folder, "label_mode": m.label_mode, "loss": m.loss}
+                    for m in methods],
+        "reference": reference.name, "seeds": list(seeds), "fractions": list(fractions),
+        "split": plan.note, "config": _config_dict(options.config),
     })
-    # a subset of the folds gets its own evaluation, so runs of other subsets never mix
-    all_folds = options.folds is None or options.run_folds is None or len(folds) == options.folds
-    tag = "" if all_folds else "-" + "-".join(name for name, _, _ in folds)
-    per_method: dict[str, list[dict]] = {}
-    jobs = [(m, s) for m in options.methods for s in seeds]
-    for method, seed in tqdm(jobs, desc="compare", unit="model"):
-        seed_dir = out / method / f"seed{seed}"
-        result = steps.load_result(seed_dir / f"result{tag}.json")
+    results, eval_dirs = {}, {}
+    jobs = [(m, s, f) for m in methods for s in seeds for f in reversed(fractions)]
+    for method, seed, fraction in tqdm(jobs, desc="compare", unit="model", disable=not progress):
+        base = out / method.folder / f"seed{seed}"
+        base = base if fraction == FULL else base / fraction_folder(fraction)
+        result = steps.load_result(base / f"result{plan.tag}.json")
         if result is None:
-            config = options.config.replace(label_mode=method, seed=seed)
-            result = _compare_one(dataset, seed_dir, folds, config, tasks, tag, progress)
-        per_method.setdefault(method, []).append(result)
-    results = {
-        task: {m: cells([r[task] for r in rs]) for m, rs in per_method.items()}
-        for task in tasks
-    }
-    c = options.config
-    note = (
-        f"{split_note}. Same network and procedure for every method: {c.encoder}, {c.epochs} epochs, "
+            folds = [(f.name, subsets[f.name][fraction], f.test) for f in plan.folds]
+            config = method.config(options.config, seed)
+            result = _compare_one(dataset, base, folds, config, tasks, plan.tag, progress)
+        results[(method.name, fraction, seed)] = result
+        eval_dirs[(method.name, fraction, seed)] = base / f"eval{plan.tag}"
+    return _write_outputs(out, plan, methods, reference, seeds, fractions, tasks, results, eval_dirs, options)
+
+
+def _write_outputs(
+    out: Path, plan: SplitPlan, methods: Sequence[Method], reference: Method, seeds: Sequence[int],
+    fractions: Sequence[float], tasks: Sequence[str], results: dict, eval_dirs: dict, options: CompareOptions,
+) -> dict[str, Path]:
+    table = {task: {m.name: cells([results[(m.name, FULL, s)][task] for s in seeds]) for m in methods}
+             for task in tasks}
+    case_values = {run: files.read_case_values(path, tasks) for run, path in eval_dirs.items()}
+    written = {"per_fold": files.write_csv(out / "per_fold.csv", files.FOLD_COLUMNS,
+                                           files.per_fold_rows(case_values, plan.folds, tasks))}
+    per_seed = {m.name: [case_values[(m.name, FULL, s)] for s in seeds] for m in methods}
+    comparisons = paired_statistics(per_seed, reference.name, tasks, seed=options.bootstrap_seed)
+    stats_note = files.conventions(reference.name, options.bootstrap_seed)
+    written["statistics_csv"], written["statistics_json"] = files.write_statistics(out, comparisons, stats_note)
+    paired = files.write_paired_figures(out, comparisons, tasks)
+    written.update({f"paired_{task}": path for task, path in paired.items()})
+    extra = files.statistics_markdown(comparisons, tasks, stats_note, paired)
+    if len(fractions) > 1:
+        rows = files.fraction_rows(results, tasks)
+        written["fractions"] = files.write_csv(out / "fractions.csv", files.FRACTION_COLUMNS, rows)
+        figures = files.write_fraction_figures(out, rows, tasks)
+        written.update({f"fractions_{task}": path for task, path in figures.items()})
+        extra += "\n" + files.fractions_markdown(rows, figures)
+    paths = write_comparison(out, table, _note(plan, options.config, seeds), extra)
+    return {**{p.suffix.lstrip("."): p for p in paths}, **written}
+
+
+def _note(plan: SplitPlan, c: TrainConfig, seeds: Sequence[int]) -> str:
+    return (
+        f"{plan.note}. Same network and procedure for every method: {c.encoder}, {c.epochs} epochs, "
         f"crop {c.crop_size}, resize {c.resize}, batch {c.batch_size} + {c.aug_copies} augmented copies, "
-        f"encoder weights {c.encoder_weights}; last checkpoint evaluated. soft = mean of the raters' masks; "
-        "majority = majority vote (ties to foreground); random_rater = one rater drawn per sample per step. "
+        f"encoder weights {c.encoder_weights}; last checkpoint evaluated. Methods are label:loss. Labels: "
+        "soft = mean of the raters' masks; majority = majority vote (ties to foreground); random_rater = "
+        "one rater drawn per sample per step; staple = STAPLE consensus ≥ 0.5. Losses: ce = soft "
+        f"cross-entropy; dml = Dice semimetric loss; ce+dml = their sum (DML weight {c.dml_weight:g}). "
         f"Cells: mean ± population std over {len(seeds)} seed(s) {list(seeds)}. "
         "Last column: is E[1−IoU(y,ŷ)] below the raters' own diversity E[1−IoU(y,y′)]?"
     )
-    paths = write_comparison(out, results, note)
-    return {p.suffix.lstrip("."): p for p in paths}
 
 
 def _compare_one(
-    dataset: Dataset, seed_dir: Path, folds: Sequence[tuple[str, list[str], list[str]]], config: TrainConfig,
-    tasks: Sequence[str], tag: str = "", progress: bool = True,
+    dataset: Dataset, seed_dir: Path, folds: Sequence[tuple[str, Sequence[str], Sequence[str]]],
+    config: TrainConfig, tasks: Sequence[str], tag: str = "", progress: bool = True,
 ) -> dict:
     pred_dir, eval_dir = seed_dir / "predictions", seed_dir / f"eval{tag}"
     tested: list[str] = []
@@ -149,7 +168,7 @@ def _compare_one(
         if (eval_dir / "summary.json").is_file() or _fold_predicted(pred_dir, test_ids):
             continue
         steps.train(config, dataset, run_dir, train_ids, test_ids, progress=progress)
-        steps.predict_cases([run_dir], dataset.select(case_ids=test_ids).cases, pred_dir, progress=progress)
+        steps.predict_cases([run_dir], dataset.select(case_ids=list(test_ids)).cases, pred_dir, progress=progress)
     steps.evaluate(pred_dir, dataset, tested, eval_dir, progress=progress)
     summary = steps.read_summary(eval_dir)
     result = {task: steps.task_values(summary, task) for task in tasks}

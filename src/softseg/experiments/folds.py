@@ -203,11 +203,11 @@ def _check(manifest: FoldManifest, path: Path) -> None:
         raise SoftsegError(f"{path}: invalid fold manifest: " + "; ".join(problems) + "; delete it to make new folds")
 
 
-def prepare_folds(
+def planned_folds(
     path: Path, patients: Mapping[str, str], k: int, seed: int, grouping: str
 ) -> FoldManifest:
-    """The folds for an experiment folder: read ``path`` if it exists (a resumed run must keep
-    its splits), else make them and save them there.
+    """The folds an experiment folder will use, without writing anything: the manifest at
+    ``path`` if it exists (a resumed run must keep its splits), else new folds.
 
     An existing manifest must cover exactly the same cases with the same ``k``; otherwise the
     error says what differs and to use a fresh output folder.
@@ -224,6 +224,14 @@ def prepare_folds(
                 "use a fresh --out, or delete the manifest to re-split"
             )
         return manifest
-    manifest = FoldManifest(k, seed, grouping, dict(patients), make_folds(patients, k, seed))
-    write_manifest(path, manifest)
+    return FoldManifest(k, seed, grouping, dict(patients), make_folds(patients, k, seed))
+
+
+def prepare_folds(
+    path: Path, patients: Mapping[str, str], k: int, seed: int, grouping: str
+) -> FoldManifest:
+    """:func:`planned_folds`, saved at ``path`` when they are new."""
+    manifest = planned_folds(path, patients, k, seed, grouping)
+    if not Path(path).exists():
+        write_manifest(path, manifest)
     return manifest

@@ -208,8 +208,10 @@ def comparison_markdown(rows: list[dict], note: str = "") -> str:
 
 
 def write_comparison(
-    out_dir: Path, results: Mapping[str, Mapping[str, Mapping[str, Cell]]], note: str = ""
+    out_dir: Path, results: Mapping[str, Mapping[str, Mapping[str, Cell]]], note: str = "", extra: str = ""
 ) -> list[Path]:
-    """Write ``comparison.md``, ``comparison.csv`` and ``comparison.json``."""
+    """Write ``comparison.md`` (with the Markdown ``extra`` appended: the paired statistics),
+    ``comparison.csv`` and ``comparison.json``."""
     rows = comparison_rows(results)
-    return _write_table_files(Path(out_dir), "comparison", comparison_markdown(rows, note), rows, note)
+    markdown = comparison_markdown(rows, note) + (f"\n{extra}" if extra else "")
+    return _write_table_files(Path(out_dir), "comparison", markdown, rows, note)

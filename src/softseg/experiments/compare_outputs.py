@@ -1,0 +1,254 @@
+"""The files of ``softseg compare`` beyond the side-by-side table: per-fold means, paired
+statistics, training fractions and their figures.
+
+Per-case values come from each evaluation's ``cases.csv`` (through
+:func:`softseg.evaluation.rows.read_rows`); the statistics are computed by
+:mod:`softseg.experiments.statistics`, the figures drawn by :mod:`softseg.report.comparison`.
+CSV and JSON hold native units (fractions); the Markdown shows the tables' display units.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from softseg.errors import DatasetError, SoftsegError
+from softseg.evaluation.rows import csv_text, read_rows
+from softseg.experiments.paper import METRICS as SPECS
+from softseg.experiments.statistics import (
+    ALPHA, CI_METHOD, CONFIDENCE, METRICS, N_RESAMPLES, CaseValues, PairedComparison,
+)
+from softseg.files import write_bytes_atomic, write_json_atomic, write_text_atomic
+
+FOLD_COLUMNS = ("method", "fraction", "seed", "fold", "task", "n_cases", *METRICS)
+FRACTION_COLUMNS = ("method", "fraction", "seed", "task", "dice", "qubiq", "ece")
+PLOTTED = ("dice", "ece")  # the metrics of the paired and fraction figures
+STATISTICS_COLUMNS = (
+    "task", "metric", "method", "reference", "n_pairs", "method_mean", "reference_mean", "mean_difference",
+    "ci_low", "ci_high", "wilcoxon_statistic", "p_value", "p_holm", "significant", "higher_is_better",
+    "better", "note",
+)
+Run = tuple[str, float, int]  # (method name, training fraction, seed)
+
+
+def read_case_values(eval_dir: Path, tasks: Sequence[str], metrics: Sequence[str] = METRICS) -> CaseValues:
+    """Per task, per case, the ``metrics`` of an evaluation folder's ``cases.csv`` (NaN where
+    undefined). Raises :class:`SoftsegError` naming the file when a metric column is missing."""
+    try:
+        cases = read_rows(eval_dir, tasks).cases
+    except DatasetError as error:
+        raise SoftsegError(f"{error}; delete {eval_dir} and rerun with --resume") from error
+    missing = [m for m in metrics if m not in cases]
+    if missing:
+        raise SoftsegError(f"{Path(eval_dir) / 'cases.csv'}: no column(s) {', '.join(missing)} "
+                           f"(written by an older softseg?); delete {eval_dir} and rerun with --resume")
+    values: dict[str, dict[str, dict[str, float]]] = {}
+    for i, (case, task) in enumerate(zip(cases["case"], cases["task"])):
+        if task in tasks:
+            values.setdefault(str(task), {})[str(case)] = {m: float(cases[m][i]) for m in metrics}
+    return values
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan
+
+
+def per_fold_rows(
+    case_values: Mapping[Run, CaseValues], folds: Sequence, tasks: Sequence[str]
+) -> list[dict]:
+    """One row per run, fold and task: the fold's held-out cases found in the run's
+    evaluation (``n_cases``) and the mean over them of each metric (defined values only).
+    ``folds`` are :class:`softseg.experiments.splits.Fold`."""
+    rows = []
+    for (method, fraction, seed), values in case_values.items():
+        for fold in folds:
+            for task in tasks:
+                found = [values.get(task, {})[c] for c in fold.test if c in values.get(task, {})]
+                rows.append({"method": method, "fraction": fraction, "seed": seed, "fold": fold.name,
+                             "task": task, "n_cases": len(found),
+                             **{m: _nanmean([v[m] for v in found]) for m in METRICS}})
+    return _ordered(rows, tasks)
+
+
+def fraction_rows(results: Mapping[Run, Mapping], tasks: Sequence[str]) -> list[dict]:
+    """One row per run and task: the pooled evaluation's Dice (Table 2), QUBIQ and ECE
+    (``pipeline.task_values`` as saved in result.json)."""
+    rows = []
+    for (method, fraction, seed), result in results.items():
+        for task in tasks:
+            row = {"method": method, "fraction": fraction, "seed": seed, "task": task}
+            for key in FRACTION_COLUMNS[4:]:
+                value = result.get(task, {}).get(key)
+                row[key] = math.nan if value is None or value[0] is None else float(value[0])
+            rows.append(row)
+    return _ordered(rows, tasks)
+
+
+def _ordered(rows: list[dict], tasks: Sequence[str]) -> list[dict]:
+    """Rows by task, then method (in the order first met), fraction and seed."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    return sorted(rows, key=lambda r: (list(tasks).index(r["task"]), methods.index(r["method"]),
+                                       r["fraction"], r["seed"]))  # stable: folds keep their order
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: list[dict]) -> Path:
+    write_text_atomic(path, csv_text(columns, rows))
+    return path
+
+
+def conventions(reference: str, seed: int) -> str:
+    """The one sentence that states how the statistics were made."""
+    return (
+        f"Paired differences method − {reference} over the held-out cases both predicted (each case's "
+        f"value averaged over the seeds first); cells: mean difference [{100 * CONFIDENCE:g} % {CI_METHOD} "
+        f"bootstrap CI, {N_RESAMPLES:,} resamples, seed {seed}] and the two-sided Wilcoxon signed-rank p, "
+        f"Holm-adjusted over the methods within each task and metric; **bold** = Holm p < {ALPHA:g}; "
+        "Dice and QUBIQ in percentage points, higher is better; lower ECE and E[1−IoU(y,ŷ)] is better."
+    )
+
+
+def write_statistics(out: Path, comparisons: Sequence[PairedComparison], note: str) -> list[Path]:
+    """``statistics.csv`` and ``statistics.json`` (rows of :meth:`PairedComparison.row`)."""
+    rows = [c.row() for c in comparisons]
+    paths = [Path(out) / "statistics.csv", Path(out) / "statistics.json"]
+    write_csv(paths[0], STATISTICS_COLUMNS, rows)
+    write_json_atomic(paths[1], {"conventions": note, "rows": rows})
+    return paths
+
+
+def _signed(value: float, digits: int) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:+.{digits}f}".replace("-", "−")
+
+
+def _cell(c: PairedComparison) -> str:
+    spec = SPECS[c.metric]
+    digits = spec.digits
+    diff = _signed(c.mean_difference * spec.scale, digits)
+    ci = f"[{_signed(c.ci_low * spec.scale, digits)}, {_signed(c.ci_high * spec.scale, digits)}]"
+    p = "p n/a" if not math.isfinite(c.p_holm) else f"Holm p {c.p_holm:.3g}"
+    text = f"{diff} {ci}, {p}"
+    if c.significant:
+        text = f"**{text}, {'better' if c.better == 'method' else 'worse'}**"
+    return text
+
+
+def statistics_markdown(
+    comparisons: Sequence[PairedComparison], tasks: Sequence[str], note: str,
+    figures: Mapping[str, Path] | None = None,
+) -> str:
+    """Per task, one line per method: each metric's paired difference against the reference,
+    significant cells in bold; the notes of the tests (few pairs, zeros) below; a link to the
+    paired figure of the task when given."""
+    if not comparisons:
+        return ""
+    out = ["# Paired differences against the reference", "", note, ""]
+    for task in tasks:
+        here = [c for c in comparisons if c.task == task]
+        if not here:
+            continue
+        metrics = list(dict.fromkeys(c.metric for c in here))
+        header = ["Method", "pairs"] + [f"Δ {SPECS[m].label}" for m in metrics]
+        out += [f"## {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for method in dict.fromkeys(c.method for c in here):
+            mine = {c.metric: c for c in here if c.method == method}
+            n = max(len(c.cases) for c in mine.values())
+            out.append("| " + " | ".join([method, str(n)] + [_cell(mine[m]) for m in metrics]) + " |")
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for c in here:
+            if c.note:
+                grouped.setdefault((c.method, c.note), []).append(c.metric)
+        notes = [f"- {method} ({', '.join(ms) if len(ms) < len(metrics) else 'every metric'}): {text}"
+                 for (method, text), ms in grouped.items()]
+        out += [""] + (notes + [""] if notes else [])
+        if figures and task in figures:
+            out += [f"Per case: [{figures[task].name}]({figures[task].name})", ""]
+    return "\n".join(out)
+
+
+def file_stem(task: str) -> str:
+    """A task name safe in a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", task)
+
+
+def write_paired_figures(out: Path, comparisons: Sequence[PairedComparison], tasks: Sequence[str]) -> dict[str, Path]:
+    """``paired-<task>.png`` per task: Dice and ECE, each case from the reference to each method."""
+    from softseg.report.comparison import PairedPanel, paired_figure
+    from softseg.report.figures import png_bytes
+
+    paths = {}
+    for task in tasks:
+        grid = []
+        for metric in PLOTTED:
+            scale = SPECS[metric].scale  # drawn in the tables' display units
+            grid.append([
+                PairedPanel(
+                    metric=SPECS[metric].label, method=c.method, reference=c.reference,
+                    reference_values=c.reference_values * scale, method_values=c.method_values * scale,
+                    means=(c.row()["reference_mean"] * scale, c.row()["method_mean"] * scale),
+                    higher_is_better=not SPECS[metric].lower_is_better,
+                    caption="Δ " + _cell(c).replace("**", ""),
+                )
+                for c in comparisons if c.task == task and c.metric == metric
+            ])
+        grid = [row for row in grid if row]
+        if grid:
+            paths[task] = Path(out) / f"paired-{file_stem(task)}.png"
+            title = f"{task}: per held-out case, seeds averaged"
+            write_bytes_atomic(paths[task], png_bytes(paired_figure(title, grid)))
+    return paths
+
+
+def write_fraction_figures(out: Path, rows: Sequence[dict], tasks: Sequence[str]) -> dict[str, Path]:
+    """``fractions-<task>.png`` per task: Dice and ECE of the pooled evaluation against the
+    training fraction, mean ± population std over seeds per method (display units)."""
+    from softseg.report.comparison import FractionSeries, fractions_figure
+    from softseg.report.figures import png_bytes
+
+    paths = {}
+    for task in tasks:
+        mine = [r for r in rows if r["task"] == task]
+        panels = {}
+        for metric in PLOTTED:
+            series = []
+            for method in dict.fromkeys(r["method"] for r in mine):
+                fractions = sorted({r["fraction"] for r in mine if r["method"] == method})
+                per = [[r[metric] * SPECS[metric].scale for r in mine if r["method"] == method and r["fraction"] == f]
+                       for f in fractions]
+                finite = [np.asarray(v, dtype=np.float64)[np.isfinite(v)] for v in per]
+                series.append(FractionSeries(
+                    method, fractions, [float(v.mean()) if v.size else math.nan for v in finite],
+                    [float(v.std()) if v.size else math.nan for v in finite],
+                ))
+            panels[SPECS[metric].label] = series
+        paths[task] = Path(out) / f"fractions-{file_stem(task)}.png"
+        write_bytes_atomic(paths[task], png_bytes(fractions_figure(f"{task}: training fraction", panels)))
+    return paths
+
+
+def fractions_markdown(rows: Sequence[dict], figures: Mapping[str, Path]) -> str:
+    """A short section on the training fractions: per task and method, Dice and ECE (mean over
+    seeds) per fraction, and the figure's link."""
+    out = ["# Training fractions", "",
+           "Each method trained on nested subsets of each fold's training patients (fractions.json), "
+           "tested on the same held-out cases; mean over seeds of the pooled evaluation "
+           "(all runs in fractions.csv).", ""]
+    for task, path in figures.items():
+        mine = [r for r in rows if r["task"] == task]
+        fractions = sorted({r["fraction"] for r in mine})
+        header = ["Method"] + [f"{f:g}: Dice % / ECE" for f in fractions]
+        out += [f"## {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for method in dict.fromkeys(r["method"] for r in mine):
+            line = [method]
+            for f in fractions:
+                here = [r for r in mine if r["method"] == method and r["fraction"] == f]
+                dice, ece = _nanmean([r["dice"] for r in here]), _nanmean([r["ece"] for r in here])
+                line.append("n/a" if not here else f"{100 * dice:.2f} / {ece:.4f}")
+            out.append("| " + " | ".join(line) + " |")
+        out += ["", f"Figure: [{path.name}]({path.name})", ""]
+    return "\n".join(out)
