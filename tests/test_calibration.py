@@ -245,11 +245,25 @@ def test_a_temperature_of_another_checkpoint_is_an_error_with_a_way_out(tmp_path
     write_temperature_file(run, temperatures_at_epoch, overwrite=True)
     with pytest.raises(SoftsegError, match=r"fitted for checkpoints/last.pt \(epoch 3\)"):
         load_run(run)
-    write_temperature_file(run, {**temperatures_at_epoch, "checkpoint_epoch": None,
-                                 "tasks": {"task02": {"temperature": 2.0}}}, overwrite=True)
+    # best.pt and last.pt saved at one epoch are the same weights: one fit serves both
+    from softseg.training.model import load_checkpoint, save_checkpoint
+
+    for name in ("best", "last"):
+        state = load_checkpoint(run / "checkpoints" / f"{name}.pt", "cpu")
+        save_checkpoint({**state, "epoch": 3}, run / "checkpoints" / f"{name}.pt")
+    assert load_run(run).temperature == (2.0,)
+    assert load_run(run, checkpoint="best").temperature == (2.0,)
+    write_temperature_file(run, {**temperatures_at_epoch, "checkpoint_file": "checkpoints/best.pt",
+                                 "checkpoint_epoch": 2}, overwrite=True)
+    with pytest.raises(SoftsegError, match=r"fitted for checkpoints/best.pt \(epoch 2\), not for "
+                       r".*last.pt \(epoch 3\)"):
+        load_run(run)
+    write_temperature_file(run, {**temperatures_at_epoch, "tasks": {"task02": {"temperature": 2.0}}},
+                           overwrite=True)
     with pytest.raises(SoftsegError, match=r"no temperature for task\(s\) task01"):
         load_run(run)
-    (run / "temperature.json").write_text('{"checkpoint_file": "checkpoints/last.pt", "tasks": {"task01": {"temperature": -1}}}')
+    (run / "temperature.json").write_text(
+        '{"checkpoint_file": "checkpoints/last.pt", "tasks": {"task01": {"temperature": -1}}}')
     with pytest.raises(SoftsegError, match=r"temperature.json: expected .*T > 0.*rerun `softseg calibrate`"):
         load_run(run)
     with pytest.raises(SoftsegError, match=r"temperature 'on': expected one of auto, off"):

@@ -454,4 +454,23 @@ def test_threshold_is_chosen_on_the_predictions_predict_makes(tmp_path, caplog):
     assert "was chosen with" not in caplog.text
     with caplog.at_level(logging.WARNING, logger="softseg.inference.predict"):
         predict_folder([run], data, tmp_path / "other", progress=False)
-    assert "was chosen with --tta flip and temperatures" in caplog.text and "uses --tta none" in caplog.text
+    assert "was chosen with --checkpoint last, --tta flip and temperatures" in caplog.text
+    assert "uses --checkpoint last, --tta none" in caplog.text
+
+
+def test_a_threshold_chosen_with_best_warns_when_predict_uses_last(tmp_path, caplog):
+    """A threshold.json from before the default became "last" names "best"."""
+    import logging
+
+    from softseg.inference.predict import predict_folder
+
+    data = rater_dataset(tmp_path / "data")
+    run = make_run(tmp_path / "run", constant=0.555)
+    write_threshold_file(run, {"checkpoint": "best", "run_names": ["."], "tasks": {"task01": {"threshold": 0.5}}})
+    with caplog.at_level(logging.WARNING, logger="softseg.inference.predict"):
+        predict_folder([run], data, tmp_path / "pred", progress=False)
+    assert "was chosen with --checkpoint best" in caplog.text and "uses --checkpoint last" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="softseg.inference.predict"):
+        predict_folder([run], data, tmp_path / "pred2", checkpoint="best", progress=False)
+    assert "was chosen with" not in caplog.text

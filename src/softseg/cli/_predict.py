@@ -138,7 +138,9 @@ def _register_threshold(subparsers) -> None:
         description="Predict the validation cases of DATA with RUN, compute pooled precision "
         "and recall of p >= t for t = 0.01 ... 0.99 against the raters' consensus (soft label "
         ">= --reference-level), pick the threshold meeting the requirement with the best value "
-        "of the other measure (ties: the higher threshold) and store it in RUN/threshold.json.",
+        "of the other measure (ties: the higher threshold) and store it in RUN/threshold.json. "
+        "The maps are those 'softseg predict' makes with the same --checkpoint (default last), "
+        "--temperature and --tta; pass the same options to both.",
     )
     parser.add_argument("run", type=Path, metavar="RUN", help="run folder or folder of seeds")
     parser.add_argument("data", type=Path, metavar="DATA", help="the dataset folder")

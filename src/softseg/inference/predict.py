@@ -224,7 +224,7 @@ def predict_folder(
     loaded = load_models(run_set.run_dirs, device=device, checkpoint=checkpoint, temperature=temperature)
     stored = run_set.threshold if use_run_threshold and not qubiq else None
     if stored is not None:
-        check_threshold_conditions(stored, run_set.threshold_path, loaded, tta)
+        check_threshold_conditions(stored, run_set.threshold_path, loaded, checkpoint, tta)
     return write_predictions(
         loaded, dataset.cases, out_dir,
         source={"input": str(Path(input_path).resolve()), "dataset": dataset.name,
@@ -239,19 +239,23 @@ def predict_folder(
     )
 
 
-def check_threshold_conditions(stored: Mapping[str, Any], path: Path | None, loaded: Sequence[LoadedRun],
-                               tta: str) -> None:
+def check_threshold_conditions(
+    stored: Mapping[str, Any], path: Path | None, loaded: Sequence[LoadedRun], checkpoint: str, tta: str
+) -> None:
     """Warn when the stored operating threshold was chosen on other predictions than these
-    (another test-time augmentation or other temperatures): it is applied all the same."""
-    chosen = (stored.get("tta", {}).get("mode", "none"), stored.get("temperatures"))
-    now = (tta, applied_temperatures(loaded))
+    (another checkpoint, test-time augmentation or temperatures): it is applied all the same.
+    A threshold.json from before the default became "last" names "best" here."""
+    # what the file does not record is not compared
+    chosen = (stored.get("checkpoint", checkpoint), stored.get("tta", {}).get("mode", "none"),
+              stored.get("temperatures"))
+    now = (checkpoint, tta, applied_temperatures(loaded))
 
     def values(temperatures):  # the runs may have moved since: compare the values only
         return sorted(sorted(t.items()) for t in (temperatures or {}).values())
 
-    if chosen[0] != now[0] or values(chosen[1]) != values(now[1]):
+    if chosen[:2] != now[:2] or values(chosen[2]) != values(now[2]):
         log.warning(
-            "%s was chosen with --tta %s and temperatures %s, but this prediction uses --tta %s "
-            "and temperatures %s; rerun `softseg threshold` with the same options for a "
-            "threshold that means what it says", path, chosen[0], chosen[1], now[0], now[1],
+            "%s was chosen with --checkpoint %s, --tta %s and temperatures %s, but this prediction "
+            "uses --checkpoint %s, --tta %s and temperatures %s; rerun `softseg threshold` with the "
+            "same options for a threshold that means what it says", path, *chosen, *now,
         )

@@ -357,7 +357,8 @@ def stored_temperatures(
     when the run has no such file.
 
     Raises SoftsegError when the file was fitted for another checkpoint than ``checkpoint``
-    (another file, or the same file at another epoch: training went on) or lacks a task.
+    (another file, or the same file at another epoch: training went on; the run's best.pt
+    and last.pt of one recorded epoch are the same weights) or lacks a task.
     """
     payload = read_temperature_file(run_dir)
     if payload is None:
@@ -365,7 +366,10 @@ def stored_temperatures(
     path = Path(run_dir) / TEMPERATURE_FILE
     fitted = (payload["checkpoint_file"], payload.get("checkpoint_epoch"))
     used = (checkpoint_key(run_dir, checkpoint), epoch)
-    if fitted != used:
+    # best.pt and last.pt of one epoch hold the same weights (training saves both from one state)
+    same_epoch = {fitted[0], used[0]} <= {"checkpoints/best.pt", "checkpoints/last.pt"} and (
+        fitted[1] is not None and fitted[1] == used[1])
+    if fitted != used and not same_epoch:
         raise SoftsegError(
             f"{path}: the temperatures were fitted for {_described(*fitted)}, not for the "
             f"checkpoint used now, {_described(*used)}; recalibrate for it (softseg calibrate "
