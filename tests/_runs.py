@@ -13,7 +13,8 @@ from softseg.training.model import model_from_config, save_checkpoint
 
 def make_run(run_dir: Path, in_channels: int = 1, tasks=("task01", "task02"), seed: int = 0) -> Path:
     """A run folder with an untrained model whose logits are spread out (head weights x 20),
-    so its probabilities cover [0, 1] rather than sitting near 0.5."""
+    so its probabilities cover [0, 1] rather than sitting near 0.5; ``best.pt`` and
+    ``last.pt`` hold the same weights."""
     config = TrainConfig(tasks=tuple(tasks), in_channels=in_channels, encoder_weights="none",
                          precision="fp32", seed=seed)
     torch.manual_seed(seed)
@@ -22,7 +23,8 @@ def make_run(run_dir: Path, in_channels: int = 1, tasks=("task01", "task02"), se
         model.segmentation_head[0].weight.mul_(20.0)
     (run_dir / "checkpoints").mkdir(parents=True)
     save_config(config, run_dir / "config.json")
-    save_checkpoint({"model": model.state_dict(), "config": to_dict(config)},
-                    run_dir / "checkpoints" / "best.pt")
+    for name in ("best", "last"):
+        save_checkpoint({"model": model.state_dict(), "config": to_dict(config)},
+                        run_dir / "checkpoints" / f"{name}.pt")
     (run_dir / "split.json").write_text(json.dumps({"train": [], "val": []}))
     return run_dir

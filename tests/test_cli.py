@@ -14,8 +14,8 @@ from softseg.experiments.demo import DemoSettings
 from softseg.inference import BATCH_SIZE
 from softseg.training.config import TrainConfig
 
-LONG_COMMANDS = ("train", "predict", "threshold", "evaluate", "demo", "compare", "reproduce")
-MEMORY_COMMANDS = ("train", "predict", "threshold", "export", "demo", "compare", "reproduce")
+LONG_COMMANDS = ("train", "predict", "calibrate", "threshold", "evaluate", "demo", "compare", "reproduce")
+MEMORY_COMMANDS = ("train", "predict", "calibrate", "threshold", "export", "demo", "compare", "reproduce")
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:
@@ -40,7 +40,7 @@ def test_layout_has_the_same_choices_wherever_a_dataset_is_read():
     assert LAYOUT_CHOICES == ("auto", *LAYOUTS)
     having = {name: _option(p, "--layout") for name, p in _commands().items()}
     assert {n for n, a in having.items() if a} == {
-        "check", "labels", "train", "predict", "threshold", "evaluate", "compare"}
+        "check", "labels", "train", "predict", "calibrate", "threshold", "evaluate", "compare"}
     for name, action in having.items():
         if action:
             assert tuple(action.choices) == LAYOUT_CHOICES and action.default == "auto", name
@@ -82,3 +82,20 @@ def test_train_accepts_the_old_task_spelling(tmp_path, capsys, caplog):
 @pytest.mark.parametrize("command", ["compare", "reproduce"])
 def test_seeds_default_to_the_papers_three(command):
     assert _option(_commands()[command], "--seeds").default == [0, 1, 2]
+
+
+def test_model_options_are_defined_once_and_default_to_no_leakage():
+    commands = _commands()
+    for flag, having, default in (
+        ("--checkpoint", {"predict", "calibrate", "threshold", "export"}, "last"),
+        ("--temperature", {"predict", "threshold", "export"}, "auto"),
+        ("--tta", {"predict", "threshold"}, "none"),
+    ):
+        actions = {name: _option(p, flag) for name, p in commands.items()}
+        assert {n for n, a in actions.items() if a} == having, flag
+        first = actions[sorted(having)[0]]
+        for name in having:
+            assert actions[name].default == default, (flag, name)
+            assert (actions[name].help, actions[name].choices) == (first.help, first.choices), (flag, name)
+    assert tuple(_option(commands["predict"], "--tta").choices) == ("none", "flip")
+    assert tuple(_option(commands["predict"], "--temperature").choices) == ("auto", "off")

@@ -141,3 +141,39 @@ def test_export_is_atomic_with_umask_permissions(seeds, tmp_path, monkeypatch):
         export_onnx(seeds, path, overwrite=True)  # another model: other bytes
     assert path.read_bytes() == before  # the earlier model stays whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx"]  # no temporary file
+
+
+def test_the_graph_divides_by_the_runs_temperatures_as_predict_does(tmp_path):
+    from softseg.inference.runs import load_models, write_temperature_file
+
+    seeds = tmp_path / "seeds"
+    make_run(seeds / "seed0", seed=0)
+    make_run(seeds / "seed1", seed=1)
+    t = {"seed0": (2.0, 0.5), "seed1": (1.5, 3.0)}  # per seed and task
+    for seed, (t1, t2) in t.items():
+        write_temperature_file(seeds / seed, {"checkpoint_file": "checkpoints/last.pt", "checkpoint_epoch": None,
+                                              "tasks": {"task01": {"temperature": t1}, "task02": {"temperature": t2}}})
+    path = export_onnx(seeds, tmp_path / "calibrated.onnx", height=64, width=64)
+    x = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(9))
+    expected = 0
+    for seed, temps in t.items():
+        with torch.no_grad():
+            logits = load_run(seeds / seed, temperature="off").model(x)
+        expected = expected + torch.sigmoid(logits / torch.tensor(temps)[None, :, None, None]) / 2
+    got = run_onnx(path, x.numpy())
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=0)
+    sidecar = json.loads(sidecar_path(path).read_text())
+    assert sidecar["temperatures"] == {str((seeds / s).resolve()): {"task01": a, "task02": b}
+                                       for s, (a, b) in t.items()}
+    assert "temperature" in sidecar["output"]["values"]
+    # what softseg predict makes of the same runs, through the sidecar's preprocessing
+    image = np.random.default_rng(3).random((1, 64, 64)).astype(np.float32)
+    z = (image - image.mean()) / image.std()
+    loaded = load_models([seeds / "seed0", seeds / "seed1"])
+    np.testing.assert_allclose(run_onnx(path, z[None])[0], predict_images(loaded, [image])[0], atol=1e-4)
+    plain = export_onnx(seeds, tmp_path / "plain.onnx", temperature="off", height=64, width=64, verify=False)
+    assert json.loads(sidecar_path(plain).read_text())["temperatures"] is None
+    assert np.abs(run_onnx(plain, x.numpy()) - got).max() > 1e-2
+    with pytest.raises(SoftsegError, match=r"fitted for checkpoints/last.pt, not for .*best.pt"):
+        export_onnx(seeds, tmp_path / "best.onnx", checkpoint="best")
+    assert not (tmp_path / "best.onnx").exists()

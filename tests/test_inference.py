@@ -120,3 +120,76 @@ def test_passes_hold_same_shaped_images_up_to_the_pixel_bound(monkeypatch):
     assert inference._split_passes(groups, prepared, cpu) == [[0], [2], [3], [4], [1]]
     # a GPU takes each group in one pass
     assert inference._split_passes(groups, prepared, torch.device("cuda")) == [[0, 2, 3, 4], [1]]
+
+
+# ----------------------------------------------------------------------------- flip TTA
+
+
+def _conv_run(kernel, hflip=0.5, vflip=0.5, temperature=None):
+    """A one-layer "model": a 3x3 convolution with zero padding (flip-equivariant exactly when
+    the kernel is symmetric under the flip), two tasks (the kernel and its negative + 1)."""
+    conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+    with torch.no_grad():
+        k = torch.as_tensor(kernel, dtype=torch.float32)
+        conv.weight.copy_(torch.stack([k, -k])[:, None])
+        conv.bias.copy_(torch.tensor([0.0, 1.0]))
+    config = TrainConfig(tasks=("task01", "task02"), in_channels=1, precision="fp32", hflip=hflip, vflip=vflip)
+    return LoadedRun(Path("conv"), conv.eval(), config, ("task01", "task02"), Path("last.pt"),
+                     torch.device("cpu"), temperature)
+
+
+def _flipped_by_hand(run, image, flips, temperature=(1.0, 1.0)):
+    """Mean over ``flips`` of sigmoid(unflip(model(pad(flip(z-scored image)))) / T), cropped."""
+    x = torch.from_numpy(image).double()
+    x = ((x - x.mean()) / x.std(unbiased=False)).float()
+    h, w = x.shape[1:]
+    t = torch.tensor(temperature)[:, None, None]
+    total = 0
+    for dims in flips:
+        y = x.flip(dims) if dims else x
+        y = F.pad(y, (0, -w % 32, 0, -h % 32))
+        with torch.no_grad():
+            z = run.model(y[None])[0, :, :h, :w]
+        z = z.flip(dims) if dims else z
+        total = total + torch.sigmoid(z / t)
+    return (total / len(flips)).numpy()
+
+
+def test_tta_views_follow_the_training_flips():
+    def views(hflip, vflip):
+        return inference.tta_flips(TrainConfig(hflip=hflip, vflip=vflip), "flip")
+
+    assert views(0.5, 0.5) == ((), (-1,), (-2,), (-2, -1))
+    assert views(0.5, 0.0) == ((), (-1,))
+    assert views(0.0, 0.3) == ((), (-2,))
+    assert views(0.0, 0.0) == ((),)
+    assert inference.tta_flips(TrainConfig(), "none") == ((),)
+    with pytest.raises(SoftsegError, match=r"tta 'rotate': expected one of none, flip"):
+        inference.tta_flips(TrainConfig(), "rotate")
+
+
+def test_tta_of_a_flip_equivariant_model_changes_nothing():
+    symmetric = [[1.0, 2.0, 1.0], [2.0, -3.0, 2.0], [1.0, 2.0, 1.0]]
+    run = _conv_run(symmetric)
+    image = np.random.default_rng(7).random((1, 37, 45)).astype(np.float32)  # odd: padding is one-sided
+    (plain,) = predict_images([run], [image])
+    (tta,) = predict_images([run], [image], tta="flip")
+    assert tta.shape == plain.shape == (2, 37, 45)
+    np.testing.assert_allclose(tta, plain, atol=1e-6)
+
+
+@pytest.mark.parametrize("hflip, vflip, flips", [
+    (0.5, 0.5, [(), (-1,), (-2,), (-2, -1)]),
+    (0.5, 0.0, [(), (-1,)]),
+    (0.0, 0.5, [(), (-2,)]),
+])
+def test_tta_of_an_asymmetric_model_is_the_hand_average_of_the_unflipped_views(hflip, vflip, flips):
+    asymmetric = [[3.0, 0.0, -1.0], [2.0, 1.0, 0.0], [0.0, -2.0, 0.5]]
+    temperature = (2.0, 0.5)  # applied to each view's logits, before the average
+    run = _conv_run(asymmetric, hflip, vflip, temperature)
+    image = np.random.default_rng(8).random((1, 37, 45)).astype(np.float32)
+    (tta,) = predict_images([run], [image], tta="flip")
+    np.testing.assert_allclose(tta, _flipped_by_hand(run, image, flips, temperature), atol=1e-6)
+    (plain,) = predict_images([run], [image])
+    np.testing.assert_allclose(plain, _flipped_by_hand(run, image, [()], temperature), atol=1e-6)
+    assert np.abs(tta - plain).max() > 1e-2  # the views differ: the test can fail

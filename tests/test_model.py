@@ -204,7 +204,7 @@ def test_fold_batchnorm_leaves_unknown_pairs_alone():
 
 def test_load_run_restores_the_model(tmp_path):
     source = _fake_run(tmp_path / "seed0")
-    run = load_run(tmp_path / "seed0")
+    run = load_run(tmp_path / "seed0", checkpoint="best")
     assert run.tasks == ("task01", "task02") and not run.model.training
     x = torch.randn(1, 1, 64, 64)
     with torch.no_grad():  # the checkpoint's function, computed by the folded model
@@ -214,7 +214,7 @@ def test_load_run_restores_the_model(tmp_path):
     assert not [m for m in run.model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert not list((tmp_path / "seed0" / "checkpoints").glob(".*tmp*"))
     with pytest.raises(SoftsegError, match=r"last.pt: checkpoint not found; available: \['best'\]"):
-        load_run(tmp_path / "seed0", checkpoint="last")
+        load_run(tmp_path / "seed0")  # the default is the last checkpoint
 
 
 def test_save_checkpoint_replaces_atomically(tmp_path):

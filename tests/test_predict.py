@@ -316,7 +316,6 @@ def test_predict_and_the_experiments_write_one_record(runs, tmp_path, capsys, mo
 
     monkeypatch.setattr("softseg.cli._COMMAND_MODULES", ("_predict",))
     run = shutil.copytree(runs / "seeds" / "seed0", tmp_path / "run")
-    shutil.copy(run / "checkpoints" / "best.pt", run / "checkpoints" / "last.pt")  # the experiments' checkpoint
     data = qubiq_testing(tmp_path / "data")
     assert main(["predict", str(run), str(data), "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
     cases = load_input(data).cases
@@ -376,3 +375,86 @@ def test_merge_records_adds_up_the_lists_and_keeps_the_latest_fields():
                       "mask_thresholds": {"t1": [0.5]}, "checkpoint": "last", "split": None,
                       "input": "/d/images", "layout": "raters", "dataset": None}
     assert merge_records(None, new) == new and merge_records(None, new) is not new
+
+
+# ----------------------------------------------------------------------------- TTA, checkpoints
+
+
+def test_tta_flip_keeps_the_geometry_and_is_recorded(runs, tmp_path):
+    data = qubiq_testing(tmp_path / "data", shapes=((37, 45),))
+    seed = runs / "seeds" / "seed0"
+    predict_folder([seed], data, tmp_path / "tta", tta="flip", progress=False)
+    predict_folder([seed], data, tmp_path / "plain", progress=False)
+    (case,) = load_input(data).cases
+    (expected,) = predict_images([load_run(seed)], [case.image], tta="flip")
+    source = nib.load(str(case.image_path))
+    for index, task in enumerate(TASKS):
+        written = nib.load(str(tmp_path / "tta" / "case01" / f"{task}.nii.gz"))
+        assert written.shape == source.shape == (37, 45)
+        np.testing.assert_array_equal(written.affine, source.affine)
+        np.testing.assert_array_equal(np.asarray(written.dataobj), expected[index])
+    plain = np.asarray(nib.load(str(tmp_path / "plain" / "case01" / "task01.nii.gz")).dataobj)
+    assert np.abs(plain - expected[0]).max() > 1e-3  # an untrained U-Net is not flip-equivariant
+    record = json.loads((tmp_path / "tta" / "predictions.json").read_text())
+    assert record["tta"] == {"mode": "flip", "views": {str(seed.resolve()): [
+        "identity", "horizontal", "vertical", "horizontal+vertical"]}}
+    assert record["temperatures"] is None
+    assert json.loads((tmp_path / "plain" / "predictions.json").read_text())["tta"]["mode"] == "none"
+    with pytest.raises(SoftsegError, match=r"tta 'rot90': expected one of none, flip"):
+        predict_folder([seed], data, tmp_path / "bad", tta="rot90", progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_default_checkpoint_is_last(tmp_path):
+    import inspect
+    import shutil
+
+    from softseg.cli import build_parser
+    from softseg.experiments import pipeline
+    from softseg.inference import DEFAULT_CHECKPOINT
+    from softseg.inference.calibration import calibrate
+    from softseg.inference.export import export_onnx
+    from softseg.inference.runs import load_models
+    from softseg.inference.thresholds import choose_threshold
+
+    assert DEFAULT_CHECKPOINT == "last" == pipeline.EVAL_CHECKPOINT
+    for function in (load_run, load_models, predict_folder, choose_threshold, export_onnx, calibrate):
+        assert inspect.signature(function).parameters["checkpoint"].default == "last", function.__name__
+    parser = build_parser()
+    commands = next(a for a in parser._actions if hasattr(a, "choices") and a.choices and "predict" in a.choices)
+    for name in ("predict", "calibrate", "threshold", "export"):
+        option = next(a for a in commands.choices[name]._actions if "--checkpoint" in a.option_strings)
+        assert option.default == "last" and "'best' (chosen on the run's validation cases" in option.help, name
+    # a run whose best and last checkpoints differ: predict uses last unless told
+    run = make_run(tmp_path / "run", seed=0)
+    make_run(tmp_path / "other", seed=1)
+    shutil.copy(tmp_path / "other" / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
+    data = qubiq_testing(tmp_path / "data", shapes=((32, 32),))
+    predict_folder([run], data, tmp_path / "pred", progress=False)
+    (case,) = load_input(data).cases
+    got = io.read_probability(tmp_path / "pred" / "case01" / "task01.nii.gz")[0]
+    (last,) = predict_images([load_run(tmp_path / "other")], [case.image])
+    (best,) = predict_images([load_run(run, checkpoint="best")], [case.image])
+    np.testing.assert_array_equal(got, last[0])
+    assert np.abs(got - best[0]).max() > 0.05
+    assert json.loads((tmp_path / "pred" / "predictions.json").read_text())["checkpoint"] == "last"
+
+
+def test_best_on_the_runs_validation_cases_warns(runs, tmp_path, caplog):
+    import logging
+    import shutil
+
+    run = shutil.copytree(runs / "seeds" / "seed0", tmp_path / "run")
+    (run / "split.json").write_text(json.dumps({"train": ["case09"], "val": ["case01", "case07"]}))
+    data = qubiq_testing(tmp_path / "data")  # case01 and case02
+    with caplog.at_level(logging.WARNING, logger="softseg.inference.runs"):
+        predict_folder([run], data, tmp_path / "last", progress=False)
+    assert "'best' checkpoint" not in caplog.text  # last: no warning
+    with caplog.at_level(logging.WARNING, logger="softseg.inference.runs"):
+        predict_folder([run], data, tmp_path / "best", checkpoint="best", progress=False)
+    assert "predicting 1 of 2 case(s) with the 'best' checkpoint, which was chosen on those" in caplog.text
+    caplog.clear()
+    (run / "split.json").write_text(json.dumps({"train": ["case01", "case02"], "val": ["case09"]}))
+    with caplog.at_level(logging.WARNING, logger="softseg.inference.runs"):
+        predict_folder([run], data, tmp_path / "best2", checkpoint="best", progress=False)
+    assert "'best' checkpoint" not in caplog.text  # none of them was a validation case

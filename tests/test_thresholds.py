@@ -277,8 +277,9 @@ def make_run(run_dir, *, constant=None, seed=0, val=("c1", "c2")):
             head.bias.fill_(float(np.log(constant / (1 - constant))))
     (run_dir / "checkpoints").mkdir(parents=True)
     save_config(config, run_dir / "config.json")
-    save_checkpoint({"model": model.state_dict(), "config": to_dict(config)},
-                    run_dir / "checkpoints" / "best.pt")
+    for name in ("best", "last"):
+        save_checkpoint({"model": model.state_dict(), "config": to_dict(config)},
+                        run_dir / "checkpoints" / f"{name}.pt")
     (run_dir / "split.json").write_text(json.dumps({"train": ["c3"], "val": list(val)}))
     return run_dir
 
@@ -418,3 +419,58 @@ def test_the_grid_is_the_evaluations():
     default = inspect.signature(thresholds.pooled_counts).parameters["thresholds"].default
     assert default is metrics.FINE_THRESHOLDS
     assert inspect.signature(thresholds.tradeoff).parameters["thresholds"].default is metrics.FINE_THRESHOLDS
+
+
+def test_threshold_is_chosen_on_the_predictions_predict_makes(tmp_path, caplog):
+    """The same temperatures and test-time flips as predict: the choice equals the brute-force
+    pick on predict_images' maps with those options, and the file records them."""
+    import logging
+
+    from softseg.data.datasets import load_dataset
+    from softseg.data.labels import soft_label
+    from softseg.inference.arrays import predict_images
+    from softseg.inference.predict import predict_folder
+    from softseg.inference.runs import load_run, write_temperature_file
+    from softseg.inference.thresholds import choose_threshold
+
+    data = rater_dataset(tmp_path / "data", seed=4)
+    run = make_run(tmp_path / "run", seed=3, val=("c2", "c3"))
+    write_temperature_file(run, {"checkpoint_file": "checkpoints/last.pt", "checkpoint_epoch": None,
+                                 "tasks": {"task01": {"temperature": 3.0}}})
+    payload, _ = choose_threshold(run, data, criterion="max_f1", tta="flip", progress=False)
+    cases = load_dataset(data).select(case_ids=["c2", "c3"]).cases
+    refs = [soft_label(c, "task01") >= 0.5 for c in cases]
+    chosen = {}
+    for tta, temperature in (("flip", "auto"), ("none", "auto"), ("flip", "off")):
+        probs = [p[0] for p in predict_images([load_run(run, temperature=temperature)],
+                                              [c.image for c in cases], tta=tta)]
+        chosen[tta, temperature] = brute_force_pick(probs, refs, FINE_THRESHOLDS, "max_f1", None)
+    assert payload["tasks"]["task01"]["threshold"] == chosen["flip", "auto"]
+    assert len(set(chosen.values())) > 1  # the options change the choice: the test can fail
+    assert payload["tta"]["mode"] == "flip" and payload["temperatures"] == {str(run.resolve()): {"task01": 3.0}}
+    write_threshold_file(run, payload)
+    with caplog.at_level(logging.WARNING, logger="softseg.inference.predict"):
+        predict_folder([run], data, tmp_path / "same", tta="flip", progress=False)
+    assert "was chosen with" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="softseg.inference.predict"):
+        predict_folder([run], data, tmp_path / "other", progress=False)
+    assert "was chosen with --checkpoint last, --tta flip and temperatures" in caplog.text
+    assert "uses --checkpoint last, --tta none" in caplog.text
+
+
+def test_a_threshold_chosen_with_best_warns_when_predict_uses_last(tmp_path, caplog):
+    """A threshold.json from before the default became "last" names "best"."""
+    import logging
+
+    from softseg.inference.predict import predict_folder
+
+    data = rater_dataset(tmp_path / "data")
+    run = make_run(tmp_path / "run", constant=0.555)
+    write_threshold_file(run, {"checkpoint": "best", "run_names": ["."], "tasks": {"task01": {"threshold": 0.5}}})
+    with caplog.at_level(logging.WARNING, logger="softseg.inference.predict"):
+        predict_folder([run], data, tmp_path / "pred", progress=False)
+    assert "was chosen with --checkpoint best" in caplog.text and "uses --checkpoint last" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="softseg.inference.predict"):
+        predict_folder([run], data, tmp_path / "pred2", checkpoint="best", progress=False)
+    assert "was chosen with" not in caplog.text

@@ -56,6 +56,7 @@ _EXPORTS = {
     "LoadedRun": "softseg.inference.runs",
     "predict_images": "softseg.inference.arrays",
     "predict_folder": "softseg.inference.predict",
+    "calibrate": "softseg.inference.calibration",
     "choose_threshold": "softseg.inference.thresholds",
     "export_onnx": "softseg.inference.export",
     # evaluation: maps + dataset -> a typed result

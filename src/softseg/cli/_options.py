@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from softseg.data.cases import LAYOUTS
+from softseg.inference import DEFAULT_CHECKPOINT, TEMPERATURE_MODES, TTA_MODES
 from softseg.training.config import PRESETS, TrainConfig
 
 LAYOUT_CHOICES = ("auto", *LAYOUTS)
@@ -38,6 +39,34 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default=None,
         help="'auto' (default: a GPU if one is visible, else the CPU), 'cpu', 'cuda', 'cuda:N'",
+    )
+
+
+def add_checkpoint(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint``: on every command that loads a trained run."""
+    parser.add_argument(
+        "--checkpoint", default=DEFAULT_CHECKPOINT,
+        help=f"'{DEFAULT_CHECKPOINT}' (default: the end of the fixed schedule), 'best' (chosen on "
+        "the run's validation cases, so results on those cases are optimistic; a warning says "
+        "when it predicts them) or a path to a .pt file",
+    )
+
+
+def add_temperature(parser: argparse.ArgumentParser) -> None:
+    """``--temperature``: on every command whose probabilities must equal predict's."""
+    parser.add_argument(
+        "--temperature", default="auto", choices=TEMPERATURE_MODES,
+        help="auto (default): divide each run's logits by the temperatures 'softseg calibrate' "
+        "stored in its temperature.json, when there is one; off: never",
+    )
+
+
+def add_tta(parser: argparse.ArgumentParser) -> None:
+    """``--tta``: test-time augmentation, on predict and threshold."""
+    parser.add_argument(
+        "--tta", default="none", choices=TTA_MODES,
+        help="none (default), or flip: average the probabilities over the flips the run was "
+        "trained with (horizontal if hflip > 0, vertical if vflip > 0, both if both)",
     )
 
 

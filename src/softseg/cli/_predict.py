@@ -1,4 +1,5 @@
-"""``softseg predict``, ``softseg threshold`` and ``softseg export``: parsing only."""
+"""``softseg predict``, ``softseg calibrate``, ``softseg threshold`` and ``softseg export``:
+parsing only."""
 
 from __future__ import annotations
 
@@ -6,19 +7,28 @@ import argparse
 import json
 from pathlib import Path
 
-from softseg.cli._options import add_device, add_layout, add_overwrite, add_progress, keep_memory
+from softseg.cli._options import (
+    add_checkpoint,
+    add_device,
+    add_layout,
+    add_overwrite,
+    add_progress,
+    add_temperature,
+    add_tta,
+    keep_memory,
+)
 from softseg.inference import BATCH_SIZE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     _register_predict(subparsers)
+    _register_calibrate(subparsers)
     _register_threshold(subparsers)
     _register_export(subparsers)
 
 
 def _common_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", default="best",
-                        help="'best' (default), 'last' or a path to a .pt file")
+    add_checkpoint(parser)
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
                         help=f"images per forward pass (default {BATCH_SIZE})")
     add_device(parser)
@@ -32,7 +42,9 @@ def _register_predict(subparsers) -> None:
         help="probability maps (and std maps, masks) for every image of a folder or file",
         description="Predict every image of INPUT (a dataset folder in any layout softseg "
         "reads, labelled or not, or one image file) with one or more runs; several runs "
-        "(seeds) are averaged. Writes OUT/<case>/<task>.nii.gz (or .png) and predictions.json.",
+        "(seeds) are averaged. Writes OUT/<case>/<task>.nii.gz (or .png) and predictions.json. "
+        "Uses each run's last checkpoint unless --checkpoint says otherwise, and the "
+        "temperatures of 'softseg calibrate' where stored.",
     )
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN",
                         help="run folder(s) or folder(s) of seeds; all are averaged")
@@ -52,6 +64,8 @@ def _register_predict(subparsers) -> None:
                         "'softseg threshold' in the run (default: yes)")
     parser.add_argument("--qubiq", action="store_true",
                         help="write the QUBIQ submission layout OUT/<dataset>/<case>/<task>.nii.gz")
+    add_temperature(parser)
+    add_tta(parser)
     add_overwrite(parser, "write into a non-empty --out, replacing files of the same names")
     _common_model_options(parser)
     parser.set_defaults(func=run_predict)
@@ -64,14 +78,56 @@ def run_predict(args: argparse.Namespace) -> int:
         args.runs, args.input, args.out,
         layout=args.layout, split=args.split, std=args.std, masks=args.masks,
         use_run_threshold=args.run_threshold, qubiq=args.qubiq, batch_size=args.batch_size,
-        device=args.device, checkpoint=args.checkpoint, overwrite=args.overwrite,
-        progress=args.progress,
+        device=args.device, checkpoint=args.checkpoint, temperature=args.temperature,
+        tta=args.tta, overwrite=args.overwrite, progress=args.progress,
     )
     summary = json.loads(path.read_text())
     print(f"{len(summary['cases'])} case(s), {len(summary['files'])} file(s) written to {args.out}")
     if summary["run_threshold"]:
         chosen = ", ".join(f"{t} {v:g}" for t, v in summary["run_threshold"]["tasks"].items())
         print(f"masks at the run's operating threshold: {chosen}")
+    if summary["temperatures"]:
+        print("temperatures applied: " + "; ".join(
+            f"{Path(run).name} " + ", ".join(f"{t} {v:.4g}" for t, v in temps.items())
+            for run, temps in summary["temperatures"].items()))
+    return 0
+
+
+def _register_calibrate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="fit a temperature per run and task (temperature scaling) on validation cases",
+        description="Fit, for each run (seed) of RUN and each task, one temperature T > 0 that "
+        "minimises the soft binary cross-entropy between sigmoid(logit / T) and the soft label "
+        "over all pixels of the calibration cases of DATA (default: each run's own validation "
+        "cases in split.json). Stores RUN/seedN/temperature.json; 'softseg predict', "
+        "'threshold' and 'export' then divide that checkpoint's logits by T.",
+    )
+    parser.add_argument("run", type=Path, metavar="RUN", help="run folder or folder of seeds")
+    parser.add_argument("data", type=Path, metavar="DATA", help="the labelled dataset folder")
+    add_layout(parser)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--split", default=None,
+                       help="calibrate on the cases of this split (default: each run's "
+                       "validation ids in split.json)")
+    which.add_argument("--cases", nargs="+", default=None, metavar="ID",
+                       help="calibrate on these case ids")
+    add_overwrite(parser, "replace a temperature.json already in the run(s)")
+    _common_model_options(parser)
+    parser.set_defaults(func=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from softseg.inference.calibration import calibrate, format_calibration
+
+    results = calibrate(
+        args.run, args.data, layout=args.layout, split=args.split, case_ids=args.cases,
+        checkpoint=args.checkpoint, batch_size=args.batch_size, device=args.device,
+        overwrite=args.overwrite, progress=args.progress,
+    )
+    print(format_calibration(results))
+    for path, payload in results.items():
+        print(f"stored in {path} ({len(payload['cases'])} case(s), {payload['cases_from']})")
     return 0
 
 
@@ -82,7 +138,9 @@ def _register_threshold(subparsers) -> None:
         description="Predict the validation cases of DATA with RUN, compute pooled precision "
         "and recall of p >= t for t = 0.01 ... 0.99 against the raters' consensus (soft label "
         ">= --reference-level), pick the threshold meeting the requirement with the best value "
-        "of the other measure (ties: the higher threshold) and store it in RUN/threshold.json.",
+        "of the other measure (ties: the higher threshold) and store it in RUN/threshold.json. "
+        "The maps are those 'softseg predict' makes with the same --checkpoint (default last), "
+        "--temperature and --tta; pass the same options to both.",
     )
     parser.add_argument("run", type=Path, metavar="RUN", help="run folder or folder of seeds")
     parser.add_argument("data", type=Path, metavar="DATA", help="the dataset folder")
@@ -100,6 +158,8 @@ def _register_threshold(subparsers) -> None:
     add_overwrite(parser, "replace a threshold.json already in the run")
     parser.add_argument("--every", type=int, default=5, metavar="K",
                         help="show every K-th threshold of the table (default 5)")
+    add_temperature(parser)
+    add_tta(parser)
     _common_model_options(parser)
     parser.set_defaults(func=run_threshold)
 
@@ -119,7 +179,7 @@ def run_threshold(args: argparse.Namespace) -> int:
         args.run, args.data, criterion=criterion, target=target, split=args.split,
         layout=args.layout, reference_level=args.reference_level,
         batch_size=args.batch_size, device=args.device, checkpoint=args.checkpoint,
-        progress=args.progress,
+        temperature=args.temperature, tta=args.tta, progress=args.progress,
     )
     path = write_threshold_file(args.run, payload, overwrite=args.overwrite)
     goal = criterion.replace("_", " ") + ("" if target is None else f" {target:g}")
@@ -138,7 +198,8 @@ def _register_export(subparsers) -> None:
         help="export a run to ONNX (probabilities out) with a preprocessing sidecar JSON",
         description="Export RUN (a run or a folder of seeds, averaged) to ONNX. Input: the "
         "z-scored image padded to multiples of 32, (N, C, H, W) with dynamic N, H, W; output: "
-        "probabilities (N, T, H, W). Writes <name>.json beside it describing preprocessing.",
+        "probabilities (N, T, H, W), after the runs' stored temperatures as in 'softseg "
+        "predict'. Writes <name>.json beside it describing preprocessing and temperatures.",
     )
     parser.add_argument("run", type=Path, metavar="RUN", help="run folder or folder of seeds")
     parser.add_argument("--onnx", required=True, type=Path, metavar="FILE",
@@ -148,8 +209,8 @@ def _register_export(subparsers) -> None:
     parser.add_argument("--width", type=int, default=None,
                         help="example input width, a multiple of 32 (default: the run's size)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    parser.add_argument("--checkpoint", default="best",
-                        help="'best' (default), 'last' or a path to a .pt file")
+    add_checkpoint(parser)
+    add_temperature(parser)
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the onnxruntime check against PyTorch (1e-4)")
     add_overwrite(parser, "replace an existing .onnx file and its sidecar")
@@ -162,7 +223,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     path = export_onnx(
         args.run, args.onnx, height=args.height, width=args.width, opset=args.opset,
-        checkpoint=args.checkpoint, overwrite=args.overwrite, verify=args.verify,
+        checkpoint=args.checkpoint, temperature=args.temperature, overwrite=args.overwrite,
+        verify=args.verify,
     )
     sidecar = json.loads(sidecar_path(path).read_text())
     difference = sidecar["verified_max_abs_difference"]

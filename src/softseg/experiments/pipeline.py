@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # The checkpoint experiments evaluate. Training monitors the held-out cases, so "best" would
 # be chosen on the test set; the paper's fixed schedule (cosine to lr_min) ends at "last".
+# The same as softseg.inference.DEFAULT_CHECKPOINT, what the commands load (tests pin both);
+# spelled out here because the experiments must never follow that default elsewhere.
 EVAL_CHECKPOINT = "last"
 SEEDS = (0, 1, 2)  # SPEC.md "Repeats": 3 runs per model
 

@@ -2,21 +2,27 @@
 
 Each image goes through exactly the steps of training (:mod:`softseg.training.preprocess`):
 per-channel z-score, the run's resize (if it was trained with one), zero-padding to a
-multiple of 32; then the model, a
+multiple of 32; then the model, the run's temperature (logits / T, when the run has one), a
 sigmoid, cropping back and undoing the resize, so every pixel of the source grid gets a
 probability. Runs are averaged in probability space.
+
+Test-time augmentation (``tta="flip"``) predicts each image also flipped, with the flips the
+run was trained with (see :func:`tta_flips`), un-flips each prediction and averages the
+probabilities (after the temperature) before the resize back and the mean over runs.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from softseg.training.runtime import resolve_precision
 from softseg.errors import SoftsegError
+from softseg.inference import TTA_MODES
 from softseg.inference.runs import LoadedRun, check_runs_compatible
+from softseg.training.config import TrainConfig
 from softseg.training.preprocess import normalize, padded_size, predict_logits_batch, resize, resize_input
 
 
@@ -42,18 +48,30 @@ def _split_passes(groups, prepared: list[torch.Tensor], device: torch.device) ->
     return passes
 
 
-def predict_images(
-    loaded_runs: Sequence[LoadedRun], images: Sequence[np.ndarray]
-) -> list[np.ndarray]:
-    """Probability maps ``(T, H, W)`` float32 in [0, 1] for ``(C, H, W)`` images.
+# The flips of tta="flip" as torch dims of a (N, C, H, W) batch; the names predictions record.
+# Only flips map any H x W grid onto itself (a transpose or 90-degree turn would not, unless
+# square), and "horizontal" reverses the last axis as in softseg.training.augment.
+FLIP_NAMES = {(): "identity", (-1,): "horizontal", (-2,): "vertical", (-2, -1): "horizontal+vertical"}
 
-    ``T`` follows the runs' ``tasks`` order. All runs must share tasks and input channels;
-    their probabilities are averaged. Only 2D images are supported.
-    """
-    runs = list(loaded_runs)
-    check_runs_compatible(runs)
-    first = runs[0]
-    images = [np.asarray(image) for image in images]
+
+def tta_flips(config: TrainConfig, tta: str = "none") -> tuple[tuple[int, ...], ...]:
+    """The views averaged for ``tta``: always the image itself; with "flip" also the
+    horizontal flip when the run was trained with ``hflip > 0``, the vertical one when
+    ``vflip > 0``, and both together when both (training saw that combination too)."""
+    if tta not in TTA_MODES:
+        raise SoftsegError(f"tta {tta!r}: expected one of {', '.join(TTA_MODES)}")
+    views: list[tuple[int, ...]] = [()]
+    if tta == "flip":
+        if config.hflip > 0:
+            views.append((-1,))
+        if config.vflip > 0:
+            views.append((-2,))
+        if config.hflip > 0 and config.vflip > 0:
+            views.append((-2, -1))
+    return tuple(views)
+
+
+def _check_images(first: LoadedRun, images: list[np.ndarray]) -> None:
     for index, image in enumerate(images):
         if image.ndim != 3:
             raise SoftsegError(
@@ -65,20 +83,75 @@ def predict_images(
                 f"image {index}: expected {first.config.in_channels} channel(s) as in training, "
                 f"found {image.shape[0]} (shape {image.shape})"
             )
+
+
+def _passes(run: LoadedRun, normalized: list[torch.Tensor]) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """``(image indices, (n, C, h, w) model input)`` per forward pass of ``run``: the run's
+    resize applied, images of one model-input shape together."""
+    prepared = [resize_input(x, run.config) for x in normalized]
+    # the caller bounds how many images come at once (predict's --batch-size)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, x in enumerate(prepared):
+        groups.setdefault(tuple(x.shape), []).append(index)
+    for indices in _split_passes(groups.values(), prepared, run.device):
+        yield indices, torch.stack([prepared[i] for i in indices])
+
+
+def _logits(run: LoadedRun, batch: torch.Tensor, flip: tuple[int, ...] = ()) -> torch.Tensor:
+    """The run's logits ``(n, T, h, w)`` float32 for ``batch`` seen through ``flip``, flipped
+    back so that every pixel stays where it was."""
+    precision = resolve_precision(run.config.precision, run.device)
+    x = batch.flip(flip) if flip else batch
+    logits = predict_logits_batch(run.model, x, precision, run.device)
+    return logits.flip(flip) if flip else logits
+
+
+def _probabilities(run: LoadedRun, batch: torch.Tensor, views: Sequence[tuple[int, ...]]) -> torch.Tensor:
+    """``sigmoid(logits / T)`` averaged over ``views``: ``(n, T, h, w)`` on the CPU."""
+    scale = None
+    if run.temperature is not None:
+        scale = torch.tensor(run.temperature, dtype=torch.float32, device=run.device)[None, :, None, None]
+    total = None
+    for flip in views:
+        logits = _logits(run, batch, flip)
+        prob = torch.sigmoid(logits if scale is None else logits / scale)
+        total = prob if total is None else total + prob
+    return (total / len(views)).cpu()
+
+
+def predict_images(
+    loaded_runs: Sequence[LoadedRun], images: Sequence[np.ndarray], tta: str = "none"
+) -> list[np.ndarray]:
+    """Probability maps ``(T, H, W)`` float32 in [0, 1] for ``(C, H, W)`` images.
+
+    ``T`` follows the runs' ``tasks`` order. All runs must share tasks and input channels;
+    their probabilities are averaged. A run with ``temperature`` has its logits divided by
+    its task's T before the sigmoid. ``tta``: "none", or "flip" (see :func:`tta_flips`).
+    Only 2D images are supported.
+    """
+    runs = list(loaded_runs)
+    check_runs_compatible(runs)
+    images = [np.asarray(image) for image in images]
+    _check_images(runs[0], images)
     totals: list[torch.Tensor | None] = [None] * len(images)
     normalized = [normalize(image) for image in images]  # the same for every run
     for run in runs:
-        precision = resolve_precision(run.config.precision, run.device)
-        prepared = [resize_input(x, run.config) for x in normalized]
-        # Images of one model-input shape share a forward pass; the caller bounds how many
-        # images come at once (predict's --batch-size).
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for index, x in enumerate(prepared):
-            groups.setdefault(tuple(x.shape), []).append(index)
-        for indices in _split_passes(groups.values(), prepared, run.device):
-            batch = torch.stack([prepared[i] for i in indices])
-            probs = torch.sigmoid(predict_logits_batch(run.model, batch, precision, run.device)).cpu()
-            for i, prob in zip(indices, probs):
+        views = tta_flips(run.config, tta)
+        for indices, batch in _passes(run, normalized):
+            for i, prob in zip(indices, _probabilities(run, batch, views)):
                 prob = resize(prob, tuple(images[i].shape[1:]), clamp01=True)
                 totals[i] = prob if totals[i] is None else totals[i] + prob
     return [(total / len(runs)).numpy().astype(np.float32) for total in totals]
+
+
+def predict_source_logits(run: LoadedRun, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """One run's logits ``(T, H, W)`` float32 on each ``(C, H, W)`` image's own grid: the
+    steps of :func:`predict_images` up to the sigmoid, the logits (not probabilities)
+    resized back. No temperature, no TTA: what :mod:`softseg.inference.calibration` fits."""
+    images = [np.asarray(image) for image in images]
+    _check_images(run, images)
+    out: list[np.ndarray | None] = [None] * len(images)
+    for indices, batch in _passes(run, [normalize(image) for image in images]):
+        for i, logits in zip(indices, _logits(run, batch).cpu()):
+            out[i] = resize(logits, tuple(images[i].shape[1:])).numpy().astype(np.float32)
+    return out

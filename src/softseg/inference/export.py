@@ -7,13 +7,15 @@ The exported graph maps a *prepared* image batch to probabilities:
   trained with one, then zero-padded at the bottom/right to multiples of 32. N, H and W are
   dynamic axes.
 * output ``probability``: ``(N, T, H, W)`` float32 in [0, 1], one channel per task in the
-  run's task order: the sigmoid of the logits, averaged over the seeds. Crop back with
-  ``[..., :h, :w]`` (and undo the resize) to get the source grid.
+  run's task order: the sigmoid of the logits (divided by each seed's fitted temperature
+  per task where it has a ``temperature.json``, as ``softseg predict`` does), averaged over
+  the seeds. Crop back with ``[..., :h, :w]`` (and undo the resize) to get the source grid.
 
 Preprocessing stays outside the graph on purpose: the statistics of the z-score must be
 taken over the image before padding, exactly as :mod:`softseg.inference.arrays` does. A sidecar JSON
 (``<onnx name without .onnx>.json``) records tasks, channels, normalisation, padding, resize
-and the run's operating threshold so a deployment can reproduce every step.
+the temperatures inside the graph and the run's operating threshold so a deployment can
+reproduce every step.
 
 The TorchScript-based exporter of ``torch.onnx`` is used (``dynamo=False``): the newer
 exporter needs the ``onnxscript`` package, which softseg does not depend on.
@@ -33,6 +35,7 @@ from torch import nn
 from softseg import __version__
 from softseg.files import atomic_path, write_json_atomic
 from softseg.errors import SoftsegError
+from softseg.inference import DEFAULT_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +47,29 @@ TOLERANCE = 1e-4
 
 
 class ProbabilityEnsemble(nn.Module):
-    """Mean over models of ``sigmoid(model(x))``: ``(N, C, H, W)`` -> ``(N, T, H, W)`` in [0, 1]."""
+    """Mean over models of ``sigmoid(model(x) / T)``: ``(N, C, H, W)`` -> ``(N, T, H, W)`` in
+    [0, 1]. ``temperatures[i]``: model i's T per task, or None for T = 1 (no division)."""
 
-    def __init__(self, models: Sequence[nn.Module]):
+    def __init__(
+        self, models: Sequence[nn.Module], temperatures: Sequence[Sequence[float] | None] | None = None
+    ):
         super().__init__()
         self.models = nn.ModuleList(models)
+        temperatures = list(temperatures) if temperatures is not None else [None] * len(models)
+        self.scaled = [t is not None for t in temperatures]
+        for index, t in enumerate(temperatures):
+            if t is not None:  # a buffer: exported into the graph as a constant
+                scale = torch.tensor(t, dtype=torch.float32)[None, :, None, None]
+                self.register_buffer(f"temperature{index}", scale)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        total = torch.sigmoid(self.models[0](image))
-        for model in self.models[1:]:
-            total = total + torch.sigmoid(model(image))
+        total = None
+        for index, model in enumerate(self.models):
+            logits = model(image)
+            if self.scaled[index]:
+                logits = logits / getattr(self, f"temperature{index}")
+            prob = torch.sigmoid(logits)
+            total = prob if total is None else total + prob
         return total / len(self.models)
 
 
@@ -78,11 +94,16 @@ def export_onnx(
     height: int | None = None,
     width: int | None = None,
     opset: int = DEFAULT_OPSET,
-    checkpoint: str = "best",
+    checkpoint: str = DEFAULT_CHECKPOINT,
+    temperature: str = "auto",
     overwrite: bool = False,
     verify: bool = True,
 ) -> Path:
     """Export ``run`` (a run or a folder of seeds) to ``onnx_path`` plus its sidecar JSON.
+
+    ``checkpoint`` and ``temperature`` mean what they mean for ``softseg predict``: with
+    "auto" each seed's fitted temperatures (``temperature.json``) divide its logits inside
+    the graph, and the sidecar records them.
 
     ``height``/``width`` (multiples of 32) size the example input used for tracing and
     verification; they default to the run's ``resize`` or crop size. The axes stay dynamic.
@@ -91,7 +112,7 @@ def export_onnx(
     Both files are written atomically; existing files are kept unless ``overwrite``.
     Returns the ONNX path.
     """
-    from softseg.inference.runs import load_models, resolve_runs
+    from softseg.inference.runs import applied_temperatures, load_models, resolve_runs
 
     onnx_path = Path(onnx_path)
     if onnx_path.suffix.lower() != ".onnx":
@@ -106,7 +127,7 @@ def export_onnx(
             f"supports for this model), got {opset}; {DEFAULT_OPSET} is a safe choice"
         )
     run_set = resolve_runs([run])
-    loaded = load_models(run_set.run_dirs, device="cpu", checkpoint=checkpoint)
+    loaded = load_models(run_set.run_dirs, device="cpu", checkpoint=checkpoint, temperature=temperature)
     first = loaded[0]
     for other in loaded[1:]:
         if (other.config.resize, other.config.normalization) != (
@@ -124,7 +145,7 @@ def export_onnx(
 
     # fp32 on the CPU: the graph must not depend on autocast, which ONNX does not carry.
     ensemble = ProbabilityEnsemble([lr.model.float().to(memory_format=torch.contiguous_format)
-                                    for lr in loaded]).eval()
+                                    for lr in loaded], [lr.temperature for lr in loaded]).eval()
     example = torch.randn(1, first.config.in_channels, height, width,
                           generator=torch.Generator().manual_seed(0))
     # the graph is traced into a unique temporary file beside the target and renamed into
@@ -160,8 +181,10 @@ def export_onnx(
         "input": {"name": INPUT_NAME, "shape": ["batch", first.config.in_channels, "height", "width"],
                   "dtype": "float32"},
         "output": {"name": OUTPUT_NAME, "shape": ["batch", len(first.tasks), "height", "width"],
-                   "dtype": "float32", "values": "probabilities in [0, 1] (sigmoid applied, "
-                   f"mean of {len(loaded)} seed(s))"},
+                   "dtype": "float32", "values": "probabilities in [0, 1] (sigmoid of the logits "
+                   "divided by the temperature of each seed and task where listed under "
+                   f"'temperatures', mean of {len(loaded)} seed(s))"},
+        "temperatures": applied_temperatures(loaded),
         "preprocessing": [
             {"step": "normalize", "kind": first.config.normalization,
              "detail": "per image and channel: (x - mean) / std over the pixels, population std; "

@@ -196,13 +196,17 @@ def prediction_record(
     thresholds: Mapping[str, Sequence[float]],
     run_threshold: Mapping[str, Any] | None,
     files: Sequence[str],
+    temperatures: Mapping[str, Mapping[str, float]] | None = None,
+    tta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ``predictions.json``, the same for ``softseg predict`` and experiments.
 
     ``source`` holds ``input`` (the folder or file the cases were read from), ``dataset``,
     ``layout`` and ``split`` (None where the caller predicted a selection of cases rather
     than a folder it read). ``run_threshold`` is ``{"file", "tasks": {task: t}}`` when the
-    run's stored operating threshold was applied, else None.
+    run's stored operating threshold was applied, else None. ``temperatures``: ``{run:
+    {task: T}}`` the logits were divided by (None: none). ``tta``: ``{"mode", "views":
+    {run: [view names]}}`` (None is recorded as mode "none").
     """
     return {
         "softseg_version": __version__,
@@ -219,6 +223,8 @@ def prediction_record(
         "std": std,
         "mask_thresholds": {task: list(values) for task, values in thresholds.items()},
         "run_threshold": None if run_threshold is None else dict(run_threshold),
+        "temperatures": None if temperatures is None else {r: dict(t) for r, t in temperatures.items()},
+        "tta": {"mode": "none", "views": {}} if tta is None else dict(tta),
         "files": list(files),
     }
 
@@ -247,7 +253,8 @@ def merge_records(earlier: Mapping[str, Any] | None, new: Mapping[str, Any]) -> 
     """The record of a folder that ``new`` continued (e.g. the folds of a cross-validation).
 
     The lists (runs, tasks, cases, files, formats, mask thresholds per task) hold everything
-    written so far, each entry once and in first-written order; ``input`` is the deepest path
+    written so far, each entry once and in first-written order, and so do the per-run
+    temperatures and test-time views; ``input`` is the deepest path
     holding both inputs, and ``dataset``/``layout``/``split`` are kept where both agree
     (None otherwise); every other field is the latest prediction's.
     """
@@ -258,6 +265,13 @@ def merge_records(earlier: Mapping[str, Any] | None, new: Mapping[str, Any]) -> 
         merged[key] = list(dict.fromkeys([*earlier.get(key, []), *new.get(key, [])]))
     merged["format"] = sorted({*earlier.get("format", []), *new.get("format", [])})
     merged["mask_thresholds"] = {**earlier.get("mask_thresholds", {}), **new.get("mask_thresholds", {})}
+    # per run: the folds of a cross-validation each add theirs
+    if "temperatures" in earlier or "temperatures" in new:
+        temperatures = {**(earlier.get("temperatures") or {}), **(new.get("temperatures") or {})}
+        merged["temperatures"] = temperatures or None
+    if isinstance(earlier.get("tta"), dict) and isinstance(new.get("tta"), dict):
+        merged["tta"] = {**new["tta"], "views": {**earlier["tta"].get("views", {}),
+                                                  **new["tta"].get("views", {})}}
     inputs = [earlier.get("input"), new.get("input")]
     merged["input"] = os.path.commonpath(inputs) if all(isinstance(i, str) for i in inputs) else None
     for key in ("dataset", "layout", "split"):

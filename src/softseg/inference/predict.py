@@ -8,7 +8,8 @@ input with :mod:`softseg.inference.inputs` and calls it; so do the experiments
 (:func:`softseg.experiments.pipeline.predict_cases`), continuing a folder with ``resume``.
 
 Several runs (seeds) are averaged by :func:`softseg.inference.arrays.predict_images`, which
-also normalises, pads to a multiple of 32 and crops back.
+also normalises, pads to a multiple of 32 and crops back, applies the runs' temperatures and
+the test-time flips. The record says which checkpoint, temperatures and flips were used.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from tqdm import tqdm
 
 from softseg.data.cases import Case, check_channels
 from softseg.errors import SoftsegError
-from softseg.inference import BATCH_SIZE
+from softseg.inference import BATCH_SIZE, DEFAULT_CHECKPOINT
 from softseg.files import prepare_out_dir
-from softseg.inference.arrays import predict_images
+from softseg.inference.arrays import FLIP_NAMES, predict_images, tta_flips
 from softseg.inference.inputs import load_input
 from softseg.inference.outputs import (
     PREDICTIONS_FILE,
@@ -42,7 +43,13 @@ from softseg.inference.outputs import (
     write_in_background,
     write_record,
 )
-from softseg.inference.runs import LoadedRun, load_models, resolve_runs
+from softseg.inference.runs import (
+    LoadedRun,
+    applied_temperatures,
+    load_models,
+    resolve_runs,
+    warn_best_on_validation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +57,23 @@ __all__ = ["PREDICTIONS_FILE", "predict_folder", "predict_cases", "write_predict
 
 
 def predict_cases(
-    loaded_runs: Sequence[LoadedRun], cases: Sequence[Case], batch_size: int = BATCH_SIZE, progress: bool = True
+    loaded_runs: Sequence[LoadedRun],
+    cases: Sequence[Case],
+    batch_size: int = BATCH_SIZE,
+    progress: bool = True,
+    tta: str = "none",
 ) -> Iterator[tuple[Case, np.ndarray]]:
     """Yield ``(case, (T, *spatial) float32 probabilities)`` in case order, ``batch_size``
-    images at a time, averaged over ``loaded_runs`` (see :func:`softseg.inference.arrays.predict_images`)."""
+    images at a time, averaged over ``loaded_runs`` (see :func:`softseg.inference.arrays.predict_images`).
+
+    Logs a warning when a run's ``best`` checkpoint predicts its own validation cases."""
     if batch_size < 1:
         raise SoftsegError(f"--batch-size must be at least 1, got {batch_size}")
+    warn_best_on_validation(loaded_runs, [case.case_id for case in cases], "predicting")
     with tqdm(total=len(cases), desc="predict", unit="image", disable=not progress) as bar:
         for start in range(0, len(cases), batch_size):
             batch = cases[start : start + batch_size]
-            maps = predict_images(loaded_runs, [case.image for case in batch])
+            maps = predict_images(loaded_runs, [case.image for case in batch], tta=tta)
             for case, prob in zip(batch, maps):
                 yield case, np.asarray(prob, dtype=np.float32)
             bar.update(len(batch))
@@ -69,6 +83,14 @@ def check_run_channels(cases: Sequence[Case], run: LoadedRun) -> None:
     """Every case must have the channel count ``run`` was trained on; all problems at once."""
     channels = run.config.in_channels
     check_channels(cases, channels, reason=f"the run {run.run_dir} was trained on ({channels})")
+
+
+def tta_record(loaded: Sequence[LoadedRun], tta: str) -> dict[str, Any]:
+    """What predictions (and thresholds) record of the test-time augmentation: the mode and,
+    per run, the views averaged."""
+    views = {str(run.run_dir.resolve()): [FLIP_NAMES[f] for f in tta_flips(run.config, tta)]
+             for run in loaded}
+    return {"mode": tta, "views": views}
 
 
 def selection_source(cases: Sequence[Case]) -> dict[str, Any]:
@@ -97,6 +119,7 @@ def write_predictions(
     run_threshold: Mapping[str, Any] | None = None,
     submission: str | None = None,
     batch_size: int = BATCH_SIZE,
+    tta: str = "none",
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
@@ -105,7 +128,8 @@ def write_predictions(
 
     Writes the files of :func:`outputs.case_outputs` for every case and task, then the
     record of :func:`outputs.prediction_record` (``source``, ``checkpoint`` and
-    ``run_threshold`` are recorded as given). ``thresholds[task]``: mask thresholds
+    ``run_threshold`` are recorded as given, the runs' temperatures and ``tta`` as
+    applied; see :func:`softseg.inference.arrays.predict_images`). ``thresholds[task]``: mask thresholds
     (default none). ``submission``: the QUBIQ submission layout under that dataset name;
     then only the files this call would replace are refused, not a non-empty folder.
 
@@ -124,6 +148,7 @@ def write_predictions(
                         create=False)
     elif not overwrite:
         check_submission_free(out_dir, submission_files(cases, tasks, submission))
+    tta_flips(loaded[0].config, tta)  # an unknown mode fails before the folder is touched
     path = record_path(out_dir, tasks, submission)
     earlier = read_record(path) if resume else None  # a broken record fails before the compute
     per_task = {task: () for task in tasks} if thresholds is None else thresholds
@@ -133,7 +158,7 @@ def write_predictions(
 
     outputs = (
         (case.geometry, case_outputs(case, prob, tasks, std=std, thresholds=per_task, folder=folder(case)))
-        for case, prob in predict_cases(loaded, cases, batch_size, progress)
+        for case, prob in predict_cases(loaded, cases, batch_size, progress, tta=tta)
     )
     # at most two batches of results wait for the writer thread
     files = write_in_background(out_dir, outputs, overwrite=overwrite, window=2 * batch_size)
@@ -141,6 +166,7 @@ def write_predictions(
         runs=[run.run_dir.resolve() for run in loaded], checkpoint=checkpoint, source=source,
         tasks=tasks, cases=cases, qubiq=submission is not None, std=std, thresholds=per_task,
         run_threshold=run_threshold, files=files,
+        temperatures=applied_temperatures(loaded), tta=tta_record(loaded, tta),
     )
     return write_record(path, merge_records(earlier, record))
 
@@ -158,7 +184,9 @@ def predict_folder(
     qubiq: bool = False,
     batch_size: int = BATCH_SIZE,
     device: str | None = "auto",
-    checkpoint: str = "best",
+    checkpoint: str = DEFAULT_CHECKPOINT,
+    temperature: str = "auto",
+    tta: str = "none",
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -166,7 +194,10 @@ def predict_folder(
 
     See :mod:`softseg.inference.outputs` for the layout. ``masks``: thresholds in (0, 1]
     for binary masks ``p >= t``; the operating threshold stored in the run(s) by
-    ``softseg threshold`` is added unless ``use_run_threshold`` is False. ``qubiq``: the
+    ``softseg threshold`` is added unless ``use_run_threshold`` is False. ``checkpoint``:
+    "last" (default), "best" or a .pt path. ``temperature``: "auto" applies each run's
+    ``temperature.json`` (``softseg calibrate``) when present, "off" never. ``tta``: "none"
+    or "flip" (average over the flips the runs were trained with). ``qubiq``: the
     QUBIQ submission layout (NIfTI input, probability maps only). Refuses a non-empty
     ``out_dir`` (with ``qubiq``: any submission file it would replace) unless ``overwrite``.
     Returns the path of the record (``predictions.json``).
@@ -190,8 +221,10 @@ def predict_folder(
                 f"--qubiq needs NIfTI images, found {len(not_nifti)} other(s) "
                 f"({', '.join(not_nifti[:5])}); leave out --qubiq for PNG input"
             )
-    loaded = load_models(run_set.run_dirs, device=device, checkpoint=checkpoint)
+    loaded = load_models(run_set.run_dirs, device=device, checkpoint=checkpoint, temperature=temperature)
     stored = run_set.threshold if use_run_threshold and not qubiq else None
+    if stored is not None:
+        check_threshold_conditions(stored, run_set.threshold_path, loaded, checkpoint, tta)
     return write_predictions(
         loaded, dataset.cases, out_dir,
         source={"input": str(Path(input_path).resolve()), "dataset": dataset.name,
@@ -202,5 +235,27 @@ def predict_folder(
             "tasks": {t: stored["tasks"][t]["threshold"] for t in stored["tasks"]},
         },
         submission=submission_name(dataset) if qubiq else None, batch_size=batch_size,
-        overwrite=overwrite, progress=progress,
+        tta=tta, overwrite=overwrite, progress=progress,
     )
+
+
+def check_threshold_conditions(
+    stored: Mapping[str, Any], path: Path | None, loaded: Sequence[LoadedRun], checkpoint: str, tta: str
+) -> None:
+    """Warn when the stored operating threshold was chosen on other predictions than these
+    (another checkpoint, test-time augmentation or temperatures): it is applied all the same.
+    A threshold.json from before the default became "last" names "best" here."""
+    # what the file does not record is not compared
+    chosen = (stored.get("checkpoint", checkpoint), stored.get("tta", {}).get("mode", "none"),
+              stored.get("temperatures"))
+    now = (checkpoint, tta, applied_temperatures(loaded))
+
+    def values(temperatures):  # the runs may have moved since: compare the values only
+        return sorted(sorted(t.items()) for t in (temperatures or {}).values())
+
+    if chosen[:2] != now[:2] or values(chosen[2]) != values(now[2]):
+        log.warning(
+            "%s was chosen with --checkpoint %s, --tta %s and temperatures %s, but this prediction "
+            "uses --checkpoint %s, --tta %s and temperatures %s; rerun `softseg threshold` with the "
+            "same options for a threshold that means what it says", path, *chosen, *now,
+        )

@@ -1,17 +1,21 @@
-"""Run folders: finding them, loading their model, config and stored operating threshold.
+"""Run folders: finding them, loading their model, config, split, stored operating threshold
+and fitted temperatures.
 
 The one place that reads a run folder written by ``softseg train`` (see docs/architecture.md,
-"Run folder"): ``config.json``, ``checkpoints/{best,last}.pt`` and ``threshold.json``.
-Prediction, thresholds, export and the experiments load runs only through this module.
+"Run folder"): ``config.json``, ``split.json``, ``checkpoints/{best,last}.pt``,
+``threshold.json`` (``softseg threshold``) and ``temperature.json`` (``softseg calibrate``).
+Prediction, calibration, thresholds, export and the experiments load runs only through this
+module.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -19,6 +23,7 @@ from torch import nn
 from softseg.data.cases import natural_key
 from softseg.errors import SoftsegError
 from softseg.files import write_json_atomic
+from softseg.inference import DEFAULT_CHECKPOINT, TEMPERATURE_MODES
 from softseg.inference.batchnorm_fold import fold_batchnorm
 from softseg.training.config import TrainConfig, from_dict, load_config
 from softseg.training.model import load_checkpoint, model_from_config
@@ -27,12 +32,19 @@ from softseg.training.runtime import memory_format, resolve_device, resolve_prec
 log = logging.getLogger(__name__)
 
 THRESHOLD_FILE = "threshold.json"
+TEMPERATURE_FILE = "temperature.json"
+SPLIT_FILE = "split.json"
 
 
 @dataclass(frozen=True)
 class LoadedRun:
     """A trained model ready for inference: eval mode, fp32 weights, on ``device``, its
-    BatchNorms folded into the convolutions before them (see :mod:`softseg.inference.batchnorm_fold`)."""
+    BatchNorms folded into the convolutions before them (see :mod:`softseg.inference.batchnorm_fold`).
+
+    ``temperature``: one T > 0 per task (``tasks`` order) that prediction divides the logits
+    by, from the run's ``temperature.json``; None for none. ``epoch``: the checkpoint's
+    epoch where it records one.
+    """
 
     run_dir: Path
     model: nn.Module
@@ -40,6 +52,8 @@ class LoadedRun:
     tasks: tuple[str, ...]
     checkpoint: Path
     device: torch.device
+    temperature: tuple[float, ...] | None = None
+    epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,16 +86,28 @@ def find_runs(path: str | Path) -> list[Path]:
 
 
 def load_run(
-    run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu"
+    run_dir: str | Path,
+    checkpoint: str = DEFAULT_CHECKPOINT,
+    device: str | torch.device = "cpu",
+    temperature: str = "auto",
 ) -> LoadedRun:
-    """Load one run folder's model from ``checkpoints/<checkpoint>.pt`` ("best" or "last",
-    or a path to a .pt file) in eval mode, its BatchNorms folded into the convolutions: the
-    same function, about 9% faster, but a ``state_dict`` that differs from the checkpoint's.
+    """Load one run folder's model from ``checkpoints/<checkpoint>.pt`` ("last", the default,
+    or "best", or a path to a .pt file) in eval mode, its BatchNorms folded into the
+    convolutions: the same function, about 9% faster, but a ``state_dict`` that differs from
+    the checkpoint's.
+
+    ``temperature``: "auto" attaches the temperatures of the run's ``temperature.json`` when
+    there is one (SoftsegError when it was fitted for another checkpoint, see
+    :func:`stored_temperatures`); "off" attaches none.
 
     The checkpoint is read weights-only (see :func:`softseg.training.model.load_checkpoint`).
     Repeated forward passes run faster after
     :func:`softseg.training.runtime.keep_freed_memory` (process-wide, so the caller's choice).
     """
+    if temperature not in TEMPERATURE_MODES:
+        raise SoftsegError(
+            f"temperature {temperature!r}: expected one of {', '.join(TEMPERATURE_MODES)}"
+        )
     run_dir = Path(run_dir)
     config = load_config(run_dir / "config.json")
     ckpt_path = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir / "checkpoints" / f"{checkpoint}.pt"
@@ -101,7 +127,11 @@ def load_run(
     # The memory format training used: channels_last makes CPU inference ~1.3x faster.
     precision = resolve_precision(config.precision, device)
     model.to(device).to(memory_format=memory_format(precision, device)).eval()
-    return LoadedRun(run_dir, model, config, tuple(config.tasks), ckpt_path, device)
+    epoch = state.get("epoch")
+    epoch = int(epoch) if isinstance(epoch, int) else None
+    tasks = tuple(config.tasks)
+    temperatures = stored_temperatures(run_dir, tasks, ckpt_path, epoch) if temperature == "auto" else None
+    return LoadedRun(run_dir, model, config, tasks, ckpt_path, device, temperatures, epoch)
 
 
 def check_runs_compatible(runs: Sequence[LoadedRun]) -> None:
@@ -119,10 +149,16 @@ def check_runs_compatible(runs: Sequence[LoadedRun]) -> None:
             )
 
 
-def load_models(run_dirs: Sequence[Path], device: str | None = "auto", checkpoint: str = "best") -> list:
+def load_models(
+    run_dirs: Sequence[Path],
+    device: str | None = "auto",
+    checkpoint: str = DEFAULT_CHECKPOINT,
+    temperature: str = "auto",
+) -> list:
     """:func:`load_run` for every run; all must share tasks and input channels."""
     device = resolve_device(device or "auto")
-    loaded = [load_run(run, checkpoint=checkpoint, device=device) for run in run_dirs]
+    loaded = [load_run(run, checkpoint=checkpoint, device=device, temperature=temperature)
+              for run in run_dirs]
     check_runs_compatible(loaded)
     return loaded
 
@@ -221,3 +257,164 @@ def check_can_store(directory: Path, overwrite: bool) -> None:
             f"{path} already holds an operating threshold ({chosen or 'unreadable'}); "
             "pass --overwrite to replace it"
         )
+
+
+# ----------------------------------------------------------------------------- split.json
+
+
+def validation_ids(run_dir: str | Path, way_out: str = "choose the cases explicitly") -> list[str]:
+    """The validation case ids that training recorded in ``run_dir/split.json`` (maybe empty).
+
+    Raises SoftsegError, ending with ``way_out``, when the file is missing or holds no list
+    of ids under ``val``.
+    """
+    path = Path(run_dir) / SPLIT_FILE
+    try:
+        ids = json.loads(path.read_text())["val"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SoftsegError(f"{path}: cannot read the validation case ids ({error}); {way_out}") from error
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise SoftsegError(f"{path}: 'val' must be a list of case ids, found {str(ids)[:100]}; {way_out}")
+    return list(ids)
+
+
+def warn_best_on_validation(runs: Sequence[LoadedRun], case_ids: Sequence[str], doing: str) -> int:
+    """Log a warning when a run uses its ``best`` checkpoint on cases among its own validation
+    ids: "best" was chosen on those cases, so what is measured on them is optimistic.
+
+    Returns how many of ``case_ids`` were validation cases of some such run (0: no warning).
+    Runs without a readable ``split.json`` are skipped.
+    """
+    given = set(case_ids)
+    seen: set[str] = set()
+    for run in runs:
+        if run.checkpoint.resolve() != (run.run_dir / "checkpoints" / "best.pt").resolve():
+            continue
+        try:
+            overlap = given.intersection(validation_ids(run.run_dir))
+        except SoftsegError:
+            continue
+        if overlap:
+            seen |= overlap
+            log.warning(
+                "%s: %s %d of %d case(s) with the 'best' checkpoint, which was chosen on those "
+                "validation cases (split.json), so results on them are optimistic; use "
+                "--checkpoint last (the default) for unbiased numbers",
+                run.run_dir, doing, len(overlap), len(given),
+            )
+    return len(seen)
+
+
+# ----------------------------------------------------------------------------- temperature.json
+
+
+def checkpoint_key(run_dir: Path, checkpoint: Path) -> str:
+    """How ``temperature.json`` names a checkpoint: relative to the run folder when inside it
+    (``checkpoints/last.pt``; a moved run keeps its temperatures), else the absolute path."""
+    run_dir, checkpoint = Path(run_dir).resolve(), Path(checkpoint).resolve()
+    if checkpoint.is_relative_to(run_dir):
+        return checkpoint.relative_to(run_dir).as_posix()
+    return str(checkpoint)
+
+
+def read_temperature_file(run_dir: str | Path) -> dict | None:
+    """The ``temperature.json`` of a single run, or None when there is none.
+
+    Raises SoftsegError when the file exists but is not a valid temperature file:
+    ``{"checkpoint_file": str, "checkpoint_epoch": int | null, "tasks": {task: {"temperature":
+    finite T > 0, ...}}, ...}`` (see :func:`softseg.inference.calibration.calibrate`).
+    """
+    path = Path(run_dir) / TEMPERATURE_FILE
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SoftsegError(
+            f"{path}: cannot read it as JSON ({error}); delete it or rerun `softseg calibrate`"
+        ) from error
+    tasks = payload.get("tasks") if isinstance(payload, dict) else None
+    valid = isinstance(tasks, dict) and bool(tasks) and isinstance(payload.get("checkpoint_file"), str)
+    valid = valid and all(
+        isinstance(entry, dict)
+        and isinstance(entry.get("temperature"), (int, float))
+        and math.isfinite(entry["temperature"])
+        and entry["temperature"] > 0
+        for entry in tasks.values()
+    )
+    if not valid:
+        raise SoftsegError(
+            f"{path}: expected {{'checkpoint_file': ..., 'tasks': {{task: {{'temperature': T > 0}}}}}}, "
+            f"found {str(payload)[:200]}; delete it or rerun `softseg calibrate`"
+        )
+    return payload
+
+
+def stored_temperatures(
+    run_dir: Path, tasks: Sequence[str], checkpoint: Path, epoch: int | None
+) -> tuple[float, ...] | None:
+    """The temperatures of ``run_dir/temperature.json`` for ``tasks`` (in that order), or None
+    when the run has no such file.
+
+    Raises SoftsegError when the file was fitted for another checkpoint than ``checkpoint``
+    (another file, or the same file at another epoch: training went on; the run's best.pt
+    and last.pt of one recorded epoch are the same weights) or lacks a task.
+    """
+    payload = read_temperature_file(run_dir)
+    if payload is None:
+        return None
+    path = Path(run_dir) / TEMPERATURE_FILE
+    fitted = (payload["checkpoint_file"], payload.get("checkpoint_epoch"))
+    used = (checkpoint_key(run_dir, checkpoint), epoch)
+    # best.pt and last.pt of one epoch hold the same weights (training saves both from one state)
+    same_epoch = {fitted[0], used[0]} <= {"checkpoints/best.pt", "checkpoints/last.pt"} and (
+        fitted[1] is not None and fitted[1] == used[1])
+    if fitted != used and not same_epoch:
+        raise SoftsegError(
+            f"{path}: the temperatures were fitted for {_described(*fitted)}, not for the "
+            f"checkpoint used now, {_described(*used)}; recalibrate for it (softseg calibrate "
+            f"{run_dir} DATA --checkpoint {_checkpoint_argument(used[0])} --overwrite) or predict "
+            "without temperatures (--temperature off)"
+        )
+    missing = [task for task in tasks if task not in payload["tasks"]]
+    if missing:
+        raise SoftsegError(
+            f"{path}: no temperature for task(s) {', '.join(missing)} of the run; rerun "
+            "`softseg calibrate ... --overwrite` or pass --temperature off"
+        )
+    return tuple(float(payload["tasks"][task]["temperature"]) for task in tasks)
+
+
+def _described(key: str, epoch: Any) -> str:
+    return key + ("" if epoch is None else f" (epoch {epoch})")
+
+
+def _checkpoint_argument(key: str) -> str:
+    """``checkpoints/last.pt`` -> ``last``: what to pass as --checkpoint for this key."""
+    for name in ("best", "last"):
+        if key == f"checkpoints/{name}.pt":
+            return name
+    return key
+
+
+def check_can_store_temperature(run_dir: str | Path, overwrite: bool) -> None:
+    """Raise SoftsegError when ``run_dir/temperature.json`` exists and ``overwrite`` is False."""
+    path = Path(run_dir) / TEMPERATURE_FILE
+    if path.exists() and not overwrite:
+        raise SoftsegError(f"{path} already holds fitted temperatures; pass --overwrite to replace it")
+
+
+def write_temperature_file(run_dir: str | Path, payload: dict, overwrite: bool = False) -> Path:
+    """Write ``run_dir/temperature.json`` atomically; refuse to replace one unless ``overwrite``."""
+    check_can_store_temperature(run_dir, overwrite)
+    path = Path(run_dir) / TEMPERATURE_FILE
+    write_json_atomic(path, payload)
+    return path
+
+
+def applied_temperatures(runs: Sequence[LoadedRun]) -> dict[str, dict[str, float]] | None:
+    """What predictions record: ``{run folder: {task: T}}`` for the runs with temperatures,
+    None when no run has any."""
+    applied = {str(run.run_dir.resolve()): dict(zip(run.tasks, run.temperature))
+               for run in runs if run.temperature is not None}
+    return applied or None

@@ -30,7 +30,6 @@ read by :mod:`softseg.inference.runs`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -42,7 +41,7 @@ import numpy as np
 
 from softseg import __version__
 from softseg.errors import SoftsegError
-from softseg.inference import BATCH_SIZE
+from softseg.inference import BATCH_SIZE, DEFAULT_CHECKPOINT
 from softseg.evaluation.metrics import FINE_THRESHOLDS
 
 log = logging.getLogger(__name__)
@@ -233,17 +232,12 @@ def format_tradeoff(table: Tradeoff, chosen: float | None = None, every: int = 5
 
 def _validation_ids(run_dirs: Sequence[Path]) -> list[str]:
     """The validation case ids recorded in the runs' ``split.json``; all runs must agree."""
+    from softseg.inference.runs import SPLIT_FILE, validation_ids
+
     found: dict[tuple[str, ...], Path] = {}
     for run in run_dirs:
-        path = Path(run) / "split.json"
-        try:
-            ids = tuple(json.loads(path.read_text())["val"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise SoftsegError(
-                f"{path}: cannot read the validation case ids ({error}); pass --split to "
-                "choose the cases explicitly"
-            ) from error
-        found.setdefault(ids, path)
+        ids = tuple(validation_ids(run, way_out="pass --split to choose the cases explicitly"))
+        found.setdefault(ids, Path(run) / SPLIT_FILE)
     if len(found) > 1:
         raise SoftsegError(
             f"the runs were validated on different cases ({', '.join(map(str, found.values()))}); "
@@ -269,22 +263,26 @@ def choose_threshold(
     reference_level: float = 0.5,
     batch_size: int = BATCH_SIZE,
     device: str | None = "auto",
-    checkpoint: str = "best",
+    checkpoint: str = DEFAULT_CHECKPOINT,
+    temperature: str = "auto",
+    tta: str = "none",
     progress: bool = True,
 ) -> tuple[dict, dict[str, Tradeoff]]:
     """Predict the validation cases of ``data`` with ``run`` and pick one threshold per task.
 
     ``run`` is a run folder or a folder of seeds (averaged). Cases: those of ``split`` when
-    given, else the validation ids of the run's ``split.json``. The reference of each case and
-    task is its soft label ``>= reference_level``. Returns ``(payload, tables)``: the
+    given, else the validation ids of the run's ``split.json``. The predictions are those
+    ``softseg predict`` makes with the same ``checkpoint``, ``temperature`` and ``tta``
+    (recorded in the payload). The reference of each case and task is its soft label
+    ``>= reference_level``. Returns ``(payload, tables)``: the
     ``threshold.json`` content (not written; see :func:`write_threshold_file`) and the
     trade-off table of every task. Raises SoftsegError when a case is missing or unlabelled,
     or when no threshold meets the requirement for some task.
     """
     from softseg.data.datasets import load_dataset
     from softseg.data.labels import soft_label
-    from softseg.inference.predict import check_run_channels, predict_cases
-    from softseg.inference.runs import load_models, resolve_runs
+    from softseg.inference.predict import check_run_channels, predict_cases, tta_record
+    from softseg.inference.runs import applied_temperatures, load_models, resolve_runs
 
     if not (0.0 < reference_level <= 1.0):
         raise SoftsegError(f"--reference-level must be in (0, 1], got {reference_level}")
@@ -307,7 +305,7 @@ def choose_threshold(
                 "dataset; give the data the run was trained on, or pass --split"
             )
         chosen_by = "the run's validation ids (split.json)"
-    loaded = load_models(run_set.run_dirs, device=device, checkpoint=checkpoint)
+    loaded = load_models(run_set.run_dirs, device=device, checkpoint=checkpoint, temperature=temperature)
     tasks = loaded[0].tasks
     unlabelled = [f"{c.case_id} ({t})" for c in cases for t in tasks if not c.is_labelled(t)]
     if unlabelled:
@@ -319,7 +317,7 @@ def choose_threshold(
 
     zeros = lambda: np.zeros(len(FINE_THRESHOLDS), dtype=np.int64)  # noqa: E731
     counts = {task: [zeros(), zeros(), zeros()] for task in tasks}
-    for case, prob in predict_cases(loaded, cases, batch_size, progress):
+    for case, prob in predict_cases(loaded, cases, batch_size, progress, tta=tta):
         for index, task in enumerate(tasks):
             soft = np.asarray(soft_label(case, task))
             reference = soft >= np.asarray(reference_level, dtype=soft.dtype)
@@ -352,6 +350,8 @@ def choose_threshold(
         "runs": [str(r) for r in run_set.run_dirs],
         "run_names": [os.path.relpath(r, Path(run).resolve()) for r in run_set.run_dirs],
         "checkpoint": checkpoint,
+        "temperatures": applied_temperatures(loaded),
+        "tta": tta_record(loaded, tta),
         "tasks": {task: {k: v for k, v in asdict(p).items() if k not in ("criterion", "target")}
                   for task, p in points.items()},
         "tradeoff": {
