@@ -418,6 +418,66 @@ def test_methods_are_label_and_loss():
         parse_methods([])
 
 
+def test_inference_variants_reuse_the_trained_method():
+    from softseg.experiments.methods import Method, parse_methods
+
+    methods, _ = parse_methods(["soft:ce", "soft@tta", "majority:dml@tta+ts", "soft:ce@ts"])
+    assert [m.name for m in methods] == ["soft:ce", "soft:ce@tta", "majority:dml@tta+ts", "soft:ce@ts"]
+    assert [m.folder for m in methods] == ["soft-ce", "soft-ce@tta", "majority-dml@tta+ts", "soft-ce@ts"]
+    assert [m.trained for m in methods] == [Method("soft", "ce"), Method("soft", "ce"),
+                                            Method("majority", "dml"), Method("soft", "ce")]
+    assert [(m.tta, m.temperature) for m in methods] == [
+        ("none", False), ("flip", False), ("flip", True), ("none", True)]
+    with pytest.raises(SoftsegError, match=r"VARIANT one of tta, ts, tta\+ts.*'soft@tt': inference variant 'tt'"):
+        parse_methods(["soft@tt"])
+
+
+def test_crossfit_halves_partition_seeded_and_refuse_one_case():
+    from softseg.experiments.variants import halves
+
+    ids = [f"c{i}" for i in range(7)]
+    a, b = halves(ids, 0, "fold0")
+    assert sorted(a + b) == sorted(ids) and not set(a) & set(b) and (len(a), len(b)) == (3, 4)
+    assert [c for c in ids if c in a] == a  # each half keeps the given order
+    assert halves(ids, 0, "fold0") == (a, b)
+    assert halves(ids, 0, "fold1") != (a, b) or halves(ids, 1, "fold0") != (a, b)
+    with pytest.raises(SoftsegError, match="fold2: 1 held-out case.*needs at least 2"):
+        halves(["c0"], 0, "fold2")
+
+
+def test_compare_variants_predict_with_the_trained_models(tmp_path, tiny_config):
+    from softseg.cli import main
+    from softseg.experiments.variants import halves
+    from softseg.inference.outputs import read_record
+
+    data = write_rater_folders(tmp_path / "data", patients=4)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(data), "--out", str(out), "--folds", "2", "--group-regex", r"^(p\d+)_",
+                 "--seeds", "0", "--methods", "soft", "soft@tta", "soft@ts", "--no-progress",
+                 *TINY, *tiny_config]) == 0
+    manifest = json.loads((out / "folds.json").read_text())
+    for variant in ("soft-ce@tta", "soft-ce@ts"):
+        seed_dir = out / variant / "seed0"
+        assert not (seed_dir / "fold0").exists() and not (seed_dir / "fold1").exists()  # no training
+        assert len(_cases_csv(seed_dir / "eval")) == 8
+    record = read_record(out / "soft-ce@tta" / "seed0" / "predictions" / "predictions.json")
+    assert record["tta"]["mode"] == "flip"
+    temperatures = json.loads((out / "soft-ce@ts" / "seed0" / "temperatures.json").read_text())
+    for fold in manifest["folds"]:
+        name = f"fold{fold['fold']}"
+        entry = temperatures[name]
+        assert tuple(entry["halves"]) == tuple(map(list, halves(fold["test"], 0, name)))
+        assert all(t["task01"] > 0 for t in entry["fitted_on_other_half"])
+    plain = read_record(out / "soft-ce" / "seed0" / "predictions" / "predictions.json")
+    assert plain["temperatures"] is None and plain["tta"]["mode"] == "none"
+    scaled = read_record(out / "soft-ce@ts" / "seed0" / "predictions" / "predictions.json")
+    assert scaled["temperatures"] and scaled["tta"]["mode"] == "none"
+    rows = {r["method"]: r for r in json.loads((out / "comparison.json").read_text())["rows"]}
+    assert set(rows) == {"soft:ce", "soft:ce@tta", "soft:ce@ts"}
+    stats = _csv_rows(out / "statistics.csv")
+    assert {r["method"] for r in stats} == {"soft:ce@tta", "soft:ce@ts"}
+
+
 def test_fraction_subsets_nested_seeded_patient_level():
     from softseg.experiments.fractions import check_fractions, n_patients, nested_subsets, patient_order
 

@@ -92,7 +92,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
 
 def _register_compare(subparsers) -> None:
-    from softseg.experiments.methods import DEFAULT_METHODS, DEFAULT_REFERENCE
+    from softseg.experiments.methods import DEFAULT_METHODS, DEFAULT_REFERENCE, VARIANTS
 
     p = subparsers.add_parser(
         "compare",
@@ -111,9 +111,11 @@ def _register_compare(subparsers) -> None:
     )
     p.add_argument("data", metavar="DATA", type=Path, help="dataset folder (any layout softseg reads)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--methods", nargs="+", metavar="LABEL[:LOSS]", default=list(DEFAULT_METHODS),
+    p.add_argument("--methods", nargs="+", metavar="LABEL[:LOSS][@VARIANT]", default=list(DEFAULT_METHODS),
                    help=f"methods to train: LABEL one of {', '.join(LABEL_MODES)}, LOSS one of "
-                        f"{', '.join(LOSSES)} (default ce); default: {' '.join(DEFAULT_METHODS)}")
+                        f"{', '.join(LOSSES)} (default ce); @VARIANT predicts with that method's models "
+                        f"by {', '.join(VARIANTS)} (flip TTA, temperature scaling cross-fitted on the "
+                        f"held-out cases); default: {' '.join(DEFAULT_METHODS)}")
     p.add_argument("--reference", metavar="LABEL[:LOSS]", default=DEFAULT_REFERENCE,
                    help="the method the others are tested against; must be among --methods (default: %(default)s)")
     split = p.add_mutually_exclusive_group()

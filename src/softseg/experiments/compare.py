@@ -34,6 +34,7 @@ from softseg.experiments.methods import DEFAULT_METHODS, DEFAULT_REFERENCE, Meth
 from softseg.experiments.splits import SplitPlan, plan_splits, save_plan
 from softseg.experiments.statistics import paired_statistics
 from softseg.experiments.tables import cells, write_comparison
+from softseg.experiments.variants import predict_crossfitted
 from softseg.files import prepare_out_dir, write_json_atomic
 from softseg.inference.outputs import PREDICTIONS_FILE, read_record
 from softseg.training.config import TrainConfig
@@ -73,6 +74,9 @@ def compare(
         OUT/<label>-<loss>/seed<S>/eval/            their evaluation
         OUT/<label>-<loss>/seed<S>/result.json      per-task values; present = finished
         OUT/<label>-<loss>/seed<S>/frac<f>/...      the same for a training fraction f < 1
+        OUT/<label>-<loss>@<variant>/seed<S>/...    an inference variant: predictions, eval,
+                                                    result (and temperatures.json); its models
+                                                    are the trained method's
         OUT/comparison.*, per_fold.csv, statistics.*, paired-<task>.png, fractions.*
 
     With ``run_folds`` (a subset of the K folds) the evaluation and result are named after
@@ -97,21 +101,21 @@ def compare(
     tasks = tuple(options.config.tasks or dataset.tasks)
     write_json_atomic(out / "compare.json", {
         "data": str(Path(dataset.root).resolve()),
-        "methods": [{"name": m.name, "folder": m.folder, "label_mode": m.label_mode, "loss": m.loss}
-                    for m in methods],
+        "methods": [{"name": m.name, "folder": m.folder, "label_mode": m.label_mode, "loss": m.loss,
+                     "variant": m.variant, "models": m.trained.folder} for m in methods],
         "reference": reference.name, "seeds": list(seeds), "fractions": list(fractions),
         "split": plan.note, "config": _config_dict(options.config),
     })
     results, eval_dirs = {}, {}
     jobs = [(m, s, f) for m in methods for s in seeds for f in reversed(fractions)]
     for method, seed, fraction in tqdm(jobs, desc="compare", unit="model", disable=not progress):
-        base = out / method.folder / f"seed{seed}"
-        base = base if fraction == FULL else base / fraction_folder(fraction)
+        base, runs = (_seed_dir(out, m, seed, fraction) for m in (method, method.trained))
         result = steps.load_result(base / f"result{plan.tag}.json")
         if result is None:
             folds = [(f.name, subsets[f.name][fraction], f.test) for f in plan.folds]
             config = method.config(options.config, seed)
-            result = _compare_one(dataset, base, folds, config, tasks, plan.tag, progress)
+            result = _compare_one(dataset, base, runs, folds, config, tasks, method, plan.tag,
+                                  options.split_seed, progress)
         results[(method.name, fraction, seed)] = result
         eval_dirs[(method.name, fraction, seed)] = base / f"eval{plan.tag}"
     return _write_outputs(out, plan, methods, reference, seeds, fractions, tasks, results, eval_dirs, options)
@@ -151,24 +155,40 @@ def _note(plan: SplitPlan, c: TrainConfig, seeds: Sequence[int]) -> str:
         "soft = mean of the raters' masks; majority = majority vote (ties to foreground); random_rater = "
         "one rater drawn per sample per step; staple = STAPLE consensus ≥ 0.5. Losses: ce = soft "
         f"cross-entropy; dml = Dice semimetric loss; ce+dml = their sum (DML weight {c.dml_weight:g}). "
+        "Variants (@) predict with the trained method's models: tta = mean over the training flips; "
+        "ts = temperature scaling, each half of a fold's held-out cases scaled by the temperature "
+        "fitted on the other half. "
         f"Cells: mean ± population std over {len(seeds)} seed(s) {list(seeds)}. "
         "Last column: is E[1−IoU(y,ŷ)] below the raters' own diversity E[1−IoU(y,y′)]?"
     )
 
 
+def _seed_dir(out: Path, method: Method, seed: int, fraction: float) -> Path:
+    base = out / method.folder / f"seed{seed}"
+    return base if fraction == FULL else base / fraction_folder(fraction)
+
+
 def _compare_one(
-    dataset: Dataset, seed_dir: Path, folds: Sequence[tuple[str, Sequence[str], Sequence[str]]],
-    config: TrainConfig, tasks: Sequence[str], tag: str = "", progress: bool = True,
+    dataset: Dataset, seed_dir: Path, runs_dir: Path, folds: Sequence[tuple[str, Sequence[str], Sequence[str]]],
+    config: TrainConfig, tasks: Sequence[str], method: Method, tag: str = "", split_seed: int = 0,
+    progress: bool = True,
 ) -> dict:
+    """Train (in ``runs_dir``: the trained method's folder), predict and evaluate (in
+    ``seed_dir``: this method's) every fold; an inference variant reuses the trained runs."""
     pred_dir, eval_dir = seed_dir / "predictions", seed_dir / f"eval{tag}"
     tested: list[str] = []
     for name, train_ids, test_ids in folds:
-        run_dir = seed_dir / name
+        run_dir = runs_dir / name
         tested += test_ids
         if (eval_dir / "summary.json").is_file() or _fold_predicted(pred_dir, test_ids):
             continue
         steps.train(config, dataset, run_dir, train_ids, test_ids, progress=progress)
-        steps.predict_cases([run_dir], dataset.select(case_ids=list(test_ids)).cases, pred_dir, progress=progress)
+        if method.temperature:
+            predict_crossfitted(dataset, run_dir, test_ids, pred_dir, fold=name, split_seed=split_seed,
+                                tta=method.tta, progress=progress)
+        else:
+            steps.predict_cases([run_dir], dataset.select(case_ids=list(test_ids)).cases, pred_dir,
+                                tta=method.tta, progress=progress)
     steps.evaluate(pred_dir, dataset, tested, eval_dir, progress=progress)
     summary = steps.read_summary(eval_dir)
     result = {task: steps.task_values(summary, task) for task in tasks}

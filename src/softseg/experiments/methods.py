@@ -3,6 +3,12 @@
 A method is written ``LABEL[:LOSS]`` on the command line (``soft:ce``, ``majority:ce+dml``,
 ``staple``; the loss defaults to ``ce``), named ``LABEL:LOSS`` in tables and files, and lives
 in the folder ``<label>-<loss>`` (``soft-ce``, ``majority-ce+dml``).
+
+``LABEL[:LOSS]@VARIANT`` is an inference variant of that method: the same trained models,
+predicted differently (:data:`VARIANTS`: ``tta`` flip test-time augmentation, ``ts``
+temperature scaling cross-fitted on the held-out cases, ``tta+ts`` both). It is named
+``soft:ce@tta`` and keeps its predictions and evaluation in ``soft-ce@tta/``; its models stay
+in the trained method's folder, so nothing trains twice.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from softseg.training.config import LABEL_MODES, LOSSES, TrainConfig
 DEFAULT_METHODS = ("soft:ce", "majority:ce", "random_rater:ce", "staple:ce")
 DEFAULT_REFERENCE = "soft:ce"
 DEFAULT_LOSS = "ce"
+VARIANTS = ("tta", "ts", "tta+ts")
 
 
 @dataclass(frozen=True)
@@ -24,16 +31,31 @@ class Method:
 
     label_mode: str  # one of training.config.LABEL_MODES
     loss: str  # one of training.config.LOSSES
+    variant: str = ""  # "" (predict as trained) or one of VARIANTS
 
     @property
     def name(self) -> str:
-        """``label:loss``, the name in tables, CSV and JSON."""
-        return f"{self.label_mode}:{self.loss}"
+        """``label:loss`` (``label:loss@variant``), the name in tables, CSV and JSON."""
+        return f"{self.label_mode}:{self.loss}" + (f"@{self.variant}" if self.variant else "")
 
     @property
     def folder(self) -> str:
-        """``label-loss``, the method's folder under the comparison's output folder."""
-        return f"{self.label_mode}-{self.loss}"
+        """``label-loss`` (``label-loss@variant``), the method's folder under the comparison's
+        output folder: its predictions and evaluation."""
+        return f"{self.label_mode}-{self.loss}" + (f"@{self.variant}" if self.variant else "")
+
+    @property
+    def trained(self) -> "Method":
+        """The method whose models this one predicts with (itself unless a variant)."""
+        return Method(self.label_mode, self.loss)
+
+    @property
+    def tta(self) -> str:
+        return "flip" if "tta" in self.variant.split("+") else "none"
+
+    @property
+    def temperature(self) -> bool:
+        return "ts" in self.variant.split("+")
 
     def config(self, base: TrainConfig, seed: int) -> TrainConfig:
         """``base`` with this method's label mode and loss and the given seed."""
@@ -42,14 +64,17 @@ class Method:
 
 def _parse_one(spec: str) -> Method | str:
     """The method ``spec`` names, or a description of what is wrong with it."""
-    label, _, loss = str(spec).strip().partition(":")
+    trained, _, variant = str(spec).strip().partition("@")
+    label, _, loss = trained.partition(":")
     loss = loss or DEFAULT_LOSS
     wrong = []
+    if variant and variant not in VARIANTS:
+        wrong.append(f"inference variant {variant!r} is not one of {', '.join(VARIANTS)}")
     if label not in LABEL_MODES:
         wrong.append(f"label mode {label!r} is not one of {', '.join(LABEL_MODES)}")
     if loss not in LOSSES:
         wrong.append(f"loss {loss!r} is not one of {', '.join(LOSSES)}")
-    return "; ".join(f"{spec!r}: {w}" for w in wrong) if wrong else Method(label, loss)
+    return "; ".join(f"{spec!r}: {w}" for w in wrong) if wrong else Method(label, loss, variant)
 
 
 def parse_methods(specs: Sequence[str], reference: str = DEFAULT_REFERENCE) -> tuple[tuple[Method, ...], Method]:
@@ -65,8 +90,9 @@ def parse_methods(specs: Sequence[str], reference: str = DEFAULT_REFERENCE) -> t
         problems.append("none given")
     if problems:
         raise SoftsegError(
-            "--methods: expected LABEL[:LOSS] with LABEL one of " + ", ".join(LABEL_MODES)
-            + " and LOSS one of " + ", ".join(LOSSES) + f" (default {DEFAULT_LOSS}), e.g. soft:ce majority:ce+dml; "
+            "--methods: expected LABEL[:LOSS][@VARIANT] with LABEL one of " + ", ".join(LABEL_MODES)
+            + ", LOSS one of " + ", ".join(LOSSES) + f" (default {DEFAULT_LOSS}) and VARIANT one of "
+            + ", ".join(VARIANTS) + ", e.g. soft:ce majority:ce+dml soft:ce@tta; "
             + "; ".join(problems)
         )
     methods = tuple(dict.fromkeys(p for p in parsed if isinstance(p, Method)))

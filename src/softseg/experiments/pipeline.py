@@ -50,27 +50,46 @@ def train(
 
 
 def predict_cases(
-    run_dirs: Sequence[Path], cases: Sequence[Case], out_dir: Path, *, progress: bool = True
+    run_dirs: Sequence[Path], cases: Sequence[Case], out_dir: Path, *, tta: str = "none",
+    temperature: Sequence[float] | None = None, progress: bool = True,
 ) -> Path:
     """Probability maps of ``cases`` from ``run_dirs`` (averaged) into ``out_dir/<case>/<task>.*``.
 
     Several calls may write into one ``out_dir`` (the folds of a cross-validation pool their
     held-out predictions there); ``predictions.json`` lists every case written so far and is
-    rewritten last. Uses the checkpoint :data:`EVAL_CHECKPOINT`. The one prediction path of
+    rewritten last. Uses the checkpoint :data:`EVAL_CHECKPOINT`. A ``temperature.json`` in a
+    run is ignored: an experiment applies exactly ``temperature`` (one T per task, the runs'
+    task order; None for none) and ``tta`` ("none" or "flip"). The one prediction path of
     ``softseg predict`` (:func:`softseg.inference.predict.write_predictions`) does the work.
     """
-    from softseg.inference.predict import write_predictions, selection_source
+    import dataclasses
+
+    from softseg.inference.predict import selection_source, write_predictions
     from softseg.inference.runs import load_models
 
-    loaded = load_models([Path(r) for r in run_dirs], device="auto", checkpoint=EVAL_CHECKPOINT)
+    loaded = load_models([Path(r) for r in run_dirs], device="auto", checkpoint=EVAL_CHECKPOINT,
+                         temperature="off")
+    if temperature is not None:
+        loaded = [dataclasses.replace(run, temperature=tuple(float(t) for t in temperature)) for run in loaded]
     cases = list(cases)
     # resume: the folder collects the folds; overwrite: a resumed fold may have written
     # some of its cases before it was interrupted
     write_predictions(
         loaded, cases, out_dir, source=selection_source(cases), checkpoint=EVAL_CHECKPOINT,
-        overwrite=True, resume=True, progress=progress,
+        tta=tta, overwrite=True, resume=True, progress=progress,
     )
     return Path(out_dir)
+
+
+def fit_temperature(run_dir: Path, cases: Sequence[Case], *, progress: bool = True) -> dict[str, float]:
+    """Per task, the temperature of the run's :data:`EVAL_CHECKPOINT` fitted on ``cases``
+    (:func:`softseg.inference.calibration.fit_run`: soft cross-entropy, no TTA)."""
+    from softseg.inference.calibration import fit_run
+    from softseg.inference.runs import load_models
+
+    (loaded,) = load_models([Path(run_dir)], device="auto", checkpoint=EVAL_CHECKPOINT, temperature="off")
+    fitted = fit_run(loaded, list(cases), progress=progress)
+    return {task: float(fitted[task]["temperature"]) for task in loaded.tasks}
 
 
 def evaluate(
