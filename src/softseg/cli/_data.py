@@ -6,6 +6,8 @@ import argparse
 
 from softseg.cli._options import add_layout, add_overwrite
 from softseg.data.synthetic import DEFAULT_CASES, DEFAULT_SIZE
+from softseg.data.synthetic3d import DEFAULT_CASES as VOLUME_CASES
+from softseg.data.synthetic3d import DEFAULT_SHAPE as VOLUME_SHAPE
 
 
 def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
@@ -52,16 +54,25 @@ def register(subparsers) -> None:
     labels.set_defaults(func=run_labels)
 
     demo = subparsers.add_parser(
-        "demo-data", help="write a synthetic multi-rater dataset (QUBIQ layout)",
-        description="Write OUT/demo-shapes (1 channel, 2 tasks, 5 raters, one case with 4) and "
-        "OUT/demo-multichannel (4 channels last, 2 tasks, 3 raters). Deterministic from --seed.",
+        "demo-data", help="write a synthetic multi-rater dataset (QUBIQ layout, 2D or 3D)",
+        description="2D (default): write OUT/demo-shapes (1 channel, 2 tasks, 5 raters, one case "
+        "with 4) and OUT/demo-multichannel (4 channels last, 2 tasks, 3 raters). --dims 3d: write "
+        "OUT/demo-pancreas, CT-like volumes in the QUBIQ 2021 pancreas layout (1 task, 2 raters, "
+        "0.8 x 0.8 x 2.5 mm voxels, an oblique affine with a non-zero origin). Deterministic "
+        "from --seed.",
     )
     demo.add_argument("out", metavar="OUT", help="output folder (must be empty or new)")
+    demo.add_argument("--dims", choices=("2d", "3d"), default="2d", help="images or volumes (default 2d)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"image side in pixels (default {DEFAULT_SIZE})")
+    demo.add_argument("--size", type=int, default=None,
+                      help=f"image side in pixels; in-plane side of a volume (default {DEFAULT_SIZE}; "
+                           f"3d: {VOLUME_SHAPE[0]})")
+    demo.add_argument("--slices", type=int, default=None,
+                      help=f"--dims 3d: slices per volume (default {VOLUME_SHAPE[2]})")
     demo.add_argument(
-        "--cases", type=int, nargs=3, default=list(DEFAULT_CASES), metavar=("TRAIN", "VAL", "TEST"),
-        help="cases per split in each dataset (default %(default)s)",
+        "--cases", type=int, nargs=3, default=None, metavar=("TRAIN", "VAL", "TEST"),
+        help=f"cases per split in each dataset (default {' '.join(map(str, DEFAULT_CASES))}; "
+             f"3d: {' '.join(map(str, VOLUME_CASES))})",
     )
     add_overwrite(demo, "write into a non-empty OUT, replacing files of the same names")
     demo.set_defaults(func=run_demo_data)
@@ -94,9 +105,21 @@ def run_labels(args) -> int:
 
 def run_demo_data(args) -> int:
     from softseg.data.synthetic import DEMO_DATASETS, write_demo_dataset
+    from softseg.data.synthetic3d import DATASET, write_demo_volumes
+    from softseg.errors import SoftsegError
 
-    n_train, n_val, n_test = args.cases
-    out = write_demo_dataset(args.out, seed=args.seed, size=args.size, n_train=n_train,
+    if args.dims == "3d":
+        side = args.size or VOLUME_SHAPE[0]
+        shape = (side, side, args.slices or VOLUME_SHAPE[2])
+        n_train, n_val, n_test = args.cases or VOLUME_CASES
+        out = write_demo_volumes(args.out, seed=args.seed, shape=shape, n_train=n_train,
+                                 n_val=n_val, n_test=n_test, overwrite=args.overwrite)
+        print(f"wrote {out / DATASET}")
+        return 0
+    if args.slices is not None:
+        raise SoftsegError("--slices is for volumes: pass --dims 3d, or leave --slices out")
+    n_train, n_val, n_test = args.cases or DEFAULT_CASES
+    out = write_demo_dataset(args.out, seed=args.seed, size=args.size or DEFAULT_SIZE, n_train=n_train,
                              n_val=n_val, n_test=n_test, overwrite=args.overwrite)
     print("wrote " + ", ".join(str(out / name) for name in DEMO_DATASETS))
     return 0
