@@ -90,3 +90,62 @@ def test_cli_writes_checks_and_labels_volumes(tmp_path, capsys):
     assert written.shape == (20, 20, 8) and set(np.unique(written.get_fdata())) <= {0.0, 0.5, 1.0}
     assert main(["demo-data", str(tmp_path / "y"), "--slices", "8"]) == 2
     assert "--slices is for volumes: pass --dims 3d" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- bad volumes
+
+
+def _volume_case(root, mask_affine=None, zooms=None, codes=(2, 0)):
+    """A QUBIQ-layout case01 with one image and two raters; the second rater's mask may have
+    another affine, the image other zooms, and the mask other qform/sform codes."""
+    folder = root / "Training" / "case01"
+    folder.mkdir(parents=True)
+    affine = demo_affine()
+    image = nib.Nifti1Image(np.zeros((12, 10, 6), np.int16), affine)
+    if zooms is not None:
+        image.header.set_zooms(zooms)
+    nib.save(image, folder / "image.nii.gz")
+    mask = np.zeros((12, 10, 6), np.uint8)
+    mask[3:8, 3:7, 2:4] = 1
+    nib.save(nib.Nifti1Image(mask, affine), folder / "task01_seg01.nii.gz")
+    other = nib.Nifti1Image(mask, affine if mask_affine is None else mask_affine)
+    other.set_sform(other.affine, code=codes[0])
+    other.set_qform(other.affine, code=codes[1])
+    nib.save(other, folder / "task01_seg02.nii.gz")
+    return root
+
+
+def test_a_rater_on_another_grid_is_refused(tmp_path, capsys):
+    shifted = demo_affine()
+    shifted[:3, 3] += (0.0, 0.0, 2.5)  # one slice further: another series
+    root = _volume_case(tmp_path / "shifted", mask_affine=shifted)
+    with pytest.raises(SoftsegError, match=r"task01_seg02.nii.gz: case01 task01 rater 'seg02': expected the "
+                                           r"image's grid \(image.nii.gz\), found an affine that places "
+                                           r"voxels up to 2.5 mm away"):
+        load_dataset(root)
+    assert main(["check", str(root)]) == 2
+    assert "expected the image's grid" in capsys.readouterr().out
+    # float32 rounding of a header is not another grid
+    nudged = demo_affine()
+    nudged[:3, :3] *= 1 + 1e-7
+    assert len(load_dataset(_volume_case(tmp_path / "nudged", mask_affine=nudged)).cases) == 1
+    # a mask that declares no world space (both codes 0) cannot be on another grid
+    undeclared = _volume_case(tmp_path / "undeclared", mask_affine=np.eye(4), codes=(0, 0))
+    assert load_dataset(undeclared).cases[0].masks["task01"].shape == (2, 12, 10, 6)
+
+
+def test_a_volume_without_spacing_is_refused(tmp_path):
+    root = _volume_case(tmp_path / "flat", zooms=(0.8, 0.8, 0.0))
+    with pytest.raises(SoftsegError, match=r"image.nii.gz: expected positive voxel sizes "
+                                           r"\(NIfTI pixdim\), found \(0.8, 0.8, 0.0\)"):
+        load_dataset(root)
+
+
+def test_a_2d_image_without_spacing_is_read_in_pixels(tmp_path):
+    from softseg.data import io
+
+    image = nib.Nifti1Image(np.ones((6, 5), np.float32), np.eye(4))
+    image.header.set_zooms((0.0, 0.7))
+    nib.save(image, tmp_path / "flat.nii.gz")
+    _, spacing, _ = io.read_image(tmp_path / "flat.nii.gz")
+    assert spacing == (1.0, 0.7)

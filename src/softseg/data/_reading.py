@@ -20,6 +20,11 @@ from softseg.data import io
 from softseg.data.cases import Case, Dataset, Scan
 from softseg.errors import SoftsegError
 
+# A rater's mask is on its image's grid when their affines place every voxel within this
+# fraction of the smallest voxel size of each other (a thousandth of a voxel: far above the
+# rounding of float32 headers, far below any real misregistration).
+GRID_TOLERANCE = 1e-3
+
 log = logging.getLogger(__name__)
 
 QUBIQ_MASK = re.compile(r"^(task\d+)_(seg\d+)\.nii(\.gz)?$", re.IGNORECASE)
@@ -47,10 +52,11 @@ def read_case(
     ``image_hint`` says where the image was looked for, for the message when it is missing.
     """
     masks: dict[str, list[tuple[str, np.ndarray, Path]]] = {}
+    grids: dict[Path, io.Geometry] = {}
     for task, files in mask_files.items():
         for rater, path in files:
             try:
-                mask, _ = io.read_mask(path)
+                mask, grids[path] = io.read_mask(path)
             except SoftsegError as error:
                 problems.append(f"{case_id}: {error}")
                 continue
@@ -95,6 +101,13 @@ def read_case(
                     f"{path}: {case_id} {task} rater '{rater}': expected mask shape {spatial} "
                     f"(the image's), found {mask.shape}"
                 )
+            elif (offset := _off_grid(geometry, grids[path], spacing)) is not None:
+                problems.append(
+                    f"{path}: {case_id} {task} rater '{rater}': expected the image's grid "
+                    f"({image_path.name}), found an affine that places voxels up to {offset:.3g} mm "
+                    "away; was it drawn on another series? Resample the mask onto the image, or "
+                    "fix its header if only the header is wrong"
+                )
             else:
                 kept.append((rater, mask))
         if kept:
@@ -123,6 +136,16 @@ def read_case(
         n_raters=counts,
         split=split,
     )
+
+
+def _off_grid(image: io.Geometry, mask: io.Geometry, spacing: Sequence[float]) -> float | None:
+    """How far (mm) a mask's grid is from its image's, when beyond :data:`GRID_TOLERANCE` of
+    the smallest voxel (float32 headers round at about 1e-7 of a coordinate); else None."""
+    offset = io.grid_difference(image, mask)
+    sizes = [s for s in spacing if np.isfinite(s) and s > 0]
+    if offset is None or offset <= GRID_TOLERANCE * (min(sizes) if sizes else 1.0):
+        return None
+    return offset
 
 
 def _read_agreement_map(path: Path, n_raters: int) -> np.ndarray:

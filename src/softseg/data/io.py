@@ -72,6 +72,27 @@ class Geometry:
     bit_depth: int | None = None
 
 
+def grid_difference(a: Geometry, b: Geometry) -> float | None:
+    """The largest difference (mm) between the voxel-to-world maps of two NIfTI grids, over
+    the corners of ``a``'s volume: how far apart the same voxel index lands. None unless both
+    are NIfTI that declare a world space (a qform or sform code > 0): PNG has no world
+    coordinates, and a NIfTI with both codes 0 states none (nibabel's affine is then only
+    its voxel size), so neither can be on "another" grid."""
+    if not (_declares_space(a) and _declares_space(b)):
+        return None
+    spatial = [max(int(n) - 1, 0) for n in a.disk_shape[:3]] + [0] * (3 - len(a.disk_shape[:3]))
+    corners = np.array(np.meshgrid(*[[0, n] for n in spatial], indexing="ij")).reshape(3, -1)
+    points = np.vstack([corners, np.ones(corners.shape[1])])
+    return float(np.abs((a.affine - b.affine) @ points)[:3].max())
+
+
+def _declares_space(geometry: Geometry) -> bool:
+    header = geometry.header
+    if geometry.affine is None or header is None:
+        return False
+    return int(header["sform_code"]) > 0 or int(header["qform_code"]) > 0
+
+
 def file_format(path: str | os.PathLike) -> str:
     """``"nifti"`` or ``"png"`` from the file name; raises SoftsegError for anything else."""
     name = Path(path).name.lower()
@@ -131,9 +152,19 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, tuple[float, ...]]:
         header=img.header.copy(),
     )
     # Zooms are stored as float32; 7 significant digits give back the value that was meant
-    # (0.8, not 0.800000011920929).
-    zooms = tuple(float(f"{float(z):.7g}") for z in img.header.get_zooms())
+    # (0.8, not 0.800000011920929). nibabel replaces a zero pixdim by 1 on loading (with a
+    # logged warning); the zooms here are the file's own, so that a volume without a spacing
+    # can be refused rather than silently taken as 1 mm.
+    stored = _stored_pixdim(path, len(img.header.get_zooms()))
+    zooms = tuple(float(f"{float(z):.7g}") for z in stored)
     return data, geometry, zooms
+
+
+def _stored_pixdim(path: Path, n: int) -> tuple[float, ...]:
+    """The first ``n`` pixdim entries as stored in the file's header, unchecked."""
+    with nib.openers.ImageOpener(str(path)) as handle:
+        header = nib.Nifti1Header.from_fileobj(handle, check=False)
+    return tuple(float(v) for v in header["pixdim"][1 : n + 1])
 
 
 def _load_png(path: Path, palette_indices: bool = False) -> tuple[np.ndarray, Geometry]:
@@ -207,6 +238,14 @@ def read_image(
         image = data[None]
     n_spatial = image.ndim - 1
     spacing = tuple(zooms[:n_spatial]) + (1.0,) * max(0, n_spatial - len(zooms))
+    if not all(np.isfinite(z) and z > 0 for z in spacing):
+        if n_spatial == 3:
+            raise SoftsegError(
+                f"{path}: expected positive voxel sizes (NIfTI pixdim), found {spacing}; a volume "
+                "needs its spacing for resampling and distances in mm: fix the header (e.g. "
+                "nibabel's header.set_zooms)"
+            )
+        spacing = tuple(z if np.isfinite(z) and z > 0 else 1.0 for z in spacing)  # 2D: pixels
     return np.asarray(image, dtype=np.float32), spacing, geometry
 
 
