@@ -73,11 +73,9 @@ class Geometry:
 
 
 def grid_difference(a: Geometry, b: Geometry) -> float | None:
-    """The largest difference (mm) between the voxel-to-world maps of two NIfTI grids, over
-    the corners of ``a``'s volume: how far apart the same voxel index lands. None unless both
-    are NIfTI that declare a world space (a qform or sform code > 0): PNG has no world
-    coordinates, and a NIfTI with both codes 0 states none (nibabel's affine is then only
-    its voxel size), so neither can be on "another" grid."""
+    """How far apart (mm, the largest over the corners of ``a``'s volume) the same voxel index
+    lands on two NIfTI grids. None unless both declare a world space (qform or sform code
+    > 0): PNG has none, and a NIfTI with both codes 0 states none either."""
     if not (_declares_space(a) and _declares_space(b)):
         return None
     spatial = [max(int(n) - 1, 0) for n in a.disk_shape[:3]] + [0] * (3 - len(a.disk_shape[:3]))
@@ -152,19 +150,12 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, tuple[float, ...]]:
         header=img.header.copy(),
     )
     # Zooms are stored as float32; 7 significant digits give back the value that was meant
-    # (0.8, not 0.800000011920929). nibabel replaces a zero pixdim by 1 on loading (with a
-    # logged warning); the zooms here are the file's own, so that a volume without a spacing
-    # can be refused rather than silently taken as 1 mm.
-    stored = _stored_pixdim(path, len(img.header.get_zooms()))
-    zooms = tuple(float(f"{float(z):.7g}") for z in stored)
+    # (0.8, not 0.800000011920929). They are the file's own: nibabel turns a zero pixdim
+    # into 1 on loading, and a volume without a spacing must be refused, not taken as 1 mm.
+    with nib.openers.ImageOpener(str(path)) as handle:  # the header as stored, unchecked
+        stored = type(img.header).from_fileobj(handle, check=False)["pixdim"]
+    zooms = tuple(float(f"{float(z):.7g}") for z in stored[1 : len(img.header.get_zooms()) + 1])
     return data, geometry, zooms
-
-
-def _stored_pixdim(path: Path, n: int) -> tuple[float, ...]:
-    """The first ``n`` pixdim entries as stored in the file's header, unchecked."""
-    with nib.openers.ImageOpener(str(path)) as handle:
-        header = nib.Nifti1Header.from_fileobj(handle, check=False)
-    return tuple(float(v) for v in header["pixdim"][1 : n + 1])
 
 
 def _load_png(path: Path, palette_indices: bool = False) -> tuple[np.ndarray, Geometry]:
