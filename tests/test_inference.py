@@ -88,8 +88,12 @@ def test_bf16_close_to_fp32():
 def test_errors(runs):
     with pytest.raises(SoftsegError, match="no trained run given"):
         predict_images([], [np.zeros((1, 32, 32), np.float32)])
-    with pytest.raises(SoftsegError, match=r"image 0: expected a 2D image \(C, H, W\), found shape \(1, 8, 32, 32\)"):
+    with pytest.raises(SoftsegError, match=r"image 0: a volume \(1, 8, 32, 32\) \(channels first\), but the "
+                                           r"run was trained on 2D images"):
         predict_images(runs[:1], [np.zeros((1, 8, 32, 32), np.float32)])
+    with pytest.raises(SoftsegError, match=r"image 0: expected a 2D image \(C, H, W\) or a volume \(C, X, Y, Z\), "
+                                           r"found shape \(1, 32\)"):
+        predict_images(runs[:1], [np.zeros((1, 32), np.float32)])
     with pytest.raises(SoftsegError, match=r"image 1: expected 1 channel\(s\) as in training, found 3"):
         predict_images(runs[:1], [np.zeros((1, 32, 32), np.float32), np.zeros((3, 32, 32), np.float32)])
     other = _run(4, tasks=("task01",))

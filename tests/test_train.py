@@ -289,14 +289,14 @@ def test_resume_continues_to_the_same_result(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------- errors
 
 
-def test_3d_cases_are_refused_with_the_case_named(tmp_path):
+def test_images_and_volumes_are_not_mixed(tmp_path):
     ds = make_dataset(3)
     volume = ds.cases[1]
     bad = Case("vol07", np.zeros((1, 8, 40, 40), np.float32), (1.0, 1.0, 1.0), volume.geometry,
                volume.image_path, masks={"task01": np.zeros((2, 8, 40, 40), bool)},
                raters={"task01": ("a", "b")}, n_raters={"task01": 2})
     ds3 = Dataset(ds.root, ds.name, ds.layout, ds.tasks, ds.cases + (bad,))
-    with pytest.raises(DatasetError, match=r"vol07: image shape \(1, 8, 40, 40\).*not 2D.*2D slices"):
+    with pytest.raises(DatasetError, match=r"training cases mix 2D images and volumes \(1 volume\(s\), e.g. vol07\)"):
         train(TINY, ds3, tmp_path / "r", ["case00", "vol07"], [], progress=False)
     assert not (tmp_path / "r").exists()
 

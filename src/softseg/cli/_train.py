@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--aug-copies", type=int, help=f"augmented copies per image per step ({d('aug_copies')})")
     p.add_argument("--crop-size", type=int, help=f"training crop, a multiple of 32 ({d('crop_size')})")
     p.add_argument("--resize", type=int, help="resize every image and label to N x N first (undone on output)")
+    p.add_argument("--slice-axis", type=int, choices=(0, 1, 2),
+                   help="volumes: the spatial axis to cut them along into 2D training slices "
+                        "(default: the axis of largest voxel spacing)")
     p.add_argument("--lr", type=float, help=f"initial learning rate ({d('lr')})")
     p.add_argument("--lr-min", type=float, help=f"final learning rate of the cosine schedule ({d('lr_min')})")
     p.add_argument("--vflip", type=float, help=f"vertical flip probability ({d('vflip')}; 0 for kidney)")
@@ -67,7 +70,7 @@ def register(subparsers) -> None:
 
 
 _OVERRIDES = (
-    "tasks", "epochs", "batch_size", "aug_copies", "crop_size", "resize", "lr", "lr_min", "vflip",
+    "tasks", "epochs", "batch_size", "aug_copies", "crop_size", "resize", "slice_axis", "lr", "lr_min", "vflip",
     "label_mode", "loss", "dml_weight", "precision", "device", "val_every", "val_fraction", "best_metric", "encoder_weights",
 )
 

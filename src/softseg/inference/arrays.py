@@ -1,7 +1,8 @@
 """Image arrays -> probability maps with one or more loaded runs (an ensemble of seeds).
 
 Each image goes through exactly the steps of training (:mod:`softseg.training.preprocess`):
-per-channel z-score, the run's resize (if it was trained with one), zero-padding to a
+per-channel z-score (a volume as a whole, then cut into slices along the run's ``slice_axis``),
+the run's resize (if it was trained with one), zero-padding to a
 multiple of 32; then the model, the run's temperature (logits / T, when the run has one), a
 sigmoid, cropping back and undoing the resize, so every pixel of the source grid gets a
 probability. Runs are averaged in probability space.
@@ -23,7 +24,15 @@ from softseg.errors import SoftsegError
 from softseg.inference import TTA_MODES
 from softseg.inference.runs import LoadedRun, check_runs_compatible
 from softseg.training.config import TrainConfig
-from softseg.training.preprocess import normalize, padded_size, predict_logits_batch, resize, resize_input
+from softseg.training.preprocess import (
+    normalize,
+    padded_size,
+    predict_logits_batch,
+    resize,
+    resize_input,
+    stack_slices,
+    volume_slices,
+)
 
 
 # On a CPU, a forward pass holds at most this many input pixels, which bounds the memory of
@@ -72,17 +81,45 @@ def tta_flips(config: TrainConfig, tta: str = "none") -> tuple[tuple[int, ...], 
 
 
 def _check_images(first: LoadedRun, images: list[np.ndarray]) -> None:
+    axis = first.config.slice_axis
     for index, image in enumerate(images):
-        if image.ndim != 3:
+        if image.ndim == 4 and axis is None:
             raise SoftsegError(
-                f"image {index}: expected a 2D image (C, H, W), found shape {image.shape}; "
-                f"3D volumes must be predicted slice by slice"
+                f"image {index}: a volume {image.shape} (channels first), but the run was trained "
+                "on 2D images (its config has no slice_axis); predict volumes with a run trained "
+                "on volumes, or cut them into 2D images first"
+            )
+        if image.ndim not in (3, 4):
+            raise SoftsegError(
+                f"image {index}: expected a 2D image (C, H, W) or a volume (C, X, Y, Z), found "
+                f"shape {image.shape}"
             )
         if image.shape[0] != first.config.in_channels:
             raise SoftsegError(
                 f"image {index}: expected {first.config.in_channels} channel(s) as in training, "
                 f"found {image.shape[0]} (shape {image.shape})"
             )
+
+
+def _flatten(images: list[np.ndarray], axis: int | None) -> tuple[list[torch.Tensor], list[int]]:
+    """The normalised 2D model inputs of ``images`` (a volume: z-scored whole, then its slices
+    along ``axis``) and, per input, the index of the image it belongs to."""
+    flat, owner = [], []
+    for index, image in enumerate(images):
+        x = normalize(image)
+        parts = volume_slices(x, axis) if x.ndim == 4 else [x]
+        flat += parts
+        owner += [index] * len(parts)
+    return flat, owner
+
+
+def _assemble(flat: list[torch.Tensor], owner: list[int], images: list[np.ndarray],
+              axis: int | None) -> list[torch.Tensor]:
+    """Per image, its outputs ``(T, *spatial)``: a 2D image's one, a volume's stacked back."""
+    parts: list[list[torch.Tensor]] = [[] for _ in images]
+    for index, out in zip(owner, flat):
+        parts[index].append(out)
+    return [stack_slices(p, axis) if images[i].ndim == 4 else p[0] for i, p in enumerate(parts)]
 
 
 def _passes(run: LoadedRun, normalized: list[torch.Tensor]) -> Iterator[tuple[list[int], torch.Tensor]]:
@@ -122,36 +159,40 @@ def _probabilities(run: LoadedRun, batch: torch.Tensor, views: Sequence[tuple[in
 def predict_images(
     loaded_runs: Sequence[LoadedRun], images: Sequence[np.ndarray], tta: str = "none"
 ) -> list[np.ndarray]:
-    """Probability maps ``(T, H, W)`` float32 in [0, 1] for ``(C, H, W)`` images.
+    """Probability maps ``(T, *spatial)`` float32 in [0, 1] for ``(C, *spatial)`` images.
 
     ``T`` follows the runs' ``tasks`` order. All runs must share tasks and input channels;
     their probabilities are averaged. A run with ``temperature`` has its logits divided by
     its task's T before the sigmoid. ``tta``: "none", or "flip" (see :func:`tta_flips`).
-    Only 2D images are supported.
+    2D images ``(C, H, W)``; volumes ``(C, X, Y, Z)`` with runs trained on volumes, slice by
+    slice along the run's ``slice_axis`` (the slices of several volumes share forward passes).
     """
     runs = list(loaded_runs)
     check_runs_compatible(runs)
     images = [np.asarray(image) for image in images]
     _check_images(runs[0], images)
-    totals: list[torch.Tensor | None] = [None] * len(images)
-    normalized = [normalize(image) for image in images]  # the same for every run
+    axis = runs[0].config.slice_axis
+    normalized, owner = _flatten(images, axis)  # the same for every run
+    totals: list[torch.Tensor | None] = [None] * len(normalized)
     for run in runs:
         views = tta_flips(run.config, tta)
         for indices, batch in _passes(run, normalized):
             for i, prob in zip(indices, _probabilities(run, batch, views)):
-                prob = resize(prob, tuple(images[i].shape[1:]), clamp01=True)
+                prob = resize(prob, tuple(normalized[i].shape[1:]), clamp01=True)
                 totals[i] = prob if totals[i] is None else totals[i] + prob
-    return [(total / len(runs)).numpy().astype(np.float32) for total in totals]
+    maps = _assemble([total / len(runs) for total in totals], owner, images, axis)
+    return [m.numpy().astype(np.float32) for m in maps]
 
 
 def predict_source_logits(run: LoadedRun, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """One run's logits ``(T, H, W)`` float32 on each ``(C, H, W)`` image's own grid: the
-    steps of :func:`predict_images` up to the sigmoid, the logits (not probabilities)
+    """One run's logits ``(T, *spatial)`` float32 on each ``(C, *spatial)`` image's own grid:
+    the steps of :func:`predict_images` up to the sigmoid, the logits (not probabilities)
     resized back. No temperature, no TTA: what :mod:`softseg.inference.calibration` fits."""
     images = [np.asarray(image) for image in images]
     _check_images(run, images)
-    out: list[np.ndarray | None] = [None] * len(images)
-    for indices, batch in _passes(run, [normalize(image) for image in images]):
+    normalized, owner = _flatten(images, run.config.slice_axis)
+    out: list[torch.Tensor | None] = [None] * len(normalized)
+    for indices, batch in _passes(run, normalized):
         for i, logits in zip(indices, _logits(run, batch).cpu()):
-            out[i] = resize(logits, tuple(images[i].shape[1:])).numpy().astype(np.float32)
-    return out
+            out[i] = resize(logits, tuple(normalized[i].shape[1:]))
+    return [x.numpy().astype(np.float32) for x in _assemble(out, owner, images, run.config.slice_axis)]

@@ -18,7 +18,7 @@ from softseg.training.config import TrainConfig
 from softseg.data.cases import Case, Dataset, channel_problems
 from softseg.errors import DatasetError, SoftsegError
 from softseg.training.augment import random_crops
-from softseg.training.preprocess import prepare_image, resize
+from softseg.training.preprocess import normalize, resize, resize_input, volume_slices
 
 
 @dataclass(frozen=True)
@@ -45,16 +45,23 @@ def select_cases(dataset: Dataset, ids: Sequence[str], tasks: Sequence[str], rol
     problems = [f"{i}: no such case in {dataset.root}" for i in ids if i not in by_id]
     cases = [by_id[i] for i in ids if i in by_id]
     for case in cases:
-        if case.image.ndim != 3:
+        if case.image.ndim not in (3, 4):
             problems.append(
-                f"{case.case_id}: image shape {case.image.shape} (channels first) is not 2D; "
-                f"training needs 2D images (C, H, W): cut 3D volumes into 2D slices first"
+                f"{case.case_id}: image shape {case.image.shape} (channels first): expected a 2D "
+                f"image (C, H, W) or a volume (C, X, Y, Z)"
             )
         missing = [t for t in tasks if not case.is_labelled(t)]
         if missing:
             problems.append(f"{case.case_id}: no label for task(s) {', '.join(missing)}; "
                             f"{role} cases need every trained task labelled")
     problems += channel_problems(cases)
+    kinds = {case.image.ndim for case in cases} & {3, 4}
+    if len(kinds) > 1:
+        volumes = [c.case_id for c in cases if c.image.ndim == 4]
+        problems.append(
+            f"{role} cases mix 2D images and volumes ({len(volumes)} volume(s), e.g. "
+            f"{', '.join(volumes[:3])}); train on one kind"
+        )
     if problems:
         raise DatasetError(problems, header=f"cannot use these {role} cases")
     return cases
@@ -70,33 +77,68 @@ def _target(case: Case, task: str, mode: str) -> np.ndarray:
     return labels.soft_label(case, task)
 
 
+def through_plane_axis(cases: Sequence[Case]) -> int:
+    """The spatial axis of largest voxel spacing, the most common over the volumes ``cases``
+    (ties: the later axis, the through-plane axis of axial CT/MRI in NIfTI order)."""
+    votes = [max(range(3), key=lambda a: (case.spacing[a], a)) for case in cases]
+    return max(range(3), key=lambda a: (votes.count(a), a))
+
+
+def _samples(case: Case, image: torch.Tensor, label: torch.Tensor, masks: list[torch.Tensor],
+             config: TrainConfig) -> list[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]:
+    """A 2D case as one sample, a volume as one sample per slice along ``config.slice_axis``."""
+    if image.ndim == 3:
+        return [(image, label, masks)]
+    axis = config.slice_axis
+    per_mask = [volume_slices(m, axis) for m in masks]
+    return [(x, y, [m[k] for m in per_mask])
+            for k, (x, y) in enumerate(zip(volume_slices(image, axis), volume_slices(label, axis)))]
+
+
 def prepare(cases: Sequence[Case], config: TrainConfig, *, validation: bool = False) -> TrainData:
-    """Normalise/resize every case once; labels resized bilinearly exactly like the image."""
-    images, targets, raters, source = [], [], [], []
+    """Normalise/resize every case once; labels resized bilinearly exactly like the image.
+
+    A volume is z-scored as a whole and, for training, cut into 2D slices along
+    ``config.slice_axis``: every slice is a sample (slices without foreground included, so the
+    model sees the anatomy around the structure as often as it occurs). Validation keeps
+    volumes whole (normalised, not resized), to be scored per volume.
+    """
+    images, targets, raters, source, ids = [], [], [], [], []
     size = (config.resize, config.resize) if config.resize is not None else None
     mode = "soft" if validation else config.label_mode
     for case in cases:
-        images.append(prepare_image(case.image, config))
         label = torch.from_numpy(
             np.stack([_target(case, t, mode) for t in config.tasks]).astype(np.float32)
         )
+        masks = _rater_masks(case, config) if mode == "random_rater" else []
         if validation:
             source.append(label)
-        targets.append(resize(label, size, clamp01=True) if size else label)
-        if mode == "random_rater":
-            per_task = []
-            for task in config.tasks:
-                if task not in case.masks:
-                    raise SoftsegError(
-                        f"{case.case_id}: task {task} has no individual rater masks (agreement-map "
-                        f"data); label_mode 'random_rater' needs them; use 'soft' or 'majority'"
-                    )
-                masks = torch.from_numpy(np.asarray(case.masks[task], dtype=np.float32))
-                per_task.append(resize(masks, size, clamp01=True) if size else masks)
-            raters.append(tuple(per_task))
-    return TrainData(
-        tuple(c.case_id for c in cases), tuple(images), tuple(targets), tuple(raters), tuple(source)
-    )
+        if validation and case.image.ndim == 4:
+            images.append(normalize(case.image))
+            targets.append(label)
+            ids.append(case.case_id)
+            continue
+        samples = _samples(case, normalize(case.image), label, masks, config)
+        for k, (image, target, per_task) in enumerate(samples):
+            images.append(resize_input(image, config))
+            targets.append(resize(target, size, clamp01=True) if size else target)
+            ids.append(case.case_id if len(samples) == 1 else f"{case.case_id}:{k}")
+            if mode == "random_rater":
+                raters.append(tuple(resize(m, size, clamp01=True) if size else m for m in per_task))
+    return TrainData(tuple(ids), tuple(images), tuple(targets), tuple(raters), tuple(source))
+
+
+def _rater_masks(case: Case, config: TrainConfig) -> list[torch.Tensor]:
+    """Per task, the ``(R, *spatial)`` float32 rater masks (random-rater mode)."""
+    per_task = []
+    for task in config.tasks:
+        if task not in case.masks:
+            raise SoftsegError(
+                f"{case.case_id}: task {task} has no individual rater masks (agreement-map "
+                f"data); label_mode 'random_rater' needs them; use 'soft' or 'majority'"
+            )
+        per_task.append(torch.from_numpy(np.asarray(case.masks[task], dtype=np.float32)))
+    return per_task
 
 
 def sample_targets(

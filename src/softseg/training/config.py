@@ -39,8 +39,9 @@ class TrainConfig:
     every image and label to ``resize x resize`` before cropping; predictions are resized back
     to the source grid. ``precision`` "auto" becomes "bf16" on a CPU with bf16 support, "amp"
     on a GPU and "fp32" otherwise; the resolved value is what ``config.json`` records.
-    Normalisation "zscore" is per image and per channel (mean 0, std 1), in training and in
-    inference alike.
+    Normalisation "zscore" is per image (per volume for volumes) and per channel (mean 0,
+    std 1), in training and in inference alike. Volumes are trained on as 2D slices along
+    ``slice_axis``.
     """
 
     # data
@@ -50,6 +51,9 @@ class TrainConfig:
     loss: str = "ce"  # the paper's soft cross-entropy; see softseg.training.losses
     dml_weight: float = 1.0  # weight of the Dice semimetric term in loss "ce+dml"
     resize: int | None = None
+    # volumes: the spatial axis (0-2) they are cut along into 2D training slices; None for 2D
+    # data, and for volumes until training resolves it (the axis of largest voxel spacing)
+    slice_axis: int | None = None
     normalization: str = "zscore"
     val_fraction: float = 0.2
     # model
@@ -208,6 +212,11 @@ def validate(config: TrainConfig) -> None:
     check(0 <= c.vflip <= 1, f"vflip: expected a probability in [0, 1], found {c.vflip}")
     check(0 <= c.val_fraction < 1, f"val_fraction: expected a fraction in [0, 1), found {c.val_fraction}")
     check(c.val_every >= 1, f"val_every: expected >= 1, found {c.val_every}")
+    check(
+        c.slice_axis is None or (isinstance(c.slice_axis, int) and not isinstance(c.slice_axis, bool)
+                                 and 0 <= c.slice_axis <= 2),
+        f"slice_axis: expected a spatial axis 0, 1 or 2 of a volume, or none, found {c.slice_axis!r}",
+    )
     check(c.in_channels >= 0, f"in_channels: expected >= 0, found {c.in_channels}")
     check(
         len(c.decoder_channels) == 5 and all(ch >= 1 for ch in c.decoder_channels),

@@ -22,7 +22,7 @@ from softseg.training.runtime import autocast, memory_format, seeded_global_rng
 from softseg.training.config import TrainConfig
 from softseg.training.augment import growing_batch, random_crops
 from softseg.training.losses import loss_function
-from softseg.training.preprocess import predict_logits, resize
+from softseg.training.preprocess import predict_logits, resize, resize_input, stack_slices, volume_slices
 
 
 def lr_at(step: int, total_steps: int, lr: float, lr_min: float) -> float:
@@ -136,7 +136,8 @@ def validate(state: LoopState, data: TrainData) -> tuple[float, float]:
     """Mean loss (the run's) and mean QUBIQ score over validation cases and tasks, whole images.
 
     Each image is predicted as in inference (padded to a multiple of 32, cropped back,
-    un-resized) and compared with its soft label on the source grid.
+    un-resized) and compared with its soft label on the source grid; a volume slice by slice,
+    scored as one volume.
     """
     from softseg.evaluation.metrics import qubiq_score
 
@@ -146,8 +147,14 @@ def validate(state: LoopState, data: TrainData) -> tuple[float, float]:
     losses, scores = [], []
     loss_fn = loss_function(state.config.loss, state.config.dml_weight)
     for image, soft in zip(data.images, data.source_labels):
-        logits = predict_logits(model, image, state.precision, state.device).cpu()
-        logits = resize(logits, tuple(soft.shape[-2:]))
+        if image.ndim == 4:  # a volume: its slices, predicted and stacked back in place
+            slices = [resize(predict_logits(model, resize_input(x, state.config), state.precision,
+                                            state.device).cpu(), tuple(x.shape[-2:]))
+                      for x in volume_slices(image, state.config.slice_axis)]
+            logits = stack_slices(slices, state.config.slice_axis)
+        else:
+            logits = predict_logits(model, image, state.precision, state.device).cpu()
+            logits = resize(logits, tuple(soft.shape[-2:]))
         losses.append(float(loss_fn(logits[None], soft[None])))
         prob = torch.sigmoid(logits).numpy()
         scores.extend(qubiq_score(prob[t], soft[t].numpy()) for t in range(soft.shape[0]))

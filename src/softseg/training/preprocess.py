@@ -5,6 +5,11 @@ per-image, per-channel z-score (:func:`normalize`), the run's resize if it was t
 one (:func:`resize_input`), zero-padding at the end of each spatial axis to a multiple of 32
 (:func:`pad_to_multiple`; the U-Net downsamples 5 times), and cropping the logits back.
 Tensors are torch, channels first: ``(C, H, W)`` for one image, ``(N, C, H, W)`` for a batch.
+
+A volume ``(C, X, Y, Z)`` is z-scored as a whole (so every slice of it keeps the volume's
+intensity scale), then cut into 2D slices along the run's ``slice_axis``
+(:func:`volume_slices`); each slice is then an image as above, and the slices' outputs are
+stacked back in place (:func:`stack_slices`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,17 @@ def normalize(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     mean = x.mean(dim=dims, keepdim=True, dtype=torch.float64).to(torch.float32)
     std = x.to(torch.float64).std(dim=dims, keepdim=True, unbiased=False).to(torch.float32)
     return (x - mean) / torch.where(std > 1e-8, std, torch.ones_like(std))
+
+
+def volume_slices(volume: torch.Tensor, axis: int) -> list[torch.Tensor]:
+    """The 2D slices ``(C, H, W)`` of a ``(C, X, Y, Z)`` volume along spatial ``axis`` (0-2),
+    in order; H and W are the other two spatial axes in their order."""
+    return list(torch.movedim(volume, axis + 1, 0).unbind(0))
+
+
+def stack_slices(slices: list[torch.Tensor], axis: int) -> torch.Tensor:
+    """The inverse of :func:`volume_slices`: ``(T, H, W)`` slices -> ``(T, X, Y, Z)``."""
+    return torch.movedim(torch.stack(slices), 0, axis + 1)
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], *, clamp01: bool = False) -> torch.Tensor:
@@ -63,11 +79,6 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> torch.Tensor:
     """
     h, w = x.shape[-2:]
     return F.pad(x, (0, padded_size(w, multiple) - w, 0, padded_size(h, multiple) - h))
-
-
-def prepare_image(image: np.ndarray | torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """``(C, H, W)`` raw image -> ``(C, H', W')`` float32 normalised (and resized) model input."""
-    return resize_input(normalize(image), config)
 
 
 def resize_input(x: torch.Tensor, config: TrainConfig) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch
 
 from softseg import __version__
 from softseg.training import distributed as _distributed
-from softseg.training.batches import prepare, select_cases, split_ids
+from softseg.training.batches import prepare, select_cases, split_ids, through_plane_axis
 from softseg.training.loop import (
     LoopState,
     lr_at,
@@ -111,7 +111,7 @@ def train(
 
     train_data = prepare(train_cases, config)
     val_data = prepare(val_cases, config, validation=True)
-    state = _build_state(config, device, dist, len(train_cases), resume)
+    state = _build_state(config, device, dist, len(train_data.images), resume)
     if resume:
         _restore(state, run_dir)
         log.info("%s: resuming after epoch %d of %d", run_dir, state.epoch, config.epochs)
@@ -164,15 +164,22 @@ def _resolved(config: TrainConfig, dataset: Dataset, device: torch.device) -> Tr
         )
     channels = {c.channels for c in dataset.cases}
     in_channels = config.in_channels or (min(channels) if channels else 0)
+    volumes = [c for c in dataset.cases if c.image.ndim == 4]
+    slice_axis = config.slice_axis
+    if volumes and slice_axis is None:
+        slice_axis = through_plane_axis(volumes)
+        log.info("%s: volumes are cut into 2D slices along spatial axis %d (largest spacing)",
+                 dataset.root, slice_axis)
     return config.replace(
-        tasks=tasks, in_channels=in_channels, precision=resolve_precision(config.precision, device)
+        tasks=tasks, in_channels=in_channels, precision=resolve_precision(config.precision, device),
+        slice_axis=slice_axis if volumes else config.slice_axis,
     )
 
 
 def _resumed_config(given: TrainConfig, run_dir: Path) -> TrainConfig:
     saved = load_config(run_dir / "config.json")
     differs = [k for k, v in to_dict(given).items()
-               if k not in ("tasks", "in_channels", "precision") and to_dict(saved)[k] != v]
+               if k not in ("tasks", "in_channels", "precision", "slice_axis") and to_dict(saved)[k] != v]
     if differs:
         log.warning("%s: resuming with the run's saved config; ignoring new values of %s",
                     run_dir, ", ".join(differs))
