@@ -368,17 +368,20 @@ def _check_per_fold_and_statistics(out, folds, methods, seeds, fraction_dir="", 
         for seed in seeds:
             eval_dir = out / method.replace(":", "-") / f"seed{seed}" / fraction_dir / f"eval{tag}"
             per_case[method, seed] = rows = _cases_csv(eval_dir)
+            for r in _csv_rows(eval_dir / "metrics.csv"):  # Dice at t = 0.5, per case
+                if float(r["threshold"]) == 0.5:
+                    rows[r["task"], r["case"]]["dice_at_0.5"] = r["dice"]
             for fold in folds:
                 line = next(r for r in per_fold if (r["method"], r["seed"], r["fold"], float(r["fraction"]))
                             == (method, str(seed), fold["name"], 1.0))
                 assert int(line["n_cases"]) == len(fold["test"])
-                for metric in ("dice", "qubiq", "ece", "pred_rater_dist"):
+                for metric in ("dice_at_0.5", "qubiq", "ece", "pred_rater_dist"):
                     expected = np.mean([float(rows["task01", c][metric]) for c in fold["test"]])
                     assert float(line[metric]) == pytest.approx(expected)
     statistics = _csv_rows(out / "statistics.csv")
     reference = methods[0]
     assert {(r["method"], r["metric"]) for r in statistics} == {
-        (m, k) for m in methods[1:] for k in ("dice", "qubiq", "ece", "pred_rater_dist")}
+        (m, k) for m in methods[1:] for k in ("dice_at_0.5", "qubiq", "ece", "pred_rater_dist")}
     for row in statistics:
         def averaged(method, metric):
             by_case = {}
@@ -590,7 +593,9 @@ def test_compare_split_csv_fractions_and_reuse(tmp_path, capsys, tiny_config):
     for r in fractions:
         folder = out / r["method"].replace(":", "-") / "seed0" / ("" if float(r["fraction"]) == 1 else "frac0.5")
         entry = _summary(folder / "eval")["tasks"]["task01"]
-        assert float(r["dice"]) == pytest.approx(entry["table2"]["dice"]["mean"])
+        at_half = entry["table2_by_threshold"]["threshold"].index(0.5)
+        assert float(r["dice_at_0.5"]) == pytest.approx(entry["table2_by_threshold"]["dice"][at_half])
+        assert float(r["qubiq"]) == pytest.approx(entry["qubiq"]["mean"])
         assert float(r["ece"]) == pytest.approx(entry["calibration"]["ece"]["mean"])
     assert (out / "fractions-task01.png").read_bytes()[:4] == b"\x89PNG"
     assert "[fractions-task01.png](fractions-task01.png)" in (out / "comparison.md").read_text()

@@ -25,8 +25,8 @@ from softseg.experiments.statistics import (
 from softseg.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 FOLD_COLUMNS = ("method", "fraction", "seed", "fold", "task", "n_cases", *METRICS)
-FRACTION_COLUMNS = ("method", "fraction", "seed", "task", "dice", "qubiq", "ece")
-PLOTTED = ("dice", "ece")  # the metrics of the paired and fraction figures
+FRACTION_COLUMNS = ("method", "fraction", "seed", "task", "dice_at_0.5", "qubiq", "ece")
+PLOTTED = ("dice_at_0.5", "ece")  # the metrics of the paired and fraction figures
 STATISTICS_COLUMNS = (
     "task", "metric", "method", "reference", "n_pairs", "method_mean", "reference_mean", "mean_difference",
     "ci_low", "ci_high", "wilcoxon_statistic", "p_value", "p_holm", "significant", "higher_is_better",
@@ -36,20 +36,32 @@ Run = tuple[str, float, int]  # (method name, training fraction, seed)
 
 
 def read_case_values(eval_dir: Path, tasks: Sequence[str], metrics: Sequence[str] = METRICS) -> CaseValues:
-    """Per task, per case, the ``metrics`` of an evaluation folder's ``cases.csv`` (NaN where
-    undefined). Raises :class:`SoftsegError` naming the file when a metric column is missing."""
+    """Per task, per case, the ``metrics`` of an evaluation folder: ``dice_at_0.5`` from the
+    t = 0.5 rows of ``metrics.csv``, the others from ``cases.csv`` (NaN where undefined).
+    Raises :class:`SoftsegError` naming the file when a metric is missing."""
     try:
-        cases = read_rows(eval_dir, tasks).cases
+        rows = read_rows(eval_dir, tasks)
     except DatasetError as error:
         raise SoftsegError(f"{error}; delete {eval_dir} and rerun with --resume") from error
-    missing = [m for m in metrics if m not in cases]
+    cases = rows.cases
+    from_cases = [m for m in metrics if m != "dice_at_0.5"]
+    missing = [m for m in from_cases if m not in cases]
     if missing:
         raise SoftsegError(f"{Path(eval_dir) / 'cases.csv'}: no column(s) {', '.join(missing)} "
                            f"(written by an older softseg?); delete {eval_dir} and rerun with --resume")
     values: dict[str, dict[str, dict[str, float]]] = {}
     for i, (case, task) in enumerate(zip(cases["case"], cases["task"])):
         if task in tasks:
-            values.setdefault(str(task), {})[str(case)] = {m: float(cases[m][i]) for m in metrics}
+            values.setdefault(str(task), {})[str(case)] = {m: float(cases[m][i]) for m in from_cases}
+    if "dice_at_0.5" in metrics:
+        m = rows.metrics
+        for case, task, threshold, dice in zip(m["case"], m["task"], m["threshold"], m["dice"]):
+            if task in tasks and abs(float(threshold) - 0.5) < 1e-9 and str(case) in values.get(str(task), {}):
+                values[str(task)][str(case)]["dice_at_0.5"] = float(dice)
+        absent = [c for t in values.values() for c, v in t.items() if "dice_at_0.5" not in v]
+        if absent:
+            raise SoftsegError(f"{Path(eval_dir) / 'metrics.csv'}: no t = 0.5 row for case(s) "
+                               f"{', '.join(absent[:5])}; delete {eval_dir} and rerun with --resume")
     return values
 
 
@@ -77,7 +89,7 @@ def per_fold_rows(
 
 
 def fraction_rows(results: Mapping[Run, Mapping], tasks: Sequence[str]) -> list[dict]:
-    """One row per run and task: the pooled evaluation's Dice (Table 2), QUBIQ and ECE
+    """One row per run and task: the pooled evaluation's Dice at 0.5, QUBIQ and ECE
     (``pipeline.task_values`` as saved in result.json)."""
     rows = []
     for (method, fraction, seed), result in results.items():
@@ -109,7 +121,8 @@ def conventions(reference: str, seed: int) -> str:
         f"value averaged over the seeds first); cells: mean difference [{100 * CONFIDENCE:g} % {CI_METHOD} "
         f"bootstrap CI, {N_RESAMPLES:,} resamples, seed {seed}] and the two-sided Wilcoxon signed-rank p, "
         f"Holm-adjusted over the methods within each task and metric; **bold** = Holm p < {ALPHA:g}; "
-        "Dice and QUBIQ in percentage points, higher is better; lower ECE and E[1−IoU(y,ŷ)] is better."
+        "Dice@0.5 (prediction ≥ 0.5 against soft label ≥ 0.5) and QUBIQ (mean Dice over t = 0.1…0.9, "
+        "also Table 2's Dice) in percentage points, higher is better; lower ECE and E[1−IoU(y,ŷ)] is better."
     )
 
 
@@ -241,13 +254,13 @@ def fractions_markdown(rows: Sequence[dict], figures: Mapping[str, Path]) -> str
     for task, path in figures.items():
         mine = [r for r in rows if r["task"] == task]
         fractions = sorted({r["fraction"] for r in mine})
-        header = ["Method"] + [f"{f:g}: Dice % / ECE" for f in fractions]
+        header = ["Method"] + [f"{f:g}: Dice@0.5 % / ECE" for f in fractions]
         out += [f"## {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for method in dict.fromkeys(r["method"] for r in mine):
             line = [method]
             for f in fractions:
                 here = [r for r in mine if r["method"] == method and r["fraction"] == f]
-                dice, ece = _nanmean([r["dice"] for r in here]), _nanmean([r["ece"] for r in here])
+                dice, ece = _nanmean([r["dice_at_0.5"] for r in here]), _nanmean([r["ece"] for r in here])
                 line.append("n/a" if not here else f"{100 * dice:.2f} / {ece:.4f}")
             out.append("| " + " | ".join(line) + " |")
         out += ["", f"Figure: [{path.name}]({path.name})", ""]
