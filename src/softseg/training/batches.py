@@ -23,7 +23,9 @@ from softseg.training.preprocess import normalize, resize, resize_input, volume_
 
 @dataclass(frozen=True)
 class TrainData:
-    """Per-case tensors. ``images[i]`` ``(C, H, W)`` float32 normalised (and resized);
+    """Per-sample tensors: a 2D case is one sample, a training volume one per slice (case id
+    ``<case>:<k>``), a validation volume one whole ``(C, X, Y, Z)`` sample, normalised, not
+    resized. ``images[i]`` ``(C, H, W)`` float32 normalised (and resized);
     ``labels[i]`` ``(T, H, W)`` float32 in [0, 1] on the same grid (the training target for
     "soft"/"majority"/"staple"; the soft label for validation); ``raters[i][t]`` ``(R, H, W)`` float32
     rater masks (random-rater mode only); ``source_labels[i]`` the soft label on the source
