@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The BU-BIL study of README "What to expect on real data": soft labels against hard-label
+# baselines, losses, TTA and temperature scaling, with paired statistics.
+#
+#   bash studies/bubil/run.sh DATA OUT      e.g. bash studies/bubil/run.sh ../shared/data/bubil study
+#
+# Every step is a `softseg compare --resume` into the same OUT, so the script can be stopped
+# and rerun: finished models, predictions and evaluations are skipped. Budget on a 2-core
+# AVX2 CPU in fp32 (measured 2026-12-02): about 10 minutes per model (96 px, 30 epochs,
+# 83 training images); 22 models in all, so about 4 hours, plus a few minutes of prediction.
+set -euo pipefail
+DATA=${1:?usage: run.sh DATA OUT}
+OUT=${2:?usage: run.sh DATA OUT}
+export HF_HUB_OFFLINE=1
+COMMON=("$DATA" --out "$OUT" --folds 5 --seeds 0 --epochs 30 --resize 96 --crop-size 96
+        --encoder-weights none --resume --no-progress --reference soft:ce)
+step() { echo "=== $1 $(date -u +%H:%M:%S)"; shift; softseg compare "${COMMON[@]}" "$@" > /dev/null; }
+# fold 0: every method and variant
+step "fold 0" --run-folds 0 --methods soft:ce majority:ce soft:ce@tta soft:ce@ts soft:ce+dml staple:ce random_rater:ce
+# folds 1-4: the main comparison and the DML variant
+for f in 1 2 3 4; do
+    step "fold $f" --run-folds "$f" --methods soft:ce majority:ce soft:ce+dml
+done
+# all five folds pooled (nothing trains: every fold's predictions are there)
+step "pooled" --methods soft:ce majority:ce soft:ce+dml soft:ce@tta soft:ce@ts
+# data efficiency on fold 0
+step "fractions" --run-folds 0 --fractions 0.25 0.5 1.0 --methods soft:ce majority:ce
+echo "=== done; tables: $OUT/comparison.md"
