@@ -114,3 +114,14 @@ def test_a_run_trained_on_images_refuses_volumes(tmp_path, volumes):
     loaded = load_run(run, checkpoint="last", device="cpu")
     with pytest.raises(SoftsegError, match=r"image 0: a volume \(1, 24, 20, 8\).*trained on 2D images"):
         predict_images([loaded], [load_dataset(volumes).cases[0].image])
+
+
+def test_qubiq_submission_layout_for_volumes(run, volumes, tmp_path):
+    out = tmp_path / "submission"
+    assert main(["predict", str(run), str(volumes / "Validation"), "--out", str(out), "--qubiq",
+                 "--device", "cpu", "--no-progress"]) == 0
+    written = nib.load(out / DATASET / "case04" / "task01.nii.gz")
+    source = nib.load(volumes / "Validation" / "case04" / "image.nii.gz")
+    assert written.shape == source.shape and written.get_data_dtype() == np.float32
+    np.testing.assert_allclose(written.affine, source.affine, atol=1e-6)
+    assert sorted(p.name for p in out.iterdir()) == [DATASET, f"predictions-{DATASET}-task01.json"]
