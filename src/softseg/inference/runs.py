@@ -201,6 +201,16 @@ def resolve_runs(run_paths: Sequence[str | Path]) -> RunSet:
     return RunSet(tuple(run_dirs), threshold, threshold_path)
 
 
+def _read_json(path: Path, command: str) -> Any:
+    """The JSON a ``softseg <command>`` stored in a run; SoftsegError saying how to redo it."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SoftsegError(
+            f"{path}: cannot read it as JSON ({error}); delete it or rerun `softseg {command}`"
+        ) from error
+
+
 def read_threshold_file(directory: Path) -> dict | None:
     """The ``threshold.json`` of a run (or of a folder of seeds), or None when there is none.
 
@@ -209,12 +219,7 @@ def read_threshold_file(directory: Path) -> dict | None:
     path = Path(directory) / THRESHOLD_FILE
     if not path.is_file():
         return None
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise SoftsegError(
-            f"{path}: cannot read it as JSON ({error}); delete it or rerun `softseg threshold`"
-        ) from error
+    payload = _read_json(path, "threshold")
     tasks = payload.get("tasks") if isinstance(payload, dict) else None
     if not isinstance(tasks, dict) or not all(
         isinstance(entry, dict)
@@ -327,12 +332,7 @@ def read_temperature_file(run_dir: str | Path) -> dict | None:
     path = Path(run_dir) / TEMPERATURE_FILE
     if not path.is_file():
         return None
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise SoftsegError(
-            f"{path}: cannot read it as JSON ({error}); delete it or rerun `softseg calibrate`"
-        ) from error
+    payload = _read_json(path, "calibrate")
     tasks = payload.get("tasks") if isinstance(payload, dict) else None
     valid = isinstance(tasks, dict) and bool(tasks) and isinstance(payload.get("checkpoint_file"), str)
     valid = valid and all(
