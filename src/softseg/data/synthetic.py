@@ -63,12 +63,8 @@ def write_demo_dataset(
     out = Path(out)
     if size < MIN_SIZE:
         raise SoftsegError(f"demo data size must be at least {MIN_SIZE} pixels, got {size}")
-    for name, n, least in (("training", n_train, 1), ("validation", n_val, 0), ("testing", n_test, 0)):
-        if n < least:
-            raise SoftsegError(f"demo data needs at least {least} {name} case(s), got {n}")
+    splits, width = case_splits(n_train, n_val, n_test, "demo data")
     prepare_out_dir(out, overwrite=overwrite, resume=None, what="demo-data", option="OUT")
-    splits = ["Training"] * n_train + ["Validation"] * n_val + ["Testing"] * n_test
-    width = max(2, len(str(len(splits))))
     for index, name in enumerate(DEMO_DATASETS):
         root = out / name
         channels, n_raters = (1, 5) if name == "demo-shapes" else (4, 3)
@@ -94,6 +90,16 @@ def write_demo_dataset(
                     io.write_array(path, mask, affine, overwrite=overwrite)
     log.info("demo data written to %s", out)
     return out
+
+
+def case_splits(n_train: int, n_val: int, n_test: int, what: str) -> tuple[list[str], int]:
+    """The split of each case in number order (Training, then Validation, then Testing) and the
+    digits of its number (``case01``); SoftsegError, naming ``what``, for too few cases."""
+    for name, n, least in (("training", n_train, 1), ("validation", n_val, 0), ("testing", n_test, 0)):
+        if n < least:
+            raise SoftsegError(f"{what} needs at least {least} {name} case(s), got {n}")
+    splits = ["Training"] * n_train + ["Validation"] * n_val + ["Testing"] * n_test
+    return splits, max(2, len(str(len(splits))))
 
 
 def make_case(

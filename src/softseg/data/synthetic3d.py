@@ -28,6 +28,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from softseg.data import io
+from softseg.data.synthetic import case_splits
 from softseg.errors import SoftsegError
 from softseg.files import prepare_out_dir
 
@@ -77,12 +78,8 @@ def write_demo_volumes(
         raise SoftsegError(
             f"3D demo data: expected a volume shape (X, Y, Z) of at least {MIN_SHAPE} voxels, got {shape}"
         )
-    for name, n, least in (("training", n_train, 1), ("validation", n_val, 0), ("testing", n_test, 0)):
-        if n < least:
-            raise SoftsegError(f"3D demo data needs at least {least} {name} case(s), got {n}")
+    splits, width = case_splits(n_train, n_val, n_test, "3D demo data")
     prepare_out_dir(out, overwrite=overwrite, resume=None, what="demo-data", option="OUT")
-    splits = ["Training"] * n_train + ["Validation"] * n_val + ["Testing"] * n_test
-    width = max(2, len(str(len(splits))))
     affine = demo_affine()
     for number, split in enumerate(tqdm(splits, desc=DATASET, unit="case", disable=None), start=1):
         image, masks = make_volume(np.random.default_rng([seed, 3, number]), shape)
