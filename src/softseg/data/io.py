@@ -152,9 +152,11 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, tuple[float, ...]]:
     # Zooms are stored as float32; 7 significant digits give back the value that was meant
     # (0.8, not 0.800000011920929). They are the file's own: nibabel turns a zero pixdim
     # into 1 on loading, and a volume without a spacing must be refused, not taken as 1 mm.
-    with nib.openers.ImageOpener(str(path)) as handle:  # the header as stored, unchecked
-        stored = type(img.header).from_fileobj(handle, check=False)["pixdim"]
-    zooms = tuple(float(f"{float(z):.7g}") for z in stored[1 : len(img.header.get_zooms()) + 1])
+    zooms = img.header.get_zooms()
+    if 1.0 in zooms:  # a 1 may be a stored 0 that nibabel fixed: read the header as stored
+        with nib.openers.ImageOpener(str(path)) as handle:
+            zooms = type(img.header).from_fileobj(handle, check=False)["pixdim"][1 : len(zooms) + 1]
+    zooms = tuple(float(f"{float(z):.7g}") for z in zooms)
     return data, geometry, zooms
 
 
