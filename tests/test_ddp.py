@@ -7,6 +7,9 @@ SyncBatchNorm is GPU-only): here BatchNorm is swapped for GroupNorm, stochastic 
 and the augmentations are identity (the growing batch still holds 8 -> 32 samples). What is
 then left to differ is the order of floating-point sums, so the curves must agree to 1e-5
 relative (observed: 4e-8). This pins the sharding of the global batch, gradient averaging and loss reporting.
+
+The 3D mode's DynUNet uses instance norm, per sample already; its patches are the whole
+volume so that the augmented copies' windows (drawn per process) cannot differ either.
 """
 
 import csv
@@ -70,6 +73,23 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         torch.distributed.destroy_process_group()
 
 
+def _worker_3d(rank: int, world: int, port: int, out: str, data: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from softseg.data.datasets import load_dataset
+    from softseg.training.config import TrainConfig
+    from softseg.training.train import train
+
+    config = {**CONFIG, "batch_size": 4, "dims": "3d", "patch_size": (16, 16, 8), "base_filters": 4}
+    config.pop("crop_size")
+    ds = load_dataset(data)
+    ids = [c.case_id for c in ds.cases]
+    train(TrainConfig(**config), ds, Path(out), ids[:6], ids[6:7], progress=False)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,3 +114,20 @@ def test_two_processes_follow_the_single_process_loss_curve(tmp_path):
         torch.testing.assert_close(b["model"][key], a["model"][key], rtol=1e-3, atol=1e-4)
     env = (tmp_path / "two" / "env.json").read_text()
     assert '"processes": 2' in env
+
+
+def test_two_processes_follow_the_single_process_loss_curve_in_3d(tmp_path):
+    from softseg.data.synthetic3d import DATASET, write_demo_volumes
+
+    data = str(write_demo_volumes(tmp_path / "data", seed=1, shape=(16, 16, 8), n_train=6, n_val=1,
+                                  n_test=0) / DATASET)
+    mp.spawn(_worker_3d, args=(1, _free_port(), str(tmp_path / "one"), data), nprocs=1, join=True)
+    mp.spawn(_worker_3d, args=(2, _free_port(), str(tmp_path / "two"), data), nprocs=2, join=True)
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(one) == len(two) == 2
+    np.testing.assert_allclose(two, one, rtol=1e-5)
+    a = torch.load(tmp_path / "one" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4  # 6 volumes, global batch 4 -> 2 steps per epoch
+    for key in a["model"]:
+        torch.testing.assert_close(b["model"][key], a["model"][key], rtol=1e-3, atol=1e-4)

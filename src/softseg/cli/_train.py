@@ -33,15 +33,25 @@ def register(subparsers) -> None:
     p.add_argument("--tasks", nargs="+", help="tasks to train (default: all, or the preset's)")
     add_seeds(p, None, "one run per seed")
     p.add_argument("--epochs", type=int, help=f"training epochs ({d('epochs')})")
-    p.add_argument("--batch-size", type=int, help=f"images per step before the growing batch ({d('batch_size')})")
+    p.add_argument("--batch-size", type=int,
+                   help=f"images per step before the growing batch ({d('batch_size')}; 2 for --dims 3d)")
     p.add_argument("--aug-copies", type=int, help=f"augmented copies per image per step ({d('aug_copies')})")
     p.add_argument("--crop-size", type=int, help=f"training crop, a multiple of 32 ({d('crop_size')})")
     p.add_argument("--resize", type=int, help="resize every image and label to N x N first (undone on output)")
     p.add_argument("--slice-axis", type=int, choices=(0, 1, 2),
                    help="volumes: the spatial axis to cut them along into 2D training slices "
                         "(default: the axis of largest voxel spacing)")
-    p.add_argument("--lr", type=float, help=f"initial learning rate ({d('lr')})")
-    p.add_argument("--lr-min", type=float, help=f"final learning rate of the cosine schedule ({d('lr_min')})")
+    p.add_argument("--dims", choices=("2d", "3d"),
+                   help="2d: the paper's 2D network (on 2D images, or on volumes slice by slice); "
+                        "3d: a 3D U-Net (MONAI DynUNet) on patches of volumes, sliding-window "
+                        "prediction (default 2d; docs/training.md says which to pick)")
+    p.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="3d: training patch and sliding window in voxels, multiples of the "
+                        "network's divisor (default: planned from the volumes' median shape)")
+    p.add_argument("--base-filters", type=int,
+                   help=f"3d: channels at full resolution, doubled per level up to 10x ({d('base_filters')})")
+    p.add_argument("--lr", type=float, help=f"initial learning rate ({d('lr')}; 1e-3 for --dims 3d)")
+    p.add_argument("--lr-min", type=float, help=f"final learning rate of the cosine schedule ({d('lr_min')}; 1e-5 for --dims 3d)")
     p.add_argument("--vflip", type=float, help=f"vertical flip probability ({d('vflip')}; 0 for kidney)")
     p.add_argument("--label-mode", choices=LABEL_MODES,
                    help=f"soft labels or a hard-label baseline: majority vote, one random rater per "
@@ -70,7 +80,8 @@ def register(subparsers) -> None:
 
 
 _OVERRIDES = (
-    "tasks", "epochs", "batch_size", "aug_copies", "crop_size", "resize", "slice_axis", "lr", "lr_min", "vflip",
+    "tasks", "epochs", "batch_size", "aug_copies", "crop_size", "resize", "slice_axis", "dims", "patch_size",
+    "base_filters", "lr", "lr_min", "vflip",
     "label_mode", "loss", "dml_weight", "precision", "device", "val_every", "val_fraction", "best_metric", "encoder_weights",
 )
 

@@ -28,6 +28,7 @@ from softseg.training.preprocess import (
     normalize,
     padded_size,
     predict_logits_batch,
+    predict_logits_volume,
     resize,
     resize_input,
     stack_slices,
@@ -83,6 +84,11 @@ def tta_flips(config: TrainConfig, tta: str = "none") -> tuple[tuple[int, ...], 
 def _check_images(first: LoadedRun, images: list[np.ndarray]) -> None:
     axis = first.config.slice_axis
     for index, image in enumerate(images):
+        if first.config.dims == "3d" and image.ndim != 4:
+            raise SoftsegError(
+                f"image {index}: shape {image.shape} (channels first), but the run is a 3D model "
+                f"(dims 3d) that predicts volumes (C, X, Y, Z); use a 2D run for 2D images"
+            )
         if image.ndim == 4 and axis is None:
             raise SoftsegError(
                 f"image {index}: a volume {image.shape} (channels first), but the run was trained "
@@ -165,12 +171,16 @@ def predict_images(
     their probabilities are averaged. A run with ``temperature`` has its logits divided by
     its task's T before the sigmoid. ``tta``: "none", or "flip" (see :func:`tta_flips`).
     2D images ``(C, H, W)``; volumes ``(C, X, Y, Z)`` with runs trained on volumes, slice by
-    slice along the run's ``slice_axis`` (the slices of several volumes share forward passes).
+    slice along the run's ``slice_axis`` (the slices of several volumes share forward passes),
+    or with 3D runs (dims 3d) by sliding windows
+    (:func:`softseg.training.preprocess.predict_logits_volume`).
     """
     runs = list(loaded_runs)
     check_runs_compatible(runs)
     images = [np.asarray(image) for image in images]
     _check_images(runs[0], images)
+    if runs[0].config.dims == "3d":
+        return [_predict_volume(runs, normalize(image), tta).numpy() for image in images]
     axis = runs[0].config.slice_axis
     normalized, owner = _flatten(images, axis)  # the same for every run
     totals: list[torch.Tensor | None] = [None] * len(normalized)
@@ -190,9 +200,46 @@ def predict_source_logits(run: LoadedRun, images: Sequence[np.ndarray]) -> list[
     resized back. No temperature, no TTA: what :mod:`softseg.inference.calibration` fits."""
     images = [np.asarray(image) for image in images]
     _check_images(run, images)
+    if run.config.dims == "3d":
+        return [_volume_logits(run, normalize(image)).numpy() for image in images]
     normalized, owner = _flatten(images, run.config.slice_axis)
     out: list[torch.Tensor | None] = [None] * len(normalized)
     for indices, batch in _passes(run, normalized):
         for i, logits in zip(indices, _logits(run, batch).cpu()):
             out[i] = resize(logits, tuple(normalized[i].shape[1:]))
     return [x.numpy().astype(np.float32) for x in _assemble(out, owner, images, run.config.slice_axis)]
+
+
+def _volume_flip_dims(config: TrainConfig, flip: tuple[int, ...]) -> tuple[int, ...]:
+    """A 2D view's flip (dims of ``(N, C, H, W)``: -1 horizontal, -2 vertical) as dims of a
+    ``(1, C, X, Y, Z)`` volume: the in-plane axes of the run's through-plane ``slice_axis``,
+    as :mod:`softseg.training.augment3d` flips them in training."""
+    from softseg.training.augment3d import in_plane_axes
+
+    vertical, horizontal = in_plane_axes(config.slice_axis)
+    return tuple(sorted(horizontal + 2 if d == -1 else vertical + 2 for d in flip))
+
+
+def _volume_logits(run: LoadedRun, volume: torch.Tensor, flip: tuple[int, ...] = ()) -> torch.Tensor:
+    """The 3D run's logits ``(T, X, Y, Z)`` on the CPU for a normalised volume seen through
+    ``flip`` (2D view dims, see :func:`_volume_flip_dims`), flipped back."""
+    precision = resolve_precision(run.config.precision, run.device)
+    dims = tuple(d - 1 for d in _volume_flip_dims(run.config, flip))  # no batch axis here
+    x = volume.flip(dims) if dims else volume
+    logits = predict_logits_volume(run.model, x, run.config.patch_size, precision, run.device)
+    return logits.flip(dims) if dims else logits
+
+
+def _predict_volume(runs: Sequence[LoadedRun], volume: torch.Tensor, tta: str) -> torch.Tensor:
+    """``sigmoid(logits / T)`` of 3D runs, averaged over each run's views, then over runs."""
+    total = None
+    for run in runs:
+        views = tta_flips(run.config, tta)
+        scale = None
+        if run.temperature is not None:
+            scale = torch.tensor(run.temperature, dtype=torch.float32)[:, None, None, None]
+        for flip in views:
+            logits = _volume_logits(run, volume, flip)
+            prob = torch.sigmoid(logits if scale is None else logits / scale) / (len(views) * len(runs))
+            total = prob if total is None else total + prob
+    return total.clamp_(0.0, 1.0).to(torch.float32)

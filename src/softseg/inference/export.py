@@ -129,6 +129,12 @@ def export_onnx(
     run_set = resolve_runs([run])
     loaded = load_models(run_set.run_dirs, device="cpu", checkpoint=checkpoint, temperature=temperature)
     first = loaded[0]
+    if first.config.dims == "3d":
+        raise SoftsegError(
+            f"{first.run_dir}: a 3D run (dims 3d) predicts by sliding windows, which the ONNX "
+            f"graph of one forward pass does not hold; export supports 2D runs; predict volumes "
+            f"with softseg predict"
+        )
     for other in loaded[1:]:
         if (other.config.resize, other.config.normalization) != (
             first.config.resize, first.config.normalization

@@ -126,7 +126,7 @@ def load_run(
     fold_batchnorm(model)
     # The memory format training used: channels_last makes CPU inference ~1.3x faster.
     precision = resolve_precision(config.precision, device)
-    model.to(device).to(memory_format=memory_format(precision, device)).eval()
+    model.to(device).to(memory_format=memory_format(precision, device, config.dims)).eval()
     epoch = state.get("epoch")
     epoch = int(epoch) if isinstance(epoch, int) else None
     tasks = tuple(config.tasks)
@@ -135,8 +135,8 @@ def load_run(
 
 
 def check_runs_compatible(runs: Sequence[LoadedRun]) -> None:
-    """Raise SoftsegError unless all runs share tasks and input channels (so that their
-    probabilities can be averaged); also when no run is given."""
+    """Raise SoftsegError unless all runs share tasks, input channels, dims and slice axis
+    (so that their probabilities can be averaged the same way); also when no run is given."""
     if not runs:
         raise SoftsegError("no trained run given; pass at least one run folder")
     first = runs[0]
@@ -146,6 +146,12 @@ def check_runs_compatible(runs: Sequence[LoadedRun]) -> None:
                 f"{run.run_dir}: tasks {run.tasks} / {run.config.in_channels} channels differ from "
                 f"{first.run_dir}: {first.tasks} / {first.config.in_channels} channels; only runs "
                 f"trained on the same tasks and image channels can be averaged"
+            )
+        if (run.config.dims, run.config.slice_axis) != (first.config.dims, first.config.slice_axis):
+            raise SoftsegError(
+                f"{run.run_dir}: dims {run.config.dims}, slice axis {run.config.slice_axis} differ "
+                f"from {first.run_dir}: dims {first.config.dims}, slice axis {first.config.slice_axis}; "
+                f"only runs that see volumes the same way are averaged here"
             )
 
 

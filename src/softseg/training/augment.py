@@ -183,12 +183,19 @@ def growing_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The growing batch (Fort et al. 2021): the B original crops ``images``/``labels``, then
     ``copies`` augmented copies of each case drawn from ``sources`` (the B whole images and
-    targets the crops came from, on the model's device) by :func:`augmented_crops`:
+    targets the crops came from, on the model's device) by :func:`augmented_crops`, or for
+    3D patches ``(B, C, X, Y, Z)`` by :func:`softseg.training.augment3d.augmented_patches`:
     ``(B * (1 + copies), ...)``. Row ``k * B + i`` (k >= 1) is a copy of case i."""
     if copies == 0:
         return images, labels
     source_images, source_labels = sources
-    aug_i, aug_l = augmented_crops(
-        list(source_images) * copies, list(source_labels) * copies, images.shape[-1], settings, generator
-    )
+    if images.ndim == 5:
+        from softseg.training.augment3d import augmented_patches
+
+        aug_i, aug_l = augmented_patches(list(source_images) * copies, list(source_labels) * copies,
+                                         tuple(images.shape[2:]), settings, generator)
+    else:
+        aug_i, aug_l = augmented_crops(
+            list(source_images) * copies, list(source_labels) * copies, images.shape[-1], settings, generator
+        )
     return torch.cat([images, aug_i.to(images.dtype)]), torch.cat([labels.float(), aug_l])

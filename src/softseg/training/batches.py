@@ -29,13 +29,16 @@ class TrainData:
     ``labels[i]`` ``(T, H, W)`` float32 in [0, 1] on the same grid (the training target for
     "soft"/"majority"/"staple"; the soft label for validation); ``raters[i][t]`` ``(R, H, W)`` float32
     rater masks (random-rater mode only); ``source_labels[i]`` the soft label on the source
-    grid (validation only, to score on the original pixels)."""
+    grid (validation only, to score on the original pixels). In the 3D mode every sample is a
+    whole normalised volume, its targets ``(T, X, Y, Z)`` and ``foreground`` (see
+    :func:`softseg.training.augment3d.foreground_voxels`)."""
 
     case_ids: tuple[str, ...]
     images: tuple[torch.Tensor, ...]
     labels: tuple[torch.Tensor, ...]
     raters: tuple[tuple[torch.Tensor, ...], ...] = ()
     source_labels: tuple[torch.Tensor, ...] = ()
+    foreground: tuple[torch.Tensor, ...] = ()  # 3D mode: each volume's labelled voxels (n, 3)
 
 
 def select_cases(dataset: Dataset, ids: Sequence[str], tasks: Sequence[str], role: str) -> list[Case]:
@@ -102,8 +105,9 @@ def prepare(cases: Sequence[Case], config: TrainConfig, *, validation: bool = Fa
 
     A volume is z-scored as a whole and, for training, cut into 2D slices along
     ``config.slice_axis``: every slice is a sample (slices without foreground included, so the
-    model sees the anatomy around the structure as often as it occurs). Validation keeps
-    volumes whole (normalised, not resized), to be scored per volume.
+    model sees the anatomy around the structure as often as it occurs). The 3D mode and
+    validation keep volumes whole (normalised, not resized): patches are cut per step, and
+    validation scores per volume.
     """
     images, targets, raters, source, ids = [], [], [], [], []
     size = (config.resize, config.resize) if config.resize is not None else None
@@ -115,10 +119,12 @@ def prepare(cases: Sequence[Case], config: TrainConfig, *, validation: bool = Fa
         masks = _rater_masks(case, config) if mode == "random_rater" else []
         if validation:
             source.append(label)
-        if validation and case.image.ndim == 4:
+        if case.image.ndim == 4 and (validation or config.dims == "3d"):
             images.append(normalize(case.image))
             targets.append(label)
             ids.append(case.case_id)
+            if mode == "random_rater":
+                raters.append(tuple(masks))
             continue
         samples = _samples(case, normalize(case.image), label, masks, config)
         for k, (image, target, per_task) in enumerate(samples):
@@ -127,7 +133,12 @@ def prepare(cases: Sequence[Case], config: TrainConfig, *, validation: bool = Fa
             ids.append(case.case_id if len(samples) == 1 else f"{case.case_id}:{k}")
             if mode == "random_rater":
                 raters.append(tuple(resize(m, size, clamp01=True) if size else m for m in per_task))
-    return TrainData(tuple(ids), tuple(images), tuple(targets), tuple(raters), tuple(source))
+    foreground = ()
+    if config.dims == "3d" and not validation:
+        from softseg.training.augment3d import foreground_voxels
+
+        foreground = tuple(foreground_voxels(label) for label in targets)
+    return TrainData(tuple(ids), tuple(images), tuple(targets), tuple(raters), tuple(source), foreground)
 
 
 def _rater_masks(case: Case, config: TrainConfig) -> list[torch.Tensor]:

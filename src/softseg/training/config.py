@@ -27,6 +27,13 @@ LOSSES = ("ce", "dml", "ce+dml")
 PRECISIONS = ("auto", "fp32", "bf16", "amp")
 BEST_METRICS = ("qubiq", "loss")
 NORMALIZATIONS = ("zscore",)
+DIMS = ("2d", "3d")
+
+# Defaults of the 3D mode where they differ from the paper's 2D procedure, applied under a
+# preset, a config file and the command line. batch_size 2: nnU-Net's 3D batch (the growing
+# batch makes it 8 patches a step). lr 1e-3: Adam's usual rate for a 3D U-Net with instance
+# norm; the paper's 1e-2 is for its 2D network with batch norm.
+DIMS_DEFAULTS: dict[str, dict[str, Any]] = {"2d": {}, "3d": {"batch_size": 2, "lr": 1e-3, "lr_min": 1e-5}}
 
 
 @dataclass(frozen=True)
@@ -40,8 +47,15 @@ class TrainConfig:
     to the source grid. ``precision`` "auto" becomes "bf16" on a CPU with bf16 support, "amp"
     on a GPU and "fp32" otherwise; the resolved value is what ``config.json`` records.
     Normalisation "zscore" is per image (per volume for volumes) and per channel (mean 0,
-    std 1), in training and in inference alike. Volumes are trained on as 2D slices along
-    ``slice_axis``.
+    std 1), in training and in inference alike.
+
+    ``dims`` "2d" trains the paper's 2D network: on 2D images, or on volumes as 2D slices
+    along ``slice_axis``. "3d" trains a 3D U-Net (MONAI DynUNet, see
+    :mod:`softseg.training.network3d`) on random ``patch_size`` patches of volumes; the
+    network is planned from ``patch_size`` and ``voxel_spacing`` (mm; filled in at training
+    from the training volumes' median spacing, and planned there too when ``patch_size`` is
+    empty), with ``base_filters`` channels at full resolution. Both modes rotate volumes about
+    ``slice_axis``, the through-plane axis.
     """
 
     # data
@@ -51,9 +65,16 @@ class TrainConfig:
     loss: str = "ce"  # the paper's soft cross-entropy; see softseg.training.losses
     dml_weight: float = 1.0  # weight of the Dice semimetric term in loss "ce+dml"
     resize: int | None = None
-    # volumes: the spatial axis (0-2) they are cut along into 2D training slices; None for 2D
-    # data, and for volumes until training resolves it (the axis of largest voxel spacing)
+    # volumes: the through-plane spatial axis (0-2), the one 2D mode cuts them along into
+    # slices and 3D mode rotates about; None for 2D data, and for volumes until training
+    # resolves it (the axis of largest voxel spacing)
     slice_axis: int | None = None
+    dims: str = "2d"
+    # 3D mode: the training patch in voxels (X, Y, Z), multiples of the network's divisor per
+    # axis; () until training plans it from the data
+    patch_size: tuple[int, ...] = ()
+    voxel_spacing: tuple[float, ...] = ()  # 3D mode: the spacing (mm) the network was planned for
+    base_filters: int = 32  # 3D mode: channels at full resolution (nnU-Net: 32)
     normalization: str = "zscore"
     val_fraction: float = 0.2
     # model
@@ -124,7 +145,7 @@ def task_name(name: str) -> str:
 
 
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
-_TUPLE_FIELDS = {"tasks", "decoder_channels", "betas"}
+_TUPLE_FIELDS = {"tasks", "decoder_channels", "betas", "patch_size", "voxel_spacing"}
 
 
 def preset(name: str) -> TrainConfig:
@@ -167,9 +188,13 @@ def resolve_config(
     name = preset_name or from_file.pop("preset", None)
     if name is not None and preset_name is not None:
         from_file.pop("preset", None)
-    config = preset(name) if name is not None else TrainConfig()
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    config = config.replace(**{**from_file, **_coerce(given, "command line")})
+    given = _coerce({k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
+    chosen = {**(PRESETS[task_name(name)] if name is not None else {}), **from_file, **given}
+    dims = chosen.get("dims", TrainConfig.dims)
+    config = TrainConfig(**_coerce(DIMS_DEFAULTS.get(dims, {}), f"{dims} defaults"))
+    if name is not None:
+        config = config.replace(**_coerce(PRESETS[task_name(name)], f"preset {name}"), preset=task_name(name))
+    config = config.replace(**{**from_file, **given})
     validate(config)
     return config
 
@@ -217,6 +242,15 @@ def validate(config: TrainConfig) -> None:
                                  and 0 <= c.slice_axis <= 2),
         f"slice_axis: expected a spatial axis 0, 1 or 2 of a volume, or none, found {c.slice_axis!r}",
     )
+    check(c.dims in DIMS, f"dims: expected one of {DIMS}, found {c.dims!r}")
+    check(
+        c.patch_size == () or (len(c.patch_size) == 3 and all(isinstance(n, int) and n >= 4 for n in c.patch_size)),
+        f"patch_size: expected three voxel counts >= 4 (X Y Z), or none to plan it from the data, "
+        f"found {c.patch_size}",
+    )
+    check(c.voxel_spacing == () or (len(c.voxel_spacing) == 3 and all(v > 0 for v in c.voxel_spacing)),
+          f"voxel_spacing: expected three positive spacings (mm), found {c.voxel_spacing}")
+    check(c.base_filters >= 1, f"base_filters: expected >= 1, found {c.base_filters}")
     check(c.in_channels >= 0, f"in_channels: expected >= 0, found {c.in_channels}")
     check(
         len(c.decoder_channels) == 5 and all(ch >= 1 for ch in c.decoder_channels),

@@ -1,6 +1,6 @@
 """One training step, one epoch, one validation pass; the state a checkpoint holds.
 
-The step: the global batch's cases and random crops (shared sampling generator), this
+The step: the global batch's cases and random crops, or 3D patches (shared sampling generator), this
 process's slice, the growing batch on the model's device (the original crops + ``aug_copies``
 augmented copies drawn from the whole images), the forward pass under the run's precision,
 the run's loss (:mod:`softseg.training.losses`) in float32, backward, Adam. The learning rate
@@ -21,8 +21,16 @@ from softseg.training.batches import TrainData, sample_targets
 from softseg.training.runtime import autocast, memory_format, seeded_global_rng
 from softseg.training.config import TrainConfig
 from softseg.training.augment import growing_batch, random_crops
+from softseg.training.augment3d import random_patches
 from softseg.training.losses import loss_function
-from softseg.training.preprocess import predict_logits, resize, resize_input, stack_slices, volume_slices
+from softseg.training.preprocess import (
+    predict_logits,
+    predict_logits_volume,
+    resize,
+    resize_input,
+    stack_slices,
+    volume_slices,
+)
 
 
 def lr_at(step: int, total_steps: int, lr: float, lr_min: float) -> float:
@@ -76,7 +84,11 @@ def train_step(state: LoopState, data: TrainData, indices: list[int]) -> float:
     """One optimiser step on the cases ``indices`` (the global batch); returns the global loss."""
     c, device = state.config, state.device
     source_images, source_labels = sample_targets(data, indices, state.sampler)
-    images, labels = random_crops(source_images, source_labels, c.crop_size, state.sampler)
+    if c.dims == "3d":
+        foreground = [data.foreground[i] for i in indices] if data.foreground else []
+        images, labels = random_patches(source_images, source_labels, c.patch_size, state.sampler, foreground)
+    else:
+        images, labels = random_crops(source_images, source_labels, c.crop_size, state.sampler)
     world, rank = state.dist.world, state.dist.rank
     if world > 1:
         images, labels = images[rank::world], labels[rank::world]
@@ -90,7 +102,7 @@ def train_step(state: LoopState, data: TrainData, indices: list[int]) -> float:
     seed = int(np.random.SeedSequence([c.seed, rank, state.step]).generate_state(1)[0])
     augmenter = torch.Generator().manual_seed(seed)
     images, labels = growing_batch(images, labels, sources, c.aug_copies, c, augmenter)
-    images = images.contiguous(memory_format=memory_format(state.precision, device))
+    images = images.contiguous(memory_format=memory_format(state.precision, device, c.dims))
 
     lr = lr_at(state.step, state.total_steps, c.lr, c.lr_min)
     for group in state.optimizer.param_groups:
@@ -137,7 +149,7 @@ def validate(state: LoopState, data: TrainData) -> tuple[float, float]:
 
     Each image is predicted as in inference (padded to a multiple of 32, cropped back,
     un-resized) and compared with its soft label on the source grid; a volume slice by slice,
-    scored as one volume.
+    or in the 3D mode by sliding windows, scored as one volume.
     """
     from softseg.evaluation.metrics import qubiq_score
 
@@ -147,7 +159,9 @@ def validate(state: LoopState, data: TrainData) -> tuple[float, float]:
     losses, scores = [], []
     loss_fn = loss_function(state.config.loss, state.config.dml_weight)
     for image, soft in zip(data.images, data.source_labels):
-        if image.ndim == 4:  # a volume: its slices, predicted and stacked back in place
+        if state.config.dims == "3d":
+            logits = predict_logits_volume(model, image, state.config.patch_size, state.precision, state.device)
+        elif image.ndim == 4:  # a volume: its slices, predicted and stacked back in place
             slices = [resize(predict_logits(model, resize_input(x, state.config), state.precision,
                                             state.device).cpu(), tuple(x.shape[-2:]))
                       for x in volume_slices(image, state.config.slice_axis)]

@@ -99,7 +99,13 @@ def create_model(
 
 
 def model_from_config(config: TrainConfig, encoder_weights: str | Path | None = "none") -> nn.Module:
-    """The model a run with ``config`` trains (tasks and in_channels must be filled in)."""
+    """The model a run with ``config`` trains (tasks and in_channels must be filled in, and
+    for the 3D mode patch_size and voxel_spacing; it has no pretrained weights)."""
+    if config.dims == "3d":
+        from softseg.training.network3d import create_model_3d
+
+        return create_model_3d(config.in_channels, len(config.tasks), config.patch_size,
+                               config.voxel_spacing, config.base_filters)
     return create_model(
         config.in_channels,
         len(config.tasks),

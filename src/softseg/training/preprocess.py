@@ -110,3 +110,39 @@ def predict_logits_batch(
     with autocast(precision, device):
         logits = model(x)
     return logits[:, :, :h, :w].float()
+
+
+# Sliding-window prediction of the 3D mode (MONAI's sliding_window_inference): windows of the
+# training patch overlapping by half (nnU-Net's step size), blended with a Gaussian importance
+# map (sigma 1/8 of the window, nnU-Net's and MONAI's default) so that window borders, where a
+# convolution sees the least context, count least.
+SLIDING_OVERLAP = 0.5
+SLIDING_SIGMA = 0.125
+
+
+def sliding_batch_size(device: torch.device) -> int:
+    """Windows per forward pass: 1 on a CPU (memory bounded by one window), 4 on a GPU."""
+    return 1 if device.type == "cpu" else 4
+
+
+@torch.no_grad()
+def predict_logits_volume(
+    model: torch.nn.Module, volume: torch.Tensor, patch: tuple[int, ...], precision: str,
+    device: torch.device,
+) -> torch.Tensor:
+    """Logits ``(T, X, Y, Z)`` float32 on the CPU for one normalised ``(C, X, Y, Z)`` volume,
+    by sliding ``patch`` windows over it (see :data:`SLIDING_OVERLAP`). The stitched output
+    is kept on the CPU, so device memory holds the windows, not the volume. A volume smaller
+    than the window on some axis is padded for the pass and cropped back (MONAI does both)."""
+    from monai.inferers import sliding_window_inference
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with autocast(precision, device):
+            return model(x).float()
+
+    logits = sliding_window_inference(
+        volume[None].float(), roi_size=tuple(patch), sw_batch_size=sliding_batch_size(device),
+        predictor=forward, overlap=SLIDING_OVERLAP, mode="gaussian", sigma_scale=SLIDING_SIGMA,
+        sw_device=device, device=torch.device("cpu"), progress=False,
+    )
+    return torch.as_tensor(logits)[0].float()

@@ -56,10 +56,11 @@ def autocast(precision: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def memory_format(precision: str, device: torch.device) -> torch.memory_format:
-    """channels_last on the CPU (about 1.4x faster in fp32 and needed for fast bf16) and on
-    the GPU under mixed precision (tensor cores); contiguous otherwise."""
-    if device.type == "cpu" or precision != "fp32":
+def memory_format(precision: str, device: torch.device, dims: str = "2d") -> torch.memory_format:
+    """2D: channels_last on the CPU (about 1.4x faster in fp32 and needed for fast bf16) and
+    on the GPU under mixed precision (tensor cores); contiguous otherwise. 3D: contiguous
+    (channels_last_3d made the 3D U-Net's CPU step about 10 % slower, measured in fp32 on AVX2)."""
+    if dims == "2d" and (device.type == "cpu" or precision != "fp32"):
         return torch.channels_last
     return torch.contiguous_format
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from softseg import __version__
@@ -47,6 +48,7 @@ from softseg.data.cases import Dataset, check_channels
 from softseg.errors import SoftsegError
 from softseg.files import prepare_out_dir, write_text_atomic
 from softseg.training.model import load_checkpoint, model_from_config, save_checkpoint
+from softseg.training.network3d import check_patch, plan_patch
 
 __all__ = ["train", "split_ids", "soft_cross_entropy", "lr_at", "HISTORY_COLUMNS"]
 
@@ -96,6 +98,8 @@ def train(
             f"{dataset.root}: {len(train_cases)} training case(s) for {dist.world} process(es); "
             f"need at least one per process; check the split / case ids"
         )
+    if config.dims == "3d":
+        _check_patch_fits(config, train_cases)
     check_channels(train_cases + val_cases, config.in_channels,
                    reason=f"in_channels = {config.in_channels} of the configuration")
     problem = None
@@ -165,21 +169,61 @@ def _resolved(config: TrainConfig, dataset: Dataset, device: torch.device) -> Tr
     channels = {c.channels for c in dataset.cases}
     in_channels = config.in_channels or (min(channels) if channels else 0)
     volumes = [c for c in dataset.cases if c.image.ndim == 4]
+    if config.dims == "3d" and len(volumes) < len(dataset.cases):
+        flat = [c.case_id for c in dataset.cases if c.image.ndim != 4]
+        raise SoftsegError(
+            f"{dataset.root}: dims 3d trains on volumes (C, X, Y, Z), but {len(flat)} case(s) are 2D "
+            f"images (e.g. {', '.join(flat[:3])}); train 2D data with --dims 2d"
+        )
     slice_axis = config.slice_axis
     if volumes and slice_axis is None:
         slice_axis = through_plane_axis(volumes)
-        log.info("%s: volumes are cut into 2D slices along spatial axis %d (largest spacing)",
-                 dataset.root, slice_axis)
-    return config.replace(
+        what = "rotated about" if config.dims == "3d" else "cut into 2D slices along"
+        log.info("%s: volumes are %s spatial axis %d (largest spacing)", dataset.root, what, slice_axis)
+    config = config.replace(
         tasks=tasks, in_channels=in_channels, precision=resolve_precision(config.precision, device),
         slice_axis=slice_axis if volumes else config.slice_axis,
     )
+    return _planned_3d(config, volumes, dataset) if config.dims == "3d" else config
+
+
+def _planned_3d(config: TrainConfig, volumes, dataset: Dataset) -> TrainConfig:
+    """The 3D mode's network spacing (the volumes' median, per axis) and patch (planned from
+    the volumes' median shape when not given), checked against the network's divisor."""
+    spacing = config.voxel_spacing or tuple(
+        float(np.median([c.spacing[a] for c in volumes])) for a in range(3))
+    patch = config.patch_size or plan_patch([c.image.shape[1:] for c in volumes], spacing)
+    if not config.patch_size:
+        log.info("%s: 3D patch %s voxels planned for spacing %s mm", dataset.root, patch,
+                 tuple(round(s, 3) for s in spacing))
+    check_patch(patch, spacing)
+    if config.encoder_weights not in ("none", "imagenet"):
+        log.warning("encoder_weights %s: ignored by the 3D U-Net, which starts from random weights",
+                    config.encoder_weights)
+    return config.replace(voxel_spacing=tuple(spacing), patch_size=tuple(int(p) for p in patch),
+                          encoder_weights="none")
+
+
+def _check_patch_fits(config: TrainConfig, cases) -> None:
+    """Every training volume must hold a whole patch (the patch is cut inside the volume)."""
+    small = [f"{c.case_id} {tuple(c.image.shape[1:])}" for c in cases
+             if any(n < p for n, p in zip(c.image.shape[1:], config.patch_size))]
+    if small:
+        raise SoftsegError(
+            f"patch_size {config.patch_size}: larger than {len(small)} training volume(s) on some "
+            f"axis: {', '.join(small[:5])}{' ...' if len(small) > 5 else ''}; give a smaller "
+            f"--patch-size (multiples of the network's divisor)"
+        )
+
+
+# filled in from the data and the device when a run starts: a resumed run keeps its own
+_RESOLVED = ("tasks", "in_channels", "precision", "slice_axis", "patch_size", "voxel_spacing")
 
 
 def _resumed_config(given: TrainConfig, run_dir: Path) -> TrainConfig:
     saved = load_config(run_dir / "config.json")
     differs = [k for k, v in to_dict(given).items()
-               if k not in ("tasks", "in_channels", "precision", "slice_axis") and to_dict(saved)[k] != v]
+               if k not in _RESOLVED and to_dict(saved)[k] != v]
     if differs:
         log.warning("%s: resuming with the run's saved config; ignoring new values of %s",
                     run_dir, ", ".join(differs))
@@ -212,7 +256,7 @@ def _build_state(config: TrainConfig, device, dist, n_train: int, resume: bool) 
     # On resume the weights come from last.pt: no need to fetch encoder weights again.
     with seeded_global_rng(config.seed):
         model = model_from_config(config, encoder_weights="none" if resume else config.encoder_weights)
-    model = model.to(device).to(memory_format=memory_format(config.precision, device))
+    model = model.to(device).to(memory_format=memory_format(config.precision, device, config.dims))
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay
     )
