@@ -26,6 +26,7 @@ at its default batch size. Run it on an idle machine::
     python benchmarks/predict_speed.py                 # 256x256 and 480x480, 64 images each
     python benchmarks/predict_speed.py --format nifti  # the same with .nii.gz in and out
     python benchmarks/predict_speed.py --quick         # smoke run: 64x64, 4 images
+    python benchmarks/predict_speed.py --dims 3d --images 2 --rounds 3   # volumes: see bench3d.py
 """
 
 from __future__ import annotations
@@ -175,9 +176,24 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64x64, 4 images, 1 repeat")
+    parser.add_argument("--dims", choices=("2d", "3d"), default="2d",
+                        help="3d: softseg predict on NIfTI volumes against MONAI's sliding_window_inference "
+                             "(benchmarks/bench3d.py; --images volumes, --rounds)")
+    import bench3d
+
+    bench3d.add_arguments(parser, predict=True)
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.images, args.rounds = [64], 4, 1
+    if args.dims == "3d":
+        if args.quick:
+            args.volume, args.patch, args.filters, args.images = (48, 48, 16), (32, 32, 8), 8, 2
+        args.count, args.batch, args.copies = args.images, 2, 3
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        return bench3d.predict_3d(args)
 
     import inspect
 

@@ -18,6 +18,7 @@ precision; softseg's CPU default (bf16 autocast + channels_last) >= 2x the bare 
 
     python benchmarks/train_throughput.py            # full: 256 px, a few minutes on 2 cores
     python benchmarks/train_throughput.py --quick    # smoke run: 64 px, seconds
+    python benchmarks/train_throughput.py --dims 3d --rounds 2 --steps 2 --warmup 1   # see bench3d.py
 """
 
 from __future__ import annotations
@@ -113,11 +114,23 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 px, batch 2, 1 round")
+    parser.add_argument("--dims", choices=("2d", "3d"), default="2d",
+                        help="3d: softseg's 3D step against a bare loop over the same DynUNet "
+                             "(benchmarks/bench3d.py; --batch defaults to 2 there)")
+    import bench3d
+
+    bench3d.add_arguments(parser, predict=False)
     args = parser.parse_args()
     if args.quick:
         args.size, args.batch, args.rounds, args.steps, args.warmup = 64, 2, 1, 1, 1
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.dims == "3d":
+        if args.batch == parser.get_default("batch"):
+            args.batch = 2
+        if args.quick:
+            args.volume, args.patch, args.filters = (48, 48, 16), (32, 32, 8), 8
+        return bench3d.train_3d(args)
 
     from softseg.training.runtime import cpu_supports_bf16, keep_freed_memory, resolve_precision
 

@@ -31,10 +31,15 @@ def test_defaults_are_the_papers_procedure():
 
 def test_presets_match_spec_table():
     # one name per task, the same as `reproduce --tasks` and its folders
-    assert set(PRESETS) == {t.key for t in QUBIQ_TASKS} == {
+    assert set(PRESETS) - {"pancreas-task01", "pancreatic-lesion-task01"} == {t.key for t in QUBIQ_TASKS} == {
         "brain-growth-task01", "brain-tumor-task01", "brain-tumor-task02", "brain-tumor-task03",
         "kidney-task01", "prostate-task01", "prostate-task02",
     }
+    # QUBIQ 2021's 3D tasks: the 3D mode and its defaults, by preset or through resolve_config
+    for name in ("pancreas", "pancreatic-lesion"):
+        for config in (preset(name), resolve_config(name)):
+            assert (config.dims, config.tasks, config.batch_size, config.lr) == ("3d", ("task01",), 2, 1e-3)
+            assert config.preset == f"{name}-task01" and config.epochs == 150
     assert preset("brain-growth").crop_size == 256
     assert preset("brain-tumor-task2").crop_size == 224
     assert preset("brain-tumor-task2").tasks == ("task02",)

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 
 
 def _register_demo(subparsers) -> None:
-    from softseg.experiments.demo import DemoSettings
+    from softseg.experiments.demo import DEMO_3D, DemoSettings
 
     d = DemoSettings()
     p = subparsers.add_parser(
@@ -37,7 +37,10 @@ def _register_demo(subparsers) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("softseg-demo"), help="output folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the data and the training (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=int, help=f"training epochs (default: {d.epochs}; 3d: {DEMO_3D.epochs})")
+    p.add_argument("--dims", choices=("2d", "3d"), default="2d",
+                   help="2d: the paper's network on synthetic images (default); 3d: the 3D U-Net on "
+                        "synthetic CT-like volumes (demo-data --dims 3d), patches and sliding windows")
     add_overwrite(p, "replace the outputs of an earlier demo in --out")
     add_progress(p)
     keep_memory(p)
@@ -45,10 +48,13 @@ def _register_demo(subparsers) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from softseg.experiments.demo import DemoSettings, demo
+    from dataclasses import replace
 
-    result = demo(args.out, DemoSettings(seed=args.seed, epochs=args.epochs), overwrite=args.overwrite,
-                  progress=args.progress)
+    from softseg.experiments.demo import DEMO_3D, DemoSettings, demo
+
+    base = DEMO_3D if args.dims == "3d" else DemoSettings()
+    settings = replace(base, seed=args.seed, epochs=args.epochs if args.epochs is not None else base.epochs)
+    result = demo(args.out, settings, overwrite=args.overwrite, progress=args.progress)
     print(result.text())
     return 0
 

@@ -108,7 +108,8 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-# The seven QUBIQ 2021 2D tasks (SPEC.md table): crop size, epochs, vertical flip. Each task has
+# The seven QUBIQ 2021 2D tasks (SPEC.md table): crop size, epochs, vertical flip; then the two 3D
+# tasks. Each task has
 # one name everywhere (train --preset, reproduce --tasks, folder names): <dataset>-taskNN.
 PRESETS: dict[str, dict[str, Any]] = {
     "brain-growth-task01": {"tasks": ("task01",), "crop_size": 256},
@@ -118,6 +119,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "kidney-task01": {"tasks": ("task01",), "crop_size": 320, "vflip": 0.0},
     "prostate-task01": {"tasks": ("task01",), "crop_size": 480},
     "prostate-task02": {"tasks": ("task02",), "crop_size": 480},
+    # QUBIQ 2021's 3D CT tasks (2 raters), which the paper did not train: the 3D mode with its
+    # defaults (DIMS_DEFAULTS, the patch planned from the data; docs/training.md says where
+    # each setting comes from), the paper's epochs and augmentation
+    "pancreas-task01": {"tasks": ("task01",), "dims": "3d"},
+    "pancreatic-lesion-task01": {"tasks": ("task01",), "dims": "3d"},
 }
 
 
@@ -152,7 +158,8 @@ def preset(name: str) -> TrainConfig:
     """The paper's configuration for one QUBIQ task, by name (see :data:`PRESETS` and
     :func:`task_name` for the other spellings accepted)."""
     name = task_name(name)
-    return TrainConfig(**_coerce(PRESETS[name], f"preset {name}"), preset=name)
+    values = {**DIMS_DEFAULTS.get(PRESETS[name].get("dims", "2d"), {}), **PRESETS[name]}
+    return TrainConfig(**_coerce(values, f"preset {name}"), preset=name)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

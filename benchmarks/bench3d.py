@@ -1,0 +1,190 @@
+"""The 3D mode's benchmarks, run by ``train_throughput.py --dims 3d`` and ``predict_speed.py --dims 3d``.
+
+Training: softseg's 3D step (``softseg.training.loop.train_step``: drawing the batch,
+random patches of pre-loaded normalised volumes with foreground oversampling, the growing
+batch with 3D augmentation, forward, soft cross-entropy, backward, Adam) against a bare loop
+over the same DynUNet on one fixed batch of patches of the same size (forward,
+BCE-with-logits, backward, Adam). The bare loop runs twice: on the network as MONAI builds
+it (PyTorch's Conv3d, whose weight gradient is slow on a CPU), and with softseg's Conv3d
+(:mod:`softseg.training.conv3d_cpu`), which isolates what softseg's data pipeline costs.
+
+Prediction: :func:`softseg.inference.predict.predict_folder` on NIfTI volumes (reading,
+normalising, sliding windows, sigmoid, writing float32 NIfTI and a mask) against MONAI's
+``sliding_window_inference`` alone over the same network, window, overlap and blending, on
+the volumes already in memory and normalised.
+
+Interleaved rounds, medians, one ``ratio`` line per comparison.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SPACING = (0.8, 0.8, 2.5)
+
+
+def _volumes(n: int, shape: tuple[int, int, int]):
+    from softseg.data.cases import Case
+    from softseg.data.io import Geometry
+
+    rng = np.random.default_rng(0)
+    grids = np.meshgrid(*(np.arange(s) * sp for s, sp in zip(shape, SPACING)), indexing="ij")
+    cases = []
+    for i in range(n):
+        centre = [rng.uniform(0.3, 0.7) * s * sp for s, sp in zip(shape, SPACING)]
+        distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grids, centre)))
+        masks = np.stack([distance < 12 * f for f in (0.9, 1.1)])
+        image = (masks[0] + rng.normal(0, 0.3, shape)).astype(np.float32)[None]
+        cases.append(Case(f"v{i}", image, SPACING, Geometry("nifti", shape), Path("x.nii.gz"),
+                          masks={"task01": masks}, raters={"task01": ("a", "b")}, n_raters={"task01": 2}))
+    return cases
+
+
+def _config(args, precision: str = "fp32"):
+    from softseg.training.config import TrainConfig
+
+    return TrainConfig(dims="3d", tasks=("task01",), in_channels=1, epochs=1000, batch_size=args.batch,
+                       aug_copies=args.copies, patch_size=tuple(args.patch), voxel_spacing=SPACING,
+                       slice_axis=2, base_filters=args.filters, encoder_weights="none", precision=precision,
+                       device="cpu", lr=1e-3, lr_min=1e-5)
+
+
+def softseg_step(args):
+    from softseg.training import train as train_module
+    from softseg.training.batches import prepare
+    from softseg.training.distributed import Dist
+    from softseg.training.loop import train_step
+
+    config = _config(args)
+    data = prepare(_volumes(args.batch * 2, tuple(args.volume)), config)
+    state = train_module._build_state(config, torch.device("cpu"), Dist(), len(data.images), False)
+    state.wrapped.train()
+
+    def step():
+        start = (state.step * args.batch) % len(data.images)
+        train_step(state, data, list(range(len(data.images)))[start:start + args.batch])
+
+    return step
+
+
+def bare_step(args, fast_conv: bool):
+    from softseg.training.model import model_from_config
+
+    torch.manual_seed(0)
+    model = model_from_config(_config(args))
+    if not fast_conv:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv3d):
+                module.__class__ = torch.nn.Conv3d  # as MONAI builds it
+    n = args.batch * (1 + args.copies)
+    x = torch.randn(n, 1, *args.patch)
+    y = (torch.rand(n, 1, *args.patch) > 0.5).float()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.binary_cross_entropy_with_logits(model(x).float(), y)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _interleaved(configs: dict, rounds: int, steps: int, warmup: int) -> dict[str, list[float]]:
+    for step in configs.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(rounds):
+        for name, step in configs.items():
+            for _ in range(steps):
+                start = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def train_3d(args) -> None:
+    n = args.batch * (1 + args.copies)
+    print(f"# 3D: patches {tuple(args.patch)} of volumes {tuple(args.volume)}, {n} patches per step "
+          f"({args.batch} + {args.copies} copies each), DynUNet base {args.filters} filters, fp32, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    configs = {"bare MONAI": bare_step(args, fast_conv=False), "bare fast conv": bare_step(args, fast_conv=True),
+               "softseg": softseg_step(args)}
+    times = _interleaved(configs, args.rounds, args.steps, args.warmup)
+    speed = {name: n / statistics.median(t) for name, t in times.items()}
+    for name, value in speed.items():
+        print(f"{name:15s} {value:8.3f} patches/s  (median of {len(times[name])} steps)")
+    print(f"ratio softseg/bare same network and conv fp32: {speed['softseg'] / speed['bare fast conv']:.2f}")
+    print(f"ratio softseg/bare MONAI network as built fp32: {speed['softseg'] / speed['bare MONAI']:.2f}")
+
+
+def _write_run(root: Path, args) -> Path:
+    from softseg.training.config import save_config, to_dict
+    from softseg.training.model import model_from_config, save_checkpoint
+
+    config = _config(args)
+    torch.manual_seed(0)
+    model = model_from_config(config)
+    run = root / "run" / "seed0"
+    (run / "checkpoints").mkdir(parents=True)
+    save_config(config, run / "config.json")
+    save_checkpoint({"model": model.state_dict(), "config": to_dict(config)}, run / "checkpoints" / "last.pt")
+    return run
+
+
+def predict_3d(args) -> None:
+    from monai.inferers import sliding_window_inference
+
+    from softseg.data import io
+    from softseg.inference.predict import predict_folder
+    from softseg.inference.runs import load_run
+    from softseg.training.preprocess import SLIDING_BATCH, SLIDING_OVERLAP, SLIDING_SIGMA, normalize
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        run = _write_run(root, args)
+        folder = root / "volumes"
+        folder.mkdir()
+        for case in _volumes(args.count, tuple(args.volume)):
+            io.write_array(folder / f"{case.case_id}.nii.gz", (case.image[0] * 100).astype(np.int16))
+        model = load_run(run, device="cpu").model
+        inputs = [normalize(io.read_image(p)[0])[None] for p in sorted(folder.iterdir())]
+
+        def bare():
+            with torch.no_grad():
+                for x in inputs:
+                    sliding_window_inference(x, tuple(args.patch), SLIDING_BATCH, model,
+                                             overlap=SLIDING_OVERLAP, mode="gaussian", sigma_scale=SLIDING_SIGMA)
+
+        calls = {"n": 0}
+
+        def softseg():
+            calls["n"] += 1
+            predict_folder([run], folder, root / f"out{calls['n']}", masks=[0.5], device="cpu", progress=False)
+
+        print(f"# 3D predict: {args.count} volumes {tuple(args.volume)}, window {tuple(args.patch)}, overlap "
+              f"{SLIDING_OVERLAP}, Gaussian, DynUNet base {args.filters} filters, fp32, "
+              f"{torch.get_num_threads()} threads")
+        times = _interleaved({"bare": bare, "softseg": softseg}, args.rounds, 1, 1)
+        speed = {name: args.count / statistics.median(t) for name, t in times.items()}
+        for name, value in speed.items():
+            print(f"{name:8s} {value:8.3f} volumes/s  (median of {len(times[name])} rounds)")
+        print(f"ratio softseg predict (files in and out) / bare sliding_window_inference: "
+              f"{speed['softseg'] / speed['bare']:.2f}")
+
+
+def add_arguments(parser, *, predict: bool) -> None:
+    """The 3D options both scripts take."""
+    parser.add_argument("--patch", type=int, nargs=3, default=(64, 64, 24), help="3d: patch / window (voxels)")
+    parser.add_argument("--volume", type=int, nargs=3, default=(160, 160, 48) if predict else (96, 96, 32),
+                        help="3d: volume shape (voxels)")
+    parser.add_argument("--filters", type=int, default=32, help="3d: DynUNet base filters (nnU-Net: 32)")

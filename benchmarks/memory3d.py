@@ -1,0 +1,88 @@
+"""Peak memory (RSS) of the 3D mode: training at a patch, predicting a large volume.
+
+Each measurement runs in its own child process, which reports its own peak RSS
+(``resource.getrusage``), so one measurement cannot inflate the next:
+
+* train: ``--steps`` steps of softseg's 3D training step (the growing batch 2 -> 8 patches of
+  ``--patch``, DynUNet with ``--filters`` base filters, fp32, Adam) on two volumes of
+  ``--train-volume``; run it at two volume sizes to see that the step's memory follows the
+  patch and only the data in memory follow the volume;
+* baseline: the imports alone, which both of the others include;
+* predict: ``softseg predict`` on one NIfTI volume of ``--predict-volume`` (int16 on disk)
+  with sliding windows of ``--patch`` (overlap 0.5, Gaussian), writing its probability map.
+
+    python benchmarks/memory3d.py                                  # defaults below
+    python benchmarks/memory3d.py --train-volume 256 256 96        # a larger training volume
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+_CHILD = r"""
+import json, resource, sys, tempfile, time
+from pathlib import Path
+import numpy as np, torch
+sys.path.insert(0, {bench!r})
+import bench3d
+args = type("A", (), json.loads({args!r}))()
+start = time.perf_counter()
+if args.what == "baseline":  # the imports both measurements pay
+    import monai.inferers, softseg.inference.predict, softseg.training.loop
+elif args.what == "train":
+    step = bench3d.softseg_step(args)
+    for _ in range(args.steps):
+        step()
+else:
+    from softseg.data import io
+    from softseg.inference.predict import predict_folder
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        run = bench3d._write_run(root, args)
+        (root / "in").mkdir()
+        rng = np.random.default_rng(0)
+        io.write_array(root / "in" / "v.nii.gz", rng.integers(-100, 200, args.volume, dtype=np.int16))
+        predict_folder([run], root / "in", root / "out", masks=[0.5], device="cpu", progress=False)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"peak_mib": peak, "seconds": time.perf_counter() - start}}))
+"""
+
+
+def measure(what: str, volume, args) -> dict:
+    settings = {"what": what, "volume": list(volume), "patch": list(args.patch), "filters": args.filters,
+                "batch": 2, "copies": 3, "steps": args.steps}
+    code = _CHILD.format(bench=str(Path(__file__).parent), args=json.dumps(settings))
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--patch", type=int, nargs=3, default=(96, 96, 32), help="patch and window (the CPU default budget)")
+    parser.add_argument("--filters", type=int, default=32, help="DynUNet base filters (nnU-Net: 32)")
+    parser.add_argument("--steps", type=int, default=2, help="training steps measured")
+    parser.add_argument("--train-volume", type=int, nargs=3, default=(160, 160, 48))
+    parser.add_argument("--predict-volume", type=int, nargs=3, default=(512, 512, 100))
+    parser.add_argument("--only", choices=("train", "predict"), help="measure one of the two")
+    args = parser.parse_args()
+    print(f"# patch/window {tuple(args.patch)}, DynUNet base {args.filters} filters, fp32, CPU")
+    print(f"peak RSS baseline (python, torch, MONAI, softseg imported): {measure('baseline', (1, 1, 1), args)['peak_mib']:.0f} MiB")
+    if args.only != "predict":
+        r = measure("train", args.train_volume, args)
+        data_mib = 2 * 2 * 4 * __import__("math").prod(args.train_volume) / 2**20  # image + label, float32
+        print(f"peak RSS train: {r['peak_mib']:.0f} MiB ({args.steps} steps, 2 volumes {tuple(args.train_volume)}: "
+              f"{data_mib:.0f} MiB of data in memory; {r['seconds']:.0f} s)")
+    if args.only != "train":
+        r = measure("predict", args.predict_volume, args)
+        print(f"peak RSS predict: {r['peak_mib']:.0f} MiB (one volume {tuple(args.predict_volume)}; "
+              f"{r['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory():
+        main()
