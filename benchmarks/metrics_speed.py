@@ -15,6 +15,7 @@ soft label with mild smooth noise. Sizes: 256x256, 640x960, 128x128x64 (spacing 
 
     python benchmarks/metrics_speed.py            # medians of 7 repeats
     python benchmarks/metrics_speed.py --quick    # tiny sizes, 1 repeat: a smoke run
+    python benchmarks/metrics_speed.py --dims 3d --raters 2   # one 3D case, 2 raters (QUBIQ 3D)
 
 Prints one line per size starting with ``ratio`` (MONAI time / softseg time; target >= 4).
 Both sides run with one torch thread by default (softseg is single-threaded NumPy/SciPy);
@@ -40,8 +41,8 @@ SIZES = (((256, 256), (1.0, 1.0)), ((640, 960), (1.0, 1.0)), ((128, 128, 64), (1
 QUICK_SIZES = (((64, 64), (1.0, 1.0)), ((96, 128), (1.0, 1.0)), ((32, 32, 16), (1.0, 1.0, 2.5)))
 
 
-def make_case(shape: tuple[int, ...], seed: int = 0):
-    """(prob, soft, raters): a smooth blob, N_RATERS jittered rater masks, a soft prediction."""
+def make_case(shape: tuple[int, ...], seed: int = 0, n_raters: int = N_RATERS):
+    """(prob, soft, raters): a smooth blob, ``n_raters`` jittered rater masks, a soft prediction."""
     rng = np.random.default_rng(seed)
     grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
     radius = np.sqrt(sum((g / r) ** 2 for g, r in zip(grids, rng.uniform(0.45, 0.65, len(shape)))))
@@ -50,12 +51,12 @@ def make_case(shape: tuple[int, ...], seed: int = 0):
                      for k in range(2, 6))
     smooth = max(shape) / 12
     raters = []
-    for _ in range(N_RATERS):
+    for _ in range(n_raters):
         jitter = ndimage.gaussian_filter(rng.standard_normal(shape), smooth)
         jitter *= 0.06 / (np.abs(jitter).max() + 1e-12)
         raters.append(radius < 1.0 + shape_term + jitter)
     raters = np.stack(raters)
-    soft = (raters.sum(axis=0) / N_RATERS).astype(np.float32)
+    soft = (raters.sum(axis=0) / n_raters).astype(np.float32)
     noise = ndimage.gaussian_filter(rng.standard_normal(shape), smooth / 2)
     noise *= 0.08 / (np.abs(noise).max() + 1e-12)
     prob = np.clip(ndimage.gaussian_filter(soft, max(shape) / 100) + noise, 0, 1).astype(np.float32)
@@ -124,14 +125,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (smoke run)")
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats per side (median)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--raters", type=int, default=N_RATERS, help=f"raters per case (default {N_RATERS})")
+    parser.add_argument("--dims", choices=("all", "3d"), default="all",
+                        help="3d: the volume only (e.g. --dims 3d --raters 2, QUBIQ's 3D tasks)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")  # MONAI's deprecation notices, not results
     sizes = QUICK_SIZES if args.quick else SIZES
+    if args.dims == "3d":
+        sizes = [size for size in sizes if len(size[0]) == 3]
     repeats = 1 if args.quick else args.repeats
     for shape, spacing in sizes:
         label = "x".join(map(str, shape))
-        prob, soft, raters = make_case(shape)
+        prob, soft, raters = make_case(shape, n_raters=args.raters)
         ours = softseg_case(prob, soft, raters, spacing)  # also warms caches and imports
         theirs = monai_case(prob, soft, raters, spacing)
         check_same(ours, theirs, label)

@@ -611,3 +611,20 @@ def test_compare_split_csv_fractions_and_reuse(tmp_path, capsys, tiny_config):
     split.write_text("case,split\np0_a,train\np3_a,test\n")
     assert main(base + ["--methods", "soft", "--resume"]) == 2
     assert "split.json: the saved split (6 training, 2 test cases" in capsys.readouterr().err
+
+
+def test_demo_3d_end_to_end(tmp_path):
+    from dataclasses import replace
+
+    from softseg.experiments.demo import DEMO_3D, demo
+
+    settings = replace(DEMO_3D, epochs=1, image_size=24, slices=8, n_train=2, n_val=1, patch_size=(16, 16, 8),
+                       base_filters=4, device="cpu")
+    result = demo(tmp_path / "demo3d", settings, progress=False)
+    config = json.loads((result.run / "config.json").read_text())
+    assert (config["dims"], config["patch_size"], config["base_filters"]) == ("3d", [16, 16, 8], 4)
+    summary = _summary(result.eval_dir)
+    assert set(summary["cases"]) == {"case03"}  # the one Validation volume
+    assert result.headline["task01"]["qubiq"] == pytest.approx(summary["tasks"]["task01"]["qubiq"]["mean"])
+    html = result.report.read_text()
+    assert "slice" in html and "of 8 (last axis)" in html  # the volume shown as its fullest slice

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     add_seeds(p, None, "one run per seed")
     p.add_argument("--epochs", type=int, help=f"training epochs ({d('epochs')})")
     p.add_argument("--batch-size", type=int,
-                   help=f"images per step before the growing batch ({d('batch_size')}; 2 for --dims 3d)")
+                   help=f"images per step before the growing batch ({d('batch_size')}), --dims 3d: 2")
     p.add_argument("--aug-copies", type=int, help=f"augmented copies per image per step ({d('aug_copies')})")
     p.add_argument("--crop-size", type=int, help=f"training crop, a multiple of 32 ({d('crop_size')})")
     p.add_argument("--resize", type=int, help="resize every image and label to N x N first (undone on output)")
@@ -50,8 +50,8 @@ def register(subparsers) -> None:
                         "network's divisor (default: planned from the volumes' median shape)")
     p.add_argument("--base-filters", type=int,
                    help=f"3d: channels at full resolution, doubled per level up to 10x ({d('base_filters')})")
-    p.add_argument("--lr", type=float, help=f"initial learning rate ({d('lr')}; 1e-3 for --dims 3d)")
-    p.add_argument("--lr-min", type=float, help=f"final learning rate of the cosine schedule ({d('lr_min')}; 1e-5 for --dims 3d)")
+    p.add_argument("--lr", type=float, help=f"initial learning rate ({d('lr')}), --dims 3d: 1e-3")
+    p.add_argument("--lr-min", type=float, help=f"final learning rate of the cosine schedule ({d('lr_min')}), --dims 3d: 1e-5")
     p.add_argument("--vflip", type=float, help=f"vertical flip probability ({d('vflip')}; 0 for kidney)")
     p.add_argument("--label-mode", choices=LABEL_MODES,
                    help=f"soft labels or a hard-label baseline: majority vote, one random rater per "
