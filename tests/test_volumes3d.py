@@ -77,6 +77,8 @@ def test_patch_plan_fits_the_budget_and_the_divisor():
     assert all(n % d == 0 for n, d in zip(patch, divisor(strides)))
     with pytest.raises(SoftsegError, match=r"expected multiples of \(16, 16, 4\).*--patch-size 64 64 20"):
         check_patch((64, 64, 21), SPACING)
+    with pytest.raises(SoftsegError, match=r"patch_size \(8, 8, 8\): too small .* downsample at least twice"):
+        check_patch((8, 8, 8), (1.0, 1.0, 1.0))
 
 
 def test_3d_defaults_sit_under_the_command_line():
@@ -302,3 +304,57 @@ def test_3d_on_2d_data_and_a_patch_larger_than_a_volume_are_refused(run, volumes
         predict_images([load_run(run, checkpoint="last", device="cpu")], [np.zeros((1, 8, 8))])
     assert main(["export", str(run), "--onnx", str(tmp_path / "m.onnx")]) == 2
     assert "export supports 2D runs" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
+
+
+# --------------------------------------------------------------------------- --spacing
+
+
+def test_resampling_keeps_values_and_places():
+    from softseg.training.preprocess import resample, resampled_shape
+
+    assert resampled_shape((24, 20, 8), SPACING, (1.6, 1.6, 2.5)) == (12, 10, 8)
+    constant = torch.full((2, 24, 20, 8), 0.7)
+    torch.testing.assert_close(resample(constant, (12, 10, 8)), torch.full((2, 12, 10, 8), 0.7))
+    ramp = _ramp((24, 20, 8))[:1]  # linear along axis 0: halving the grid keeps each centre's value
+    halved = resample(ramp, (12, 20, 8))
+    centres = (torch.arange(12) * 2 + 0.5) / 24  # the new voxels' centres, in the ramp's units
+    torch.testing.assert_close(halved[0, :, 3, 3], centres, atol=1e-6, rtol=0)
+
+
+def test_3d_with_spacing_trains_on_the_resampled_grid_and_predicts_the_source_grid(volumes, tmp_path):
+    dataset = load_dataset(volumes)
+    ids = [c.case_id for c in dataset.cases]
+    config = TINY.replace(spacing=(1.0, 1.0, 2.5))
+    data = prepare([dataset.cases[0]], config.replace(tasks=("task01",), slice_axis=2))
+    assert data.images[0].shape == (1, 19, 16, 8) and data.labels[0].shape == (1, 19, 16, 8)
+    assert 0 <= data.labels[0].min() and data.labels[0].max() <= 1
+    run = train(config, dataset, tmp_path / "r", ids[:3], ids[3:4], progress=False)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["voxel_spacing"] == pytest.approx([1.0, 1.0, 2.5]) and saved["spacing"] == pytest.approx([1.0, 1.0, 2.5])
+    loaded = load_run(run, checkpoint="last", device="cpu")
+    case = dataset.cases[4]
+    (prob,) = predict_images([loaded], [case.image], spacings=[case.spacing])
+    assert prob.shape == (1, *SHAPE)
+    with pytest.raises(SoftsegError, match=r"resamples images to \(1.0, 1.0, 2.5\) mm; pass each"):
+        predict_images([loaded], [case.image])
+    out = tmp_path / "preds"
+    assert main(["predict", str(run), str(volumes), "--out", str(out), "--split", "Testing", "--device", "cpu",
+                 "--no-progress"]) == 0
+    assert nib.load(out / "case05" / "task01.nii.gz").shape == SHAPE
+
+
+def test_2d_mode_with_spacing_and_bad_spacings(volumes, tmp_path, capsys):
+    dataset = load_dataset(volumes)
+    ids = [c.case_id for c in dataset.cases]
+    config = TrainConfig(epochs=1, batch_size=4, aug_copies=1, crop_size=32, encoder_weights="none", precision="fp32",
+                         device="cpu", spacing=(0.4, 0.4, 2.5))
+    run = train(config, dataset, tmp_path / "r2d", ids[:3], ids[3:4], progress=False)
+    case = dataset.cases[4]
+    (prob,) = predict_images([load_run(run, checkpoint="last", device="cpu")], [case.image], spacings=[case.spacing])
+    assert prob.shape == (1, *SHAPE)  # slices of 48 x 40 predicted, stacked, resampled back
+    out = tmp_path / "bad"
+    assert main(["train", str(volumes), "--out", str(out), "--spacing", "1", "1", "--device", "cpu", "--no-progress"]) == 2
+    assert "spacing (1.0, 1.0) has 2 value(s), but the cases have 3 spatial axes" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SoftsegError, match="spacing and resize: give one of them"):
+        resolve_config(overrides={"spacing": [1, 1], "resize": 64})

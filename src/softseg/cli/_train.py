@@ -38,6 +38,10 @@ def register(subparsers) -> None:
     p.add_argument("--aug-copies", type=int, help=f"augmented copies per image per step ({d('aug_copies')})")
     p.add_argument("--crop-size", type=int, help=f"training crop, a multiple of 32 ({d('crop_size')})")
     p.add_argument("--resize", type=int, help="resize every image and label to N x N first (undone on output)")
+    p.add_argument("--spacing", type=float, nargs="+", metavar="MM",
+                   help="resample images and soft labels (linearly) to this voxel spacing in mm, one "
+                        "value per spatial axis, before training; predictions go back onto each "
+                        "source grid (default: none; excludes --resize)")
     p.add_argument("--slice-axis", type=int, choices=(0, 1, 2),
                    help="volumes: the spatial axis to cut them along into 2D training slices "
                         "(default: the axis of largest voxel spacing)")
@@ -80,7 +84,7 @@ def register(subparsers) -> None:
 
 
 _OVERRIDES = (
-    "tasks", "epochs", "batch_size", "aug_copies", "crop_size", "resize", "slice_axis", "dims", "patch_size",
+    "tasks", "epochs", "batch_size", "aug_copies", "crop_size", "resize", "spacing", "slice_axis", "dims", "patch_size",
     "base_filters", "lr", "lr_min", "vflip",
     "label_mode", "loss", "dml_weight", "precision", "device", "val_every", "val_fraction", "best_metric", "encoder_weights",
 )

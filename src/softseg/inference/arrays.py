@@ -29,9 +29,11 @@ from softseg.training.preprocess import (
     padded_size,
     predict_logits_batch,
     predict_logits_volume,
+    resample,
     resize,
     resize_input,
     stack_slices,
+    to_spacing,
     volume_slices,
 )
 
@@ -107,12 +109,28 @@ def _check_images(first: LoadedRun, images: list[np.ndarray]) -> None:
             )
 
 
-def _flatten(images: list[np.ndarray], axis: int | None) -> tuple[list[torch.Tensor], list[int]]:
-    """The normalised 2D model inputs of ``images`` (a volume: z-scored whole, then its slices
-    along ``axis``) and, per input, the index of the image it belongs to."""
+def _inputs(run: LoadedRun, images: list[np.ndarray], spacings) -> list[torch.Tensor]:
+    """Each image normalised and, for a run with a ``spacing``, resampled to it."""
+    if run.config.spacing and spacings is None:
+        raise SoftsegError(
+            f"{run.run_dir}: the run resamples images to {run.config.spacing} mm; pass each "
+            f"image's voxel spacing (spacings=[case.spacing, ...])"
+        )
+    spacings = spacings if spacings is not None else [None] * len(images)
+    return [to_spacing(normalize(image), spacing, run.config) for image, spacing in zip(images, spacings)]
+
+
+def _on_source_grids(maps: list[torch.Tensor], images: list[np.ndarray], *, clamp01: bool) -> list[np.ndarray]:
+    """Each output map resampled back onto its image's own grid (a no-op without a spacing)."""
+    return [resample(m, tuple(image.shape[1:]), clamp01=clamp01).numpy().astype(np.float32)
+            for m, image in zip(maps, images)]
+
+
+def _flatten(inputs: list[torch.Tensor], axis: int | None) -> tuple[list[torch.Tensor], list[int]]:
+    """The 2D model inputs of the normalised ``inputs`` (a volume: its slices along ``axis``)
+    and, per input, the index of the image it belongs to."""
     flat, owner = [], []
-    for index, image in enumerate(images):
-        x = normalize(image)
+    for index, x in enumerate(inputs):
         parts = volume_slices(x, axis) if x.ndim == 4 else [x]
         flat += parts
         owner += [index] * len(parts)
@@ -163,7 +181,8 @@ def _probabilities(run: LoadedRun, batch: torch.Tensor, views: Sequence[tuple[in
 
 
 def predict_images(
-    loaded_runs: Sequence[LoadedRun], images: Sequence[np.ndarray], tta: str = "none"
+    loaded_runs: Sequence[LoadedRun], images: Sequence[np.ndarray], tta: str = "none",
+    spacings: Sequence[Sequence[float]] | None = None,
 ) -> list[np.ndarray]:
     """Probability maps ``(T, *spatial)`` float32 in [0, 1] for ``(C, *spatial)`` images.
 
@@ -179,10 +198,11 @@ def predict_images(
     check_runs_compatible(runs)
     images = [np.asarray(image) for image in images]
     _check_images(runs[0], images)
+    inputs = _inputs(runs[0], images, spacings)  # the same for every run
     if runs[0].config.dims == "3d":
-        return [_predict_volume(runs, normalize(image), tta).numpy() for image in images]
+        return _on_source_grids([_predict_volume(runs, x, tta) for x in inputs], images, clamp01=True)
     axis = runs[0].config.slice_axis
-    normalized, owner = _flatten(images, axis)  # the same for every run
+    normalized, owner = _flatten(inputs, axis)
     totals: list[torch.Tensor | None] = [None] * len(normalized)
     for run in runs:
         views = tta_flips(run.config, tta)
@@ -191,23 +211,25 @@ def predict_images(
                 prob = resize(prob, tuple(normalized[i].shape[1:]), clamp01=True)
                 totals[i] = prob if totals[i] is None else totals[i] + prob
     maps = _assemble([total / len(runs) for total in totals], owner, images, axis)
-    return [m.numpy().astype(np.float32) for m in maps]
+    return _on_source_grids(maps, images, clamp01=True)
 
 
-def predict_source_logits(run: LoadedRun, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+def predict_source_logits(run: LoadedRun, images: Sequence[np.ndarray],
+                          spacings: Sequence[Sequence[float]] | None = None) -> list[np.ndarray]:
     """One run's logits ``(T, *spatial)`` float32 on each ``(C, *spatial)`` image's own grid:
     the steps of :func:`predict_images` up to the sigmoid, the logits (not probabilities)
     resized back. No temperature, no TTA: what :mod:`softseg.inference.calibration` fits."""
     images = [np.asarray(image) for image in images]
     _check_images(run, images)
+    inputs = _inputs(run, images, spacings)
     if run.config.dims == "3d":
-        return [_volume_logits(run, normalize(image)).numpy() for image in images]
-    normalized, owner = _flatten(images, run.config.slice_axis)
+        return _on_source_grids([_volume_logits(run, x) for x in inputs], images, clamp01=False)
+    normalized, owner = _flatten(inputs, run.config.slice_axis)
     out: list[torch.Tensor | None] = [None] * len(normalized)
     for indices, batch in _passes(run, normalized):
         for i, logits in zip(indices, _logits(run, batch).cpu()):
             out[i] = resize(logits, tuple(normalized[i].shape[1:]))
-    return [x.numpy().astype(np.float32) for x in _assemble(out, owner, images, run.config.slice_axis)]
+    return _on_source_grids(_assemble(out, owner, images, run.config.slice_axis), images, clamp01=False)
 
 
 def _volume_flip_dims(config: TrainConfig, flip: tuple[int, ...]) -> tuple[int, ...]:

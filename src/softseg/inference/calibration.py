@@ -166,7 +166,8 @@ def fit_run(
               disable=not progress) as bar:
         for start in range(0, len(cases), batch_size):
             batch = cases[start : start + batch_size]
-            for case, z in zip(batch, predict_source_logits(run, [case.image for case in batch])):
+            for case, z in zip(batch, predict_source_logits(run, [case.image for case in batch],
+                                                                  [case.spacing for case in batch])):
                 for index, task in enumerate(run.tasks):
                     logits[task].append(z[index].ravel())
                     soft[task].append(np.asarray(soft_label(case, task), dtype=np.float32).ravel())

@@ -73,7 +73,8 @@ def predict_cases(
     with tqdm(total=len(cases), desc="predict", unit="image", disable=not progress) as bar:
         for start in range(0, len(cases), batch_size):
             batch = cases[start : start + batch_size]
-            maps = predict_images(loaded_runs, [case.image for case in batch], tta=tta)
+            maps = predict_images(loaded_runs, [case.image for case in batch], tta=tta,
+                                  spacings=[case.spacing for case in batch])
             for case, prob in zip(batch, maps):
                 yield case, np.asarray(prob, dtype=np.float32)
             bar.update(len(batch))

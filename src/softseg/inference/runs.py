@@ -147,10 +147,12 @@ def check_runs_compatible(runs: Sequence[LoadedRun]) -> None:
                 f"{first.run_dir}: {first.tasks} / {first.config.in_channels} channels; only runs "
                 f"trained on the same tasks and image channels can be averaged"
             )
-        if (run.config.dims, run.config.slice_axis) != (first.config.dims, first.config.slice_axis):
+        if (run.config.dims, run.config.slice_axis, run.config.spacing) != (
+                first.config.dims, first.config.slice_axis, first.config.spacing):
             raise SoftsegError(
-                f"{run.run_dir}: dims {run.config.dims}, slice axis {run.config.slice_axis} differ "
-                f"from {first.run_dir}: dims {first.config.dims}, slice axis {first.config.slice_axis}; "
+                f"{run.run_dir}: dims {run.config.dims}, slice axis {run.config.slice_axis}, spacing "
+                f"{run.config.spacing} differ from {first.run_dir}: dims {first.config.dims}, slice "
+                f"axis {first.config.slice_axis}, spacing {first.config.spacing}; "
                 f"only runs that see volumes the same way are averaged here"
             )
 

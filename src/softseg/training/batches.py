@@ -18,7 +18,7 @@ from softseg.training.config import TrainConfig
 from softseg.data.cases import Case, Dataset, channel_problems
 from softseg.errors import DatasetError, SoftsegError
 from softseg.training.augment import random_crops
-from softseg.training.preprocess import normalize, resize, resize_input, volume_slices
+from softseg.training.preprocess import normalize, resize, resize_input, to_spacing, volume_slices
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,9 @@ def prepare(cases: Sequence[Case], config: TrainConfig, *, validation: bool = Fa
     ``config.slice_axis``: every slice is a sample (slices without foreground included, so the
     model sees the anatomy around the structure as often as it occurs). The 3D mode and
     validation keep volumes whole (normalised, not resized): patches are cut per step, and
-    validation scores per volume.
+    validation scores per volume. With a ``spacing`` every image, target and rater mask is
+    first resampled to it (validation's soft labels stay on the source grid, to be scored
+    there).
     """
     images, targets, raters, source, ids = [], [], [], [], []
     size = (config.resize, config.resize) if config.resize is not None else None
@@ -119,14 +121,17 @@ def prepare(cases: Sequence[Case], config: TrainConfig, *, validation: bool = Fa
         masks = _rater_masks(case, config) if mode == "random_rater" else []
         if validation:
             source.append(label)
+        image = to_spacing(normalize(case.image), case.spacing, config)
+        label = to_spacing(label, case.spacing, config, clamp01=True)
+        masks = [to_spacing(m, case.spacing, config, clamp01=True) for m in masks]
         if case.image.ndim == 4 and (validation or config.dims == "3d"):
-            images.append(normalize(case.image))
+            images.append(image)
             targets.append(label)
             ids.append(case.case_id)
             if mode == "random_rater":
                 raters.append(tuple(masks))
             continue
-        samples = _samples(case, normalize(case.image), label, masks, config)
+        samples = _samples(case, image, label, masks, config)
         for k, (image, target, per_task) in enumerate(samples):
             images.append(resize_input(image, config))
             targets.append(resize(target, size, clamp01=True) if size else target)

@@ -65,6 +65,9 @@ class TrainConfig:
     loss: str = "ce"  # the paper's soft cross-entropy; see softseg.training.losses
     dml_weight: float = 1.0  # weight of the Dice semimetric term in loss "ce+dml"
     resize: int | None = None
+    # target voxel spacing (mm, one value per spatial axis): images and soft labels are
+    # resampled linearly to it before training, predictions back onto the source grid; () none
+    spacing: tuple[float, ...] = ()
     # volumes: the through-plane spatial axis (0-2), the one 2D mode cuts them along into
     # slices and 3D mode rotates about; None for 2D data, and for volumes until training
     # resolves it (the axis of largest voxel spacing)
@@ -151,7 +154,7 @@ def task_name(name: str) -> str:
 
 
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
-_TUPLE_FIELDS = {"tasks", "decoder_channels", "betas", "patch_size", "voxel_spacing"}
+_TUPLE_FIELDS = {"tasks", "decoder_channels", "betas", "patch_size", "voxel_spacing", "spacing"}
 
 
 def preset(name: str) -> TrainConfig:
@@ -257,6 +260,12 @@ def validate(config: TrainConfig) -> None:
     )
     check(c.voxel_spacing == () or (len(c.voxel_spacing) == 3 and all(v > 0 for v in c.voxel_spacing)),
           f"voxel_spacing: expected three positive spacings (mm), found {c.voxel_spacing}")
+    check(c.spacing == () or (len(c.spacing) in (2, 3) and all(isinstance(v, (int, float)) and v > 0
+                                                                 for v in c.spacing)),
+          f"spacing: expected 2 (images) or 3 (volumes) positive spacings in mm, found {c.spacing}")
+    check(not (c.spacing and c.resize is not None),
+          f"spacing and resize: give one of them (both resample the grid), found spacing {c.spacing}, "
+          f"resize {c.resize}")
     check(c.base_filters >= 1, f"base_filters: expected >= 1, found {c.base_filters}")
     check(c.in_channels >= 0, f"in_channels: expected >= 0, found {c.in_channels}")
     check(

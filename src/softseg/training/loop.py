@@ -26,6 +26,7 @@ from softseg.training.losses import loss_function
 from softseg.training.preprocess import (
     predict_logits,
     predict_logits_volume,
+    resample,
     resize,
     resize_input,
     stack_slices,
@@ -169,6 +170,7 @@ def validate(state: LoopState, data: TrainData) -> tuple[float, float]:
         else:
             logits = predict_logits(model, image, state.precision, state.device).cpu()
             logits = resize(logits, tuple(soft.shape[-2:]))
+        logits = resample(logits, tuple(soft.shape[1:]))  # a run's spacing undone
         losses.append(float(loss_fn(logits[None], soft[None])))
         prob = torch.sigmoid(logits).numpy()
         scores.extend(qubiq_score(prob[t], soft[t].numpy()) for t in range(soft.shape[0]))

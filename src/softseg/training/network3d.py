@@ -71,8 +71,15 @@ def plan_patch(shapes: Sequence[Sequence[int]], spacing: Sequence[float]) -> tup
 
 
 def check_patch(patch: Sequence[int], spacing: Sequence[float]) -> None:
-    """Raise SoftsegError when ``patch`` is not a multiple of its network's divisor."""
+    """Raise SoftsegError when ``patch`` is too small to downsample twice, or not a multiple
+    of its network's divisor."""
     _, strides = plan_network(patch, spacing)
+    if len(strides) < 3:  # DynUNet needs an input level and two downsamplings
+        raise SoftsegError(
+            f"patch_size {tuple(patch)}: too small for a U-Net at spacing "
+            f"{tuple(round(s, 3) for s in spacing)} mm: it must downsample at least twice, which "
+            f"needs {2 * MIN_FEATURE_MAP} voxels on the finely spaced axes; give a larger --patch-size"
+        )
     div = divisor(strides)
     if any(n % d for n, d in zip(patch, div)):
         fixed = tuple(max(d, round(n / d) * d) for n, d in zip(patch, div))

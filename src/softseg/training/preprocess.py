@@ -1,8 +1,9 @@
 """Model input preparation, shared by training and inference: the one place that defines it.
 
 An image becomes a model input the same way in training, validation and prediction:
-per-image, per-channel z-score (:func:`normalize`), the run's resize if it was trained with
-one (:func:`resize_input`), zero-padding at the end of each spatial axis to a multiple of 32
+per-image, per-channel z-score (:func:`normalize`), the run's resampling to a voxel spacing
+if it has one (:func:`to_spacing`; undone on the outputs by :func:`resample`), the run's
+resize if it was trained with one (:func:`resize_input`), zero-padding at the end of each spatial axis to a multiple of 32
 (:func:`pad_to_multiple`; the U-Net downsamples 5 times), and cropping the logits back.
 Tensors are torch, channels first: ``(C, H, W)`` for one image, ``(N, C, H, W)`` for a batch.
 
@@ -65,6 +66,30 @@ def resize(x: torch.Tensor, size: tuple[int, int], *, clamp01: bool = False) -> 
     if clamp01:
         y = y.clamp_(0.0, 1.0)
     return y if batched else y[0]
+
+
+def resampled_shape(shape, spacing, target) -> tuple[int, ...]:
+    """The grid of ``shape`` voxels of ``spacing`` mm resampled to ``target`` mm (at least 1)."""
+    return tuple(max(1, round(int(n) * float(s) / float(t))) for n, s, t in zip(shape, spacing, target))
+
+
+def resample(x: torch.Tensor, shape: tuple[int, ...], *, clamp01: bool = False) -> torch.Tensor:
+    """Linear resampling (bilinear in 2D, trilinear in 3D, align_corners=False: voxel centres
+    keep their physical place) of ``(C, *spatial)`` to ``shape``, for images, soft labels and,
+    back onto the source grid, predictions alike. ``clamp01`` removes rounding excursions."""
+    if tuple(x.shape[1:]) == tuple(shape):
+        return x
+    mode = "bilinear" if len(shape) == 2 else "trilinear"
+    y = F.interpolate(x[None].float(), size=tuple(shape), mode=mode, align_corners=False)[0]
+    return y.clamp_(0.0, 1.0) if clamp01 else y
+
+
+def to_spacing(x: torch.Tensor, spacing, config: TrainConfig, *, clamp01: bool = False) -> torch.Tensor:
+    """``(C, *spatial)`` of voxel ``spacing`` resampled to the run's ``spacing`` (unchanged
+    when the run has none)."""
+    if not config.spacing:
+        return x
+    return resample(x, resampled_shape(x.shape[1:], spacing, config.spacing), clamp01=clamp01)
 
 
 def padded_size(n: int, multiple: int = MULTIPLE) -> int:

@@ -49,6 +49,7 @@ from softseg.errors import SoftsegError
 from softseg.files import prepare_out_dir, write_text_atomic
 from softseg.training.model import load_checkpoint, model_from_config, save_checkpoint
 from softseg.training.network3d import check_patch, plan_patch
+from softseg.training.preprocess import resampled_shape
 
 __all__ = ["train", "split_ids", "soft_cross_entropy", "lr_at", "HISTORY_COLUMNS"]
 
@@ -175,6 +176,12 @@ def _resolved(config: TrainConfig, dataset: Dataset, device: torch.device) -> Tr
             f"{dataset.root}: dims 3d trains on volumes (C, X, Y, Z), but {len(flat)} case(s) are 2D "
             f"images (e.g. {', '.join(flat[:3])}); train 2D data with --dims 2d"
         )
+    dims = {len(c.spacing) for c in dataset.cases}
+    if config.spacing and dims != {len(config.spacing)}:
+        raise SoftsegError(
+            f"{dataset.root}: spacing {config.spacing} has {len(config.spacing)} value(s), but the "
+            f"cases have {' and '.join(map(str, sorted(dims)))} spatial axes; give one spacing (mm) per axis"
+        )
     slice_axis = config.slice_axis
     if volumes and slice_axis is None:
         slice_axis = through_plane_axis(volumes)
@@ -190,9 +197,9 @@ def _resolved(config: TrainConfig, dataset: Dataset, device: torch.device) -> Tr
 def _planned_3d(config: TrainConfig, volumes, dataset: Dataset) -> TrainConfig:
     """The 3D mode's network spacing (the volumes' median, per axis) and patch (planned from
     the volumes' median shape when not given), checked against the network's divisor."""
-    spacing = config.voxel_spacing or tuple(
+    spacing = config.voxel_spacing or tuple(float(v) for v in config.spacing) or tuple(
         float(np.median([c.spacing[a] for c in volumes])) for a in range(3))
-    patch = config.patch_size or plan_patch([c.image.shape[1:] for c in volumes], spacing)
+    patch = config.patch_size or plan_patch([_grid(c, config) for c in volumes], spacing)
     if not config.patch_size:
         log.info("%s: 3D patch %s voxels planned for spacing %s mm", dataset.root, patch,
                  tuple(round(s, 3) for s in spacing))
@@ -206,14 +213,21 @@ def _planned_3d(config: TrainConfig, volumes, dataset: Dataset) -> TrainConfig:
 
 def _check_patch_fits(config: TrainConfig, cases) -> None:
     """Every training volume must hold a whole patch (the patch is cut inside the volume)."""
-    small = [f"{c.case_id} {tuple(c.image.shape[1:])}" for c in cases
-             if any(n < p for n, p in zip(c.image.shape[1:], config.patch_size))]
+    small = [f"{c.case_id} {_grid(c, config)}" for c in cases
+             if any(n < p for n, p in zip(_grid(c, config), config.patch_size))]
     if small:
+        after = f" after resampling to {config.spacing} mm" if config.spacing else ""
         raise SoftsegError(
-            f"patch_size {config.patch_size}: larger than {len(small)} training volume(s) on some "
-            f"axis: {', '.join(small[:5])}{' ...' if len(small) > 5 else ''}; give a smaller "
+            f"patch_size {config.patch_size}: larger than {len(small)} training volume(s){after} on "
+            f"some axis: {', '.join(small[:5])}{' ...' if len(small) > 5 else ''}; give a smaller "
             f"--patch-size (multiples of the network's divisor)"
         )
+
+
+def _grid(case, config: TrainConfig) -> tuple[int, ...]:
+    """The voxel grid ``case`` trains on: its own, or resampled to the run's spacing."""
+    shape = tuple(int(n) for n in case.image.shape[1:])
+    return resampled_shape(shape, case.spacing, config.spacing) if config.spacing else shape
 
 
 # filled in from the data and the device when a run starts: a resumed run keeps its own
