@@ -4,9 +4,7 @@ Training: softseg's 3D step (``softseg.training.loop.train_step``: drawing the b
 random patches of pre-loaded normalised volumes with foreground oversampling, the growing
 batch with 3D augmentation, forward, soft cross-entropy, backward, Adam) against a bare loop
 over the same DynUNet on one fixed batch of patches of the same size (forward,
-BCE-with-logits, backward, Adam). The bare loop runs twice: on the network as MONAI builds
-it (PyTorch's Conv3d, whose weight gradient is slow on a CPU), and with softseg's Conv3d
-(:mod:`softseg.training.conv3d_cpu`), which isolates what softseg's data pipeline costs.
+BCE-with-logits, backward, Adam).
 
 Prediction: :func:`softseg.inference.predict.predict_folder` on NIfTI volumes (reading,
 normalising, sliding windows, sigmoid, writing float32 NIfTI and a mask) against MONAI's
@@ -74,15 +72,11 @@ def softseg_step(args):
     return step
 
 
-def bare_step(args, fast_conv: bool):
+def bare_step(args):
     from softseg.training.model import model_from_config
 
     torch.manual_seed(0)
-    model = model_from_config(_config(args))
-    if not fast_conv:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Conv3d):
-                module.__class__ = torch.nn.Conv3d  # as MONAI builds it
+    model = model_from_config(_config(args))  # MONAI's DynUNet as softseg plans it
     n = args.batch * (1 + args.copies)
     x = torch.randn(n, 1, *args.patch)
     y = (torch.rand(n, 1, *args.patch) > 0.5).float()
@@ -117,14 +111,12 @@ def train_3d(args) -> None:
     print(f"# 3D: patches {tuple(args.patch)} of volumes {tuple(args.volume)}, {n} patches per step "
           f"({args.batch} + {args.copies} copies each), DynUNet base {args.filters} filters, fp32, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    configs = {"bare MONAI": bare_step(args, fast_conv=False), "bare fast conv": bare_step(args, fast_conv=True),
-               "softseg": softseg_step(args)}
+    configs = {"bare": bare_step(args), "softseg": softseg_step(args)}
     times = _interleaved(configs, args.rounds, args.steps, args.warmup)
     speed = {name: n / statistics.median(t) for name, t in times.items()}
     for name, value in speed.items():
         print(f"{name:15s} {value:8.3f} patches/s  (median of {len(times[name])} steps)")
-    print(f"ratio softseg/bare same network and conv fp32: {speed['softseg'] / speed['bare fast conv']:.2f}")
-    print(f"ratio softseg/bare MONAI network as built fp32: {speed['softseg'] / speed['bare MONAI']:.2f}")
+    print(f"ratio softseg/bare same network fp32: {speed['softseg'] / speed['bare']:.2f}")
 
 
 def _write_run(root: Path, args) -> Path:

@@ -1,5 +1,5 @@
-"""The 3D mode: the DynUNet planned in nnU-Net's way, its faster CPU weight gradient, 3D
-patches and augmentation, sliding-window prediction, and volumes in and out of the CLI."""
+"""The 3D mode: the DynUNet planned in nnU-Net's way, 3D patches and augmentation,
+sliding-window prediction, --spacing, and volumes in and out of the CLI."""
 
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ from softseg.training.augment3d import (
 )
 from softseg.training.batches import prepare
 from softseg.training.config import TrainConfig, resolve_config
-from softseg.training.conv3d_cpu import conv3d_weight_gradient, use_fast_weight_gradient
 from softseg.training.network3d import check_patch, create_model_3d, divisor, plan_network, plan_patch
 from softseg.training.preprocess import normalize, predict_logits_volume
 from softseg.training.train import train
@@ -88,39 +87,6 @@ def test_3d_defaults_sit_under_the_command_line():
     assert resolve_config().batch_size == 8  # 2D keeps the paper's
     with pytest.raises(SoftsegError, match="patch_size: expected three voxel counts"):
         resolve_config(overrides={"dims": "3d", "patch_size": [16, 16]})
-
-
-# --------------------------------------------------------------------- the weight gradient
-
-
-@pytest.mark.parametrize("kernel, stride, padding", [((3, 3, 3), (1, 1, 1), (1, 1, 1)),
-                                                     ((3, 3, 1), (2, 2, 1), (1, 1, 0)),
-                                                     ((2, 2, 2), (2, 2, 2), (0, 0, 0))])
-def test_weight_gradient_equals_torch(kernel, stride, padding):
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 4, 9, 8, 7, generator=gen, dtype=torch.float64)
-    w = torch.randn(5, 4, *kernel, generator=gen, dtype=torch.float64, requires_grad=True)
-    y = F.conv3d(x, w, stride=stride, padding=padding)
-    grad = torch.randn(y.shape, generator=gen, dtype=torch.float64)
-    (expected,) = torch.autograd.grad(y, w, grad)
-    torch.testing.assert_close(conv3d_weight_gradient(x, grad, kernel, stride, padding), expected)
-
-
-def test_fast_convolutions_train_like_torchs():
-    torch.manual_seed(0)
-    model = create_model_3d(1, 2, (16, 16, 8), SPACING, base_filters=4).double()
-    reference = create_model_3d(1, 2, (16, 16, 8), SPACING, base_filters=4).double()
-    for module in reference.modules():
-        if isinstance(module, torch.nn.Conv3d):
-            module.__class__ = torch.nn.Conv3d  # plain PyTorch
-    reference.load_state_dict(model.state_dict())
-    assert any(type(m).__name__ == "FastCpuConv3d" for m in model.modules())
-    x = torch.randn(2, 1, 16, 16, 8, dtype=torch.float64, requires_grad=True)
-    for net in (model, reference):
-        net(x).square().mean().backward()
-    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
-        torch.testing.assert_close(a.grad, b.grad, msg=name)
-    assert use_fast_weight_gradient(torch.nn.Sequential(torch.nn.Conv3d(1, 1, 3)))[0].__class__.__name__ == "FastCpuConv3d"
 
 
 # ------------------------------------------------------------------ patches and augmentation

@@ -47,7 +47,7 @@ class DemoSettings:
 # The 3D demo: the QUBIQ-pancreas-like volumes of demo-data --dims 3d (64 x 64 x 20 voxels of
 # 0.8 x 0.8 x 2.5 mm, 2 raters), nnU-Net's batch of 2 (8 patches with the growing batch) and a
 # network 4 times narrower than nnU-Net's, so that it trains on 2 CPU cores in minutes.
-DEMO_3D = DemoSettings(dims="3d", epochs=20, image_size=64, slices=20, batch_size=2, n_train=12, n_val=4,
+DEMO_3D = DemoSettings(dims="3d", epochs=100, image_size=64, slices=20, batch_size=2, n_train=12, n_val=4,
                        dataset="demo-pancreas", patch_size=(32, 32, 16), base_filters=8)
 
 

@@ -16,8 +16,7 @@ for a CPU (docs/training.md gives the memory it takes), so on a GPU give ``--pat
 
 Filters: ``base_filters`` doubled per level and capped at 10 x base (nnU-Net's 32 ... 320);
 instance norm and leaky ReLU (DynUNet's and nnU-Net's defaults); no deep supervision (the
-loss is the run's, on the full-resolution output only). Its ``Conv3d`` layers compute their
-weight gradient on the CPU as :mod:`softseg.training.conv3d_cpu` does (about 20 x faster).
+loss is the run's, on the full-resolution output only).
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from typing import Sequence
 from torch import nn
 
 from softseg.errors import SoftsegError
-from softseg.training.conv3d_cpu import use_fast_weight_gradient
 
 MAX_DOWNSAMPLINGS = 5
 MIN_FEATURE_MAP = 8  # an axis is downsampled only while its feature map has this many voxels
@@ -99,9 +97,8 @@ def create_model_3d(in_channels: int, n_tasks: int, patch: Sequence[int], spacin
     check_patch(patch, spacing)
     kernels, strides = plan_network(patch, spacing)
     filters = [min(base_filters * 2**level, 10 * base_filters) for level in range(len(strides))]
-    model = DynUNet(
+    return DynUNet(
         spatial_dims=3, in_channels=in_channels, out_channels=n_tasks, kernel_size=kernels,
         strides=strides, upsample_kernel_size=strides[1:], filters=filters,
         norm_name="instance", deep_supervision=False, res_block=False,
     )
-    return use_fast_weight_gradient(model)
