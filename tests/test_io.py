@@ -44,6 +44,17 @@ def test_channels_last_four_channel_image_becomes_channels_first(tmp_path):
     assert spacing == (0.5, 0.75) and geometry.disk_shape == (6, 5, 4)
 
 
+def test_4d_volume_with_few_channels_reads_and_a_time_series_is_refused(tmp_path):
+    data = np.random.default_rng(1).random((6, 5, 7, 2)).astype(np.float32)
+    image, spacing, _ = io.read_image(save_nifti(tmp_path / "two.nii.gz", data))
+    assert image.shape == (2, 6, 5, 7) and spacing == (0.5, 0.75, 2.0)
+    np.testing.assert_array_equal(image[1], data[..., 1])
+    frames = save_nifti(tmp_path / "fmri.nii.gz", np.zeros((6, 5, 7, 12), np.float32))
+    with pytest.raises(SoftsegError, match=r"fmri.nii.gz: expected a 2D or 3D image.*found a 4D array "
+                                           r"of shape \(6, 5, 7, 12\) \(12 frames"):
+        io.read_image(frames)
+
+
 def test_spatial_shape_decides_volume_versus_channels(tmp_path):
     data = np.zeros((6, 5, 3), np.float32)
     path = save_nifti(tmp_path / "image.nii.gz", data)

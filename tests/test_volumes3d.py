@@ -272,6 +272,21 @@ def test_3d_on_2d_data_and_a_patch_larger_than_a_volume_are_refused(run, volumes
     assert "export supports 2D runs" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
 
 
+def test_a_4d_time_series_image_is_refused_by_check_and_train(tmp_path, capsys):
+    data = write_demo_volumes(tmp_path / "d", seed=5, shape=SHAPE, n_train=2, n_val=1, n_test=0) / DATASET
+    image = data / "Training" / "case01" / "image.nii.gz"
+    source = nib.load(image)
+    frames = np.repeat(np.asarray(source.dataobj)[..., None], 6, axis=-1)
+    nib.save(nib.Nifti1Image(frames, source.affine), image)
+    assert main(["check", str(data)]) == 2
+    assert "(6 frames: a time series?)" in "".join(capsys.readouterr())
+    out = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(out), "--dims", "3d", "--device", "cpu", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{image}: expected a 2D or 3D image" in err and "(6 frames: a time series?)" in err
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------- --spacing
 
 

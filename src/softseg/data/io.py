@@ -15,7 +15,9 @@ Conventions
 * A NIfTI array whose last axis is small (<= 4) is either a volume or channels-last
   (QUBIQ brain-tumor: ``(240, 240, 4)``). Callers that know the masks' shape pass it as
   ``spatial_shape`` and the matching reading is chosen; otherwise a 3-axis array with a
-  last axis of 2-4 is read as channels-last.
+  last axis of 2-4 is read as channels-last. A 4-axis array is a volume with channels last
+  (the Medical Segmentation Decathlon's convention) when its last axis is <= 4; a longer
+  fourth axis (a time series, 4D CT/fMRI) is refused.
 * PNG images: "L", "I;16", "I", "F", "1" -> one channel; "RGB" -> three; "LA"/"RGBA" ->
   the alpha channel is dropped with a logged warning (alpha is transparency, not signal);
   "P" (palette) is converted to RGB for images; for masks its indices are read.
@@ -223,6 +225,12 @@ def read_image(
         raise SoftsegError(
             f"{path}: expected a 2D or 3D image (optionally with a last channel axis), "
             f"found an array of shape {geometry.disk_shape}"
+        )
+    if data.ndim == 4 and data.shape[-1] > MAX_CHANNELS_LAST:
+        raise SoftsegError(
+            f"{path}: expected a 2D or 3D image, or a volume with at most {MAX_CHANNELS_LAST} "
+            f"channels on a fourth axis, found a 4D array of shape {geometry.disk_shape} "
+            f"({data.shape[-1]} frames: a time series?); save each frame as its own 3D volume"
         )
     channels_last = _is_channels_last(data.shape, spatial_shape)
     if channels_last:
