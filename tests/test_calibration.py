@@ -49,7 +49,7 @@ def one_task_run(run_dir: Path, val=("c1", "c2"), seed=0, constant=None) -> Path
     run = make_run(run_dir, tasks=("task01",), seed=seed)
     (run / "split.json").write_text(json.dumps({"train": ["c3"], "val": list(val)}))
     if constant is not None:
-        from softseg.training.model import load_checkpoint, model_from_config, save_checkpoint
+        from softseg.training.model import load_checkpoint, save_checkpoint
 
         for name in ("best", "last"):
             state = load_checkpoint(run / "checkpoints" / f"{name}.pt", "cpu")

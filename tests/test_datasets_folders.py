@@ -227,7 +227,7 @@ def test_dataset_json_errors(tmp_path):
     with pytest.raises(SoftsegError, match=r"dataset.json: expected a JSON object, found list"):
         load_dataset(root)
     (root / "dataset.json").write_text('{"raters": 3}')
-    with pytest.raises(SoftsegError, match=r"dataset.json: unknown key\(s\) raters; expected some of layout, n_raters, name, tasks"):
+    with pytest.raises(SoftsegError, match=r"dataset.json: unknown key\(s\) raters; expected some of labels, layout, n_raters, name, tasks"):
         load_dataset(root)
     (root / "dataset.json").write_text('{"tasks": "cell"}')
     with pytest.raises(SoftsegError, match=r"dataset.json: \"tasks\" must be a non-empty list of names, found 'cell'"):

@@ -163,15 +163,15 @@ def test_the_step_trains_with_the_configured_loss(tmp_path, monkeypatch, loss):
     called = []
     original = losses.loss_function
 
-    def spy(name, dml_weight=1.0):
-        called.append((name, dml_weight))
-        return original(name, dml_weight)
+    def spy(name, dml_weight=1.0, multiclass=False):
+        called.append((name, dml_weight, multiclass))
+        return original(name, dml_weight, multiclass)
 
     monkeypatch.setattr(_train_loop, "loss_function", spy)
     ds = make_dataset(4, size=32)
     cfg = TINY.replace(epochs=1, loss=loss, dml_weight=0.5)
     train(cfg, ds, tmp_path / "r", ids(ds, slice(0, 3)), ids(ds, slice(3, 4)), progress=False)
-    assert called and set(called) == {(loss, 0.5)}
+    assert called and set(called) == {(loss, 0.5, False)}
     rows = history(tmp_path / "r")
     assert np.isfinite(float(rows[-1]["train_loss"])) and np.isfinite(float(rows[-1]["val_loss"]))
 

@@ -15,6 +15,8 @@ from softseg.data._reading import (
     DEFAULT_TASK,
     MaskFiles,
     check_rater_sets,
+    class_problems,
+    multiclass_task,
     read_case,
     restrict_tasks,
     make_scan,
@@ -62,9 +64,11 @@ def _single_task_name(root: Path, tasks: Sequence[str] | None) -> str:
     return tasks[0]
 
 
-def read_rater_folders(root: Path, name: str, tasks: Sequence[str] | None, strict: bool) -> Scan:
+def read_rater_folders(root: Path, name: str, tasks: Sequence[str] | None, strict: bool,
+                       classes: Sequence[str] = ()) -> Scan:
     """``images/<case>.<ext>`` with ``raters/<case>/<rater>.<ext>`` (one task) or
-    ``raters/<case>/<task>/<rater>.<ext>`` (several tasks)."""
+    ``raters/<case>/<task>/<rater>.<ext>`` (several tasks). With ``classes`` each rater file
+    is a class map (one task at most), and ``tasks`` selects among the foreground classes."""
     _require_folders(root, "rater-folder", ("images", "raters"))
     problems: list[str] = []
     warnings: list[str] = []
@@ -94,9 +98,10 @@ def read_rater_folders(root: Path, name: str, tasks: Sequence[str] | None, stric
 
     if multi:
         found_tasks = sorted({t for f in per_case.values() for t in f}, key=natural_key)
-        selected = select_tasks(root, found_tasks, tasks)
+        multiclass_task(root, found_tasks, classes)
+        selected = tuple(found_tasks) if classes else select_tasks(root, found_tasks, tasks)
     else:
-        task_name = _single_task_name(root, tasks)
+        task_name = DEFAULT_TASK if classes else _single_task_name(root, tasks)
         per_case = {c: ({task_name: f[None]} if None in f else {}) for c, f in per_case.items()}
         found_tasks, selected = [task_name], (task_name,)
 
@@ -117,12 +122,15 @@ def read_rater_folders(root: Path, name: str, tasks: Sequence[str] | None, stric
                         f"other cases, found none"
                     )
         case = read_case(case_id, images.get(case_id), restrict_tasks(files, selected), None, problems,
-                          image_hint=f"{root / 'images' / case_id}.png|.nii.gz")
+                          image_hint=f"{root / 'images' / case_id}.png|.nii.gz", classes=classes)
         if case is not None:
             cases.append(case)
             declared[case_id] = files
     check_rater_sets(declared, selected, "raters", strict, problems, warnings)
-    return make_scan(root, name, "raters", selected, cases, problems, warnings)
+    if classes:
+        problems += class_problems(cases, classes, root)
+        selected = select_tasks(root, classes[1:], tasks)
+    return make_scan(root, name, "raters", selected, cases, problems, warnings, classes)
 
 
 # ----------------------------------------------------------------------------- agreement maps

@@ -14,6 +14,8 @@ from softseg.data._reading import (
     MaskFiles,
     QUBIQ_MASK,
     check_rater_sets,
+    class_problems,
+    multiclass_task,
     read_case,
     restrict_tasks,
     make_scan,
@@ -27,10 +29,12 @@ log = logging.getLogger(__name__)
 
 
 def read_qubiq(
-    root: Path, name: str, tasks: Sequence[str] | None, splits: Sequence[str] | None, strict: bool
+    root: Path, name: str, tasks: Sequence[str] | None, splits: Sequence[str] | None, strict: bool,
+    classes: Sequence[str] = (),
 ) -> Scan:
     """``<root>/{Training,Validation,Testing}/caseNN/`` or ``<root>/caseNN/``, each with
-    ``image.nii.gz`` and ``taskTT_segRR.nii.gz``."""
+    ``image.nii.gz`` and ``taskTT_segRR.nii.gz``. With ``classes`` each ``taskTT_segRR`` is a
+    rater's class map (one task at most), and ``tasks`` selects among the foreground classes."""
     problems: list[str] = []
     warnings: list[str] = []
     folders = _qubiq_case_folders(root, splits)
@@ -53,7 +57,8 @@ def read_qubiq(
         listed.append((case_id, split, folder, files))
 
     found_tasks = sorted({t for *_, files in listed for t in files}, key=natural_key)
-    selected = select_tasks(root, found_tasks, tasks)
+    multiclass_task(root, found_tasks, classes)
+    selected = tuple(found_tasks) if classes else select_tasks(root, found_tasks, tasks)
     cases = []
     declared: dict[str, MaskFiles] = {}
     for case_id, split, folder, files in listed:
@@ -73,14 +78,17 @@ def read_qubiq(
                         f"cases, found none"
                     )
         case = read_case(case_id, image, restrict_tasks(files, selected), split, problems,
-                          image_hint=str(folder / "image.nii.gz"))
+                          image_hint=str(folder / "image.nii.gz"), classes=classes)
         if case is not None:
             cases.append(case)
             declared[case_id] = files
     if not found_tasks and cases:
         warnings.append(f"{root}: no rater masks in any case; all {len(cases)} cases are unlabelled")
     check_rater_sets(declared, selected, "qubiq", strict, problems, warnings)
-    return make_scan(root, name, "qubiq", selected, cases, problems, warnings)
+    if classes:
+        problems += class_problems(cases, classes, root)
+        selected = select_tasks(root, classes[1:], tasks)
+    return make_scan(root, name, "qubiq", selected, cases, problems, warnings, classes)
 
 
 def _qubiq_case_folders(root: Path, splits: Sequence[str] | None) -> list[tuple[str | None, Path]]:

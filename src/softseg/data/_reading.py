@@ -46,17 +46,23 @@ def read_case(
     agreement_files: Mapping[str, Path] | None = None,
     n_raters: Mapping[str, int] | None = None,
     image_hint: str = "",
+    classes: Sequence[str] = (),
 ) -> Case | None:
     """Read one case; append its problems. None when the image cannot be read.
 
     ``image_hint`` says where the image was looked for, for the message when it is missing.
+    With ``classes`` (multi-class data) each rater file is a class map with values
+    0..len(classes)-1, and the case's masks are per foreground class (:func:`class_masks`).
     """
     masks: dict[str, list[tuple[str, np.ndarray, Path]]] = {}
     grids: dict[Path, io.Geometry] = {}
     for task, files in mask_files.items():
         for rater, path in files:
             try:
-                mask, grids[path] = io.read_mask(path)
+                if classes:
+                    mask, grids[path] = io.read_class_map(path, len(classes))
+                else:
+                    mask, grids[path] = io.read_mask(path)
             except SoftsegError as error:
                 problems.append(f"{case_id}: {error}")
                 continue
@@ -122,6 +128,8 @@ def read_case(
             )
         else:
             agreement[task] = array
+    if classes:
+        stacked, raters = class_masks(stacked, raters, classes)
     counts = {t: int(m.shape[0]) for t, m in stacked.items()}
     counts.update({t: int(n_raters[t]) for t in agreement})
     return Case(
@@ -136,6 +144,48 @@ def read_case(
         n_raters=counts,
         split=split,
     )
+
+
+def class_masks(
+    maps: Mapping[str, np.ndarray], raters: Mapping[str, tuple[str, ...]], classes: Sequence[str]
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
+    """The raters' class maps ``(R, *spatial)`` of a case's one task as binary masks per
+    foreground class: ``masks[classes[v]] = maps == v`` for v >= 1, raters alike. (The
+    background is what no foreground mask covers, so it is not stored.)"""
+    masks: dict[str, np.ndarray] = {}
+    names: dict[str, tuple[str, ...]] = {}
+    for task, stack in maps.items():
+        for value, name in enumerate(classes[1:], start=1):
+            masks[name] = stack == value
+            names[name] = raters[task]
+    return masks, names
+
+
+def class_problems(cases: Sequence[Case], classes: Sequence[str], root: Path) -> list[str]:
+    """A foreground class that no rater of any case drew: nothing to learn it from, and the
+    sign of binary masks read as class maps (every map 0/1 under three or more labels)."""
+    labelled = [c for c in cases if c.masks]
+    if not labelled:
+        return []
+    return [
+        f"{root}: class {name!r} (value {value} in dataset.json's labels) is drawn in no rater's "
+        f"map of the {len(labelled)} labelled case(s); expected class maps with values "
+        f"0..{len(classes) - 1}: are these binary masks? Remove the class from labels, or "
+        "drop the labels entry for binary data"
+        for value, name in enumerate(classes[1:], start=1)
+        if not any(c.masks[name].any() for c in labelled if name in c.masks)
+    ]
+
+
+def multiclass_task(root: Path, found: Sequence[str], classes: Sequence[str]) -> None:
+    """Raise unless multi-class data have at most one task of class maps: ``labels`` apply to
+    one class map per rater (several structures are classes of that map)."""
+    if classes and len(found) > 1:
+        raise SoftsegError(
+            f"{root}: dataset.json's labels make each rater's file one class map, but the layout "
+            f"has {len(found)} tasks ({', '.join(found)}); put all classes into one map per rater, "
+            "or drop the labels entry to train the tasks as binary masks"
+        )
 
 
 def _off_grid(image: io.Geometry, mask: io.Geometry, spacing: Sequence[float]) -> float | None:
@@ -236,8 +286,9 @@ def check_rater_sets(
             (problems if layout == "qubiq" or strict else warnings).append(line)
 
 
-def make_scan(root, name, layout, tasks, cases, problems, warnings) -> Scan:
-    dataset = Dataset(root=root, name=name, layout=layout, tasks=tuple(tasks), cases=tuple(cases))
+def make_scan(root, name, layout, tasks, cases, problems, warnings, classes=()) -> Scan:
+    dataset = Dataset(root=root, name=name, layout=layout, tasks=tuple(tasks), cases=tuple(cases),
+                      classes=tuple(classes))
     return Scan(dataset=dataset, problems=tuple(problems), warnings=tuple(warnings))
 
 

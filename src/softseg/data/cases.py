@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -54,13 +54,25 @@ class Case:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A set of cases sharing tasks. ``layout`` is "qubiq", "raters" or "agreement"."""
+    """A set of cases sharing tasks. ``layout`` is "qubiq", "raters" or "agreement".
+
+    ``classes`` is empty for binary data (one sigmoid task per region). For multi-class data
+    (a ``labels`` entry in ``dataset.json``, see :func:`softseg.data.datasets.read_dataset_json`)
+    it names the classes in value order, background first (value i is class ``classes[i]``);
+    the tasks are then the foreground classes, ``tasks == classes[1:]`` (or a selection of
+    them), and each case's ``masks[c]`` holds every rater's ``map == value of c``.
+    """
 
     root: Path
     name: str
     layout: str
     tasks: tuple[str, ...]
     cases: tuple[Case, ...]
+    classes: tuple[str, ...] = ()
+
+    @property
+    def multiclass(self) -> bool:
+        return bool(self.classes)
 
     def select(self, split: str | None = None, case_ids=None) -> "Dataset":
         """The cases of one split and/or with the given ids, in dataset order."""
@@ -70,7 +82,7 @@ class Dataset:
             for c in self.cases
             if (split is None or c.split == split) and (wanted is None or c.case_id in wanted)
         )
-        return Dataset(self.root, self.name, self.layout, self.tasks, cases)
+        return replace(self, cases=cases)
 
 
 @dataclass(frozen=True)

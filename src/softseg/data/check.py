@@ -161,6 +161,9 @@ def format_report(report: CheckReport) -> str:
     lines.append(f"dataset: {data.name} ({data.layout} layout) at {data.root}")
     split_text = ", ".join(f"{s} {n}" for s, n in report.splits.items())
     lines.append(f"cases: {len(data.cases)}" + (f" ({split_text})" if set(report.splits) != {"all"} else ""))
+    if data.classes:
+        values = ", ".join(f"{name} = {value}" for value, name in enumerate(data.classes))
+        lines.append(f"classes: {values} (class maps; the tasks are the foreground classes)")
     lines.append(f"tasks: {', '.join(data.tasks) or 'none'}")
     for t in report.tasks:
         raters = f"{t.raters_min}" if t.raters_min == t.raters_max else f"{t.raters_min}-{t.raters_max}"

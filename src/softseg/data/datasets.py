@@ -90,16 +90,66 @@ def scan_dataset(
     if n_raters is None:
         n_raters = options.get("n_raters")
     name = str(options.get("name") or root.resolve().name)
+    classes = class_names(root / DATASET_JSON, options.get("labels"))
+    if classes and layout == "agreement":
+        raise SoftsegError(
+            f"{root / DATASET_JSON}: \"labels\" declares class maps, but the agreement-map layout "
+            "holds one map per task, not the raters' class maps; use rater folders or the QUBIQ "
+            "layout with one class map per rater"
+        )
     if layout == "qubiq":
-        return read_qubiq(root, name, tasks, splits, strict)
+        return read_qubiq(root, name, tasks, splits, strict, classes)
     if layout == "raters":
-        return read_rater_folders(root, name, tasks, strict)
+        return read_rater_folders(root, name, tasks, strict, classes)
     return read_agreement(root, name, tasks, n_raters)
+
+
+def class_names(path: Path, labels: Any) -> tuple[str, ...]:
+    """The classes of a ``labels`` entry (nnU-Net v2's ``{"background": 0, "rim": 1, ...}``) in
+    value order, background first; ``()`` without one (binary data).
+
+    The values must be 0..C-1 without gaps, because value i is the model's output channel i
+    (a gap would be a channel no pixel can take: remap the maps). nnU-Net's region labels
+    (a list of values) are refused: nested regions train as binary tasks, one per region.
+    """
+    if labels is None:
+        return ()
+    where = f"{path}: \"labels\""
+    if not isinstance(labels, dict) or not labels:
+        raise SoftsegError(f'{where} must map class names to values, e.g. {{"background": 0, "rim": 1}}; found {labels!r}')
+    problems = []
+    for name, value in labels.items():
+        if isinstance(value, list):
+            problems.append(
+                f"{name!r}: a region (list of values) as in nnU-Net's region training; softseg trains "
+                "nested regions as binary tasks (one mask per region, no labels entry)"
+            )
+        elif isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{name!r}: expected an integer value, found {value!r}")
+        elif not name:
+            problems.append(f"expected a class name, found an empty one for value {value}")
+    if problems:
+        raise SoftsegError(f"{where}: " + "; ".join(problems))
+    if labels.get("background") != 0:
+        found = labels.get("background", "no such entry")
+        raise SoftsegError(
+            f'{where}: expected the background class as "background": 0 (nnU-Net\'s convention), found {found!r}'
+        )
+    values = sorted(labels.values())
+    if values != list(range(len(labels))):
+        raise SoftsegError(
+            f"{where}: expected the values 0..{len(labels) - 1} once each (value i is output channel i), "
+            f"found {', '.join(map(str, values))}; remap the class maps so their values have no gaps"
+        )
+    if len(labels) < 2:
+        raise SoftsegError(f"{where}: expected a background and at least one foreground class, found {labels!r}")
+    return tuple(sorted(labels, key=labels.get))
 
 
 def read_dataset_json(root: Path) -> dict[str, Any]:
     """Options from ``<root>/dataset.json`` (all optional): ``layout``, ``name``, ``tasks``
-    (list of names), ``n_raters`` (int or {task: int}). ``{}`` when the file is absent."""
+    (list of names), ``n_raters`` (int or {task: int}), ``labels`` (class name -> value: the
+    rater masks are class maps, see :func:`class_names`). ``{}`` when the file is absent."""
     path = root / DATASET_JSON
     if not path.is_file():
         return {}
@@ -109,7 +159,7 @@ def read_dataset_json(root: Path) -> dict[str, Any]:
         raise SoftsegError(f"{path}: cannot read as JSON ({error}); fix or remove the file") from error
     if not isinstance(options, dict):
         raise SoftsegError(f"{path}: expected a JSON object, found {type(options).__name__}")
-    allowed = {"layout", "name", "tasks", "n_raters"}
+    allowed = {"layout", "name", "tasks", "n_raters", "labels"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise SoftsegError(

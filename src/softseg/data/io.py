@@ -31,19 +31,14 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
-from nibabel.filebasedimages import ImageFileError
-from nibabel.spatialimages import HeaderDataError
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from softseg.data._encode import encode_grey_png, nifti_bytes
+from softseg.data._load import Geometry, _load_nifti, _load_png, _squeeze_trailing, grid_difference  # noqa: F401 (re-exported)
 from softseg.errors import SoftsegError
 from softseg.files import write_bytes_atomic, write_with
 
@@ -55,42 +50,6 @@ SUPPORTED = "NIfTI (.nii, .nii.gz) or PNG (.png)"
 
 # Largest last axis that can be channels rather than slices (4 = QUBIQ brain-tumor MRI).
 MAX_CHANNELS_LAST = 4
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """What is needed to write an output exactly like its source file.
-
-    ``disk_shape`` is the array shape as stored (e.g. ``(240, 240, 4)`` for a channels-last
-    NIfTI, ``(H, W, 3)`` for an RGB PNG). ``affine``/``header`` are set for NIfTI only,
-    ``png_mode``/``bit_depth`` for PNG only.
-    """
-
-    format: str
-    disk_shape: tuple[int, ...]
-    affine: np.ndarray | None = None
-    header: Any | None = None
-    png_mode: str | None = None
-    bit_depth: int | None = None
-
-
-def grid_difference(a: Geometry, b: Geometry) -> float | None:
-    """How far apart (mm, the largest over the corners of ``a``'s volume) the same voxel index
-    lands on two NIfTI grids. None unless both declare a world space (qform or sform code
-    > 0): PNG has none, and a NIfTI with both codes 0 states none either."""
-    if not (_declares_space(a) and _declares_space(b)):
-        return None
-    spatial = [max(int(n) - 1, 0) for n in a.disk_shape[:3]] + [0] * (3 - len(a.disk_shape[:3]))
-    corners = np.array(np.meshgrid(*[[0, n] for n in spatial], indexing="ij")).reshape(3, -1)
-    points = np.vstack([corners, np.ones(corners.shape[1])])
-    return float(np.abs((a.affine - b.affine) @ points)[:3].max())
-
-
-def _declares_space(geometry: Geometry) -> bool:
-    header = geometry.header
-    if geometry.affine is None or header is None:
-        return False
-    return int(header["sform_code"]) > 0 or int(header["qform_code"]) > 0
 
 
 def file_format(path: str | os.PathLike) -> str:
@@ -124,74 +83,6 @@ def map_suffix(geometry: Geometry) -> str:
 
 
 # ----------------------------------------------------------------------------- reading
-
-# What nibabel and Pillow raise for a damaged or foreign file (truncated gzip, bad header,
-# wrong magic, short data), found by truncating and corrupting real files: a NIfTI header
-# with a negative or huge dimension gives OverflowError; Pillow refuses a header claiming
-# an enormous image with DecompressionBombError (not an OSError). A programming error
-# (TypeError, AttributeError, ...) is not among them and keeps its traceback.
-_NIFTI_READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError,
-                      OverflowError, zlib.error, struct.error)
-_PNG_READ_ERRORS = (UnidentifiedImageError, OSError, EOFError, ValueError, SyntaxError,
-                    zlib.error, struct.error, Image.DecompressionBombError)
-
-
-def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, tuple[float, ...]]:
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except _NIFTI_READ_ERRORS as error:
-        raise SoftsegError(
-            f"{path}: cannot read as NIfTI ({type(error).__name__}: {error}); "
-            f"expected a valid .nii/.nii.gz file"
-        ) from error
-    geometry = Geometry(
-        format="nifti",
-        disk_shape=tuple(int(s) for s in data.shape),
-        affine=np.array(img.affine, dtype=np.float64),
-        header=img.header.copy(),
-    )
-    # Zooms are stored as float32; 7 significant digits give back the value that was meant
-    # (0.8, not 0.800000011920929). They are the file's own: nibabel turns a zero pixdim
-    # into 1 on loading, and a volume without a spacing must be refused, not taken as 1 mm.
-    zooms = img.header.get_zooms()
-    if 1.0 in zooms:  # a 1 may be a stored 0 that nibabel fixed: read the header as stored
-        with nib.openers.ImageOpener(str(path)) as handle:
-            zooms = type(img.header).from_fileobj(handle, check=False)["pixdim"][1 : len(zooms) + 1]
-    zooms = tuple(float(f"{float(z):.7g}") for z in zooms)
-    return data, geometry, zooms
-
-
-def _load_png(path: Path, palette_indices: bool = False) -> tuple[np.ndarray, Geometry]:
-    """``palette_indices``: keep a palette PNG's indices (label maps) instead of its colours."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode == "P" and not palette_indices:
-                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-                mode = img.mode
-            data = np.array(img)
-    except _PNG_READ_ERRORS as error:
-        raise SoftsegError(
-            f"{path}: cannot read as PNG ({type(error).__name__}: {error}); "
-            f"expected a valid .png file"
-        ) from error
-    bit_depth = 16 if data.dtype in (np.uint16, np.int32) and mode.startswith("I") else 8
-    if mode == "F":
-        bit_depth = 32
-    geometry = Geometry(
-        format="png", disk_shape=tuple(int(s) for s in data.shape), png_mode=mode, bit_depth=bit_depth
-    )
-    return data, geometry
-
-
-def _squeeze_trailing(data: np.ndarray) -> np.ndarray:
-    """Drop trailing singleton axes beyond the second: (960, 640, 1) -> (960, 640)."""
-    while data.ndim > 2 and data.shape[-1] == 1:
-        data = data[..., 0]
-    return data
-
 
 def _png_channels_first(data: np.ndarray, path: Path, mode: str) -> np.ndarray:
     if data.ndim == 2:
@@ -279,20 +170,7 @@ def read_mask(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     naming the file and the values found when the mask is not binary or cannot be read.
     """
     path = Path(path)
-    if file_format(path) == "png":
-        # A palette mask stores labels as indices (0 background, 1 object): read those.
-        data, geometry = _load_png(path, palette_indices=True)
-        if data.ndim == 3:
-            colour = data[..., :3] if data.shape[-1] >= 3 else data[..., :1]
-            if not (colour == colour[..., :1]).all():
-                raise SoftsegError(
-                    f"{path}: expected a grey binary mask, found a colour PNG ({geometry.png_mode}) "
-                    f"whose channels differ; save the mask as 8-bit grey with 0 and 255"
-                )
-            data = colour[..., 0]
-    else:
-        data, geometry, _ = _load_nifti(path)
-        data = _squeeze_trailing(data)
+    data, geometry = _mask_array(path, "binary mask")
     if data.dtype == bool:
         return data.copy(), geometry
     values = np.unique(data)
@@ -300,9 +178,55 @@ def read_mask(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
         shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if values.size > 6 else "")
         raise SoftsegError(
             f"{path}: expected a binary mask with values {{0, 1}} or {{0, 255}}, found "
-            f"{values.size} distinct values ({shown}); binarise it (e.g. value > 0)"
+            f"{values.size} distinct values ({shown}); binarise it (e.g. value > 0), or, if the "
+            f"masks are class maps, declare their classes in dataset.json (\"labels\")"
         )
     return data > 0, geometry
+
+
+def _mask_array(path: Path, what: str) -> tuple[np.ndarray, Geometry]:
+    """A mask file's stored values as ``(*spatial)``: a PNG's grey values or palette indices
+    (an RGB(A) one only with equal colour channels), a NIfTI's array without trailing
+    singleton axes."""
+    if file_format(path) == "png":
+        # A palette mask stores labels as indices (0 background, 1 object): read those.
+        data, geometry = _load_png(path, palette_indices=True)
+        if data.ndim == 3:
+            colour = data[..., :3] if data.shape[-1] >= 3 else data[..., :1]
+            if not (colour == colour[..., :1]).all():
+                raise SoftsegError(
+                    f"{path}: expected a grey {what}, found a colour PNG ({geometry.png_mode}) "
+                    f"whose channels differ; save it as 8-bit grey"
+                    + (" with 0 and 255" if what == "binary mask" else " with the class values")
+                )
+            data = colour[..., 0]
+        return data, geometry
+    data, geometry, _ = _load_nifti(path)
+    return _squeeze_trailing(data), geometry
+
+
+def read_class_map(path: str | os.PathLike, n_classes: int) -> tuple[np.ndarray, Geometry]:
+    """Read one rater's class map (multi-class data): integer values ``0 .. n_classes - 1``.
+
+    Returns ``(map, geometry)``: ``map`` is ``(*spatial)`` uint8 with the class values.
+    Raises SoftsegError naming the file, each value found outside the labels and its pixel
+    count; a {0, 255} file gets the hint that it looks like a binary mask.
+    """
+    path = Path(path)
+    data, geometry = _mask_array(path, "class map")
+    values, counts = np.unique(data, return_counts=True)
+    bad = [(v, int(n)) for v, n in zip(values.tolist(), counts.tolist())
+           if not (float(v).is_integer() and 0 <= v < n_classes)]
+    if bad:
+        shown = ", ".join(f"{v:g} ({n} pixels)" for v, n in bad[:6]) + (", ..." if len(bad) > 6 else "")
+        hint = ""
+        if set(values.tolist()) <= {0, 255}:
+            hint = "; it looks like a binary 0/255 mask: store class values, or drop the labels entry for binary data"
+        raise SoftsegError(
+            f"{path}: expected a class map with the values 0..{n_classes - 1} of the labels in "
+            f"dataset.json, found {shown}{hint}"
+        )
+    return data.astype(np.uint8), geometry
 
 
 def read_probability(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:

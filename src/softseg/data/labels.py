@@ -5,6 +5,10 @@ Hard-label baselines: majority vote, one random rater, STAPLE consensus (SimpleI
 Per SPEC.md: the soft label of a case and task is the pixel-wise mean of the binary masks
 of the raters present *for that case* (a case with 5 of 6 raters averages 5), so its values
 lie in {k/A}. Variance is p(1 - p) and is never predicted.
+
+Multi-class data (``Dataset.classes``): the soft label is the per-pixel class frequency over
+the case's raters, ``(C, *spatial)`` with values k/A summing to 1 (:func:`class_distribution`);
+the hard-label baselines are one-hot ``(C, *spatial)`` maps of the same shape.
 """
 
 from __future__ import annotations
@@ -106,12 +110,75 @@ def random_rater_label(case: Case, task: str, rng: np.random.Generator) -> np.nd
     return masks[int(rng.integers(masks.shape[0]))].copy()
 
 
+# ----------------------------------------------------------------------------- multi-class
+
+
+def rater_class_maps(case: Case, classes: tuple[str, ...]) -> np.ndarray:
+    """The raters' class maps ``(R, *spatial)`` uint8 (values 0..C-1) of a multi-class case,
+    rebuilt from its per-class masks (:func:`softseg.data._reading.class_masks`)."""
+    masks = [_rater_masks(case, name, "multi-class labels") for name in classes[1:]]
+    maps = np.zeros(masks[0].shape, np.uint8)
+    for value, mask in enumerate(masks, start=1):
+        maps[mask] = value
+    return maps
+
+
+def _class_counts(case: Case, classes: tuple[str, ...]) -> np.ndarray:
+    """``(C, *spatial)`` int64: how many of the case's raters put each pixel in each class."""
+    fg = np.stack([_rater_masks(case, n, "multi-class labels").sum(axis=0, dtype=np.int64) for n in classes[1:]])
+    return np.concatenate([case.n_raters[classes[1]] - fg.sum(axis=0, keepdims=True), fg])
+
+
+def class_distribution(case: Case, classes: tuple[str, ...]) -> np.ndarray:
+    """The multi-class soft label ``(C, *spatial)`` float32: per pixel, the fraction k/A of
+    the case's A raters that chose each class (class i = ``classes[i]``, background first).
+    Each value is the float32 nearest k/A, so the classes sum to 1 within float32 rounding."""
+    counts = _class_counts(case, classes)
+    return (counts / case.n_raters[classes[1]]).astype(np.float32)
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """``(*spatial)`` integer labels -> ``(n_classes, *spatial)`` float32 one-hot."""
+    return (np.arange(n_classes).reshape(-1, *([1] * labels.ndim)) == labels[None]).astype(np.float32)
+
+
+def majority_classes(case: Case, classes: tuple[str, ...]) -> np.ndarray:
+    """The multi-class majority vote, one-hot ``(C, *spatial)`` float32: per pixel the class
+    most raters chose (the mode); a tie goes to the lower class value, as argmax breaks
+    ties, so two raters each for rim (1) and cup (2) give rim. (The binary majority vote
+    breaks a tie towards foreground, as thresholding the soft label at 0.5 does.)"""
+    return one_hot(np.argmax(_class_counts(case, classes), axis=0), len(classes))
+
+
+def staple_classes(case: Case, classes: tuple[str, ...]) -> np.ndarray:
+    """Multi-label STAPLE (Rohlfing et al. 2004; SimpleITK's ``MultiLabelSTAPLEImageFilter``
+    with its default priors and iterations) over the raters' class maps, one-hot
+    ``(C, *spatial)`` float32. Pixels it leaves undecided take the majority vote."""
+    import SimpleITK as sitk
+
+    maps = rater_class_maps(case, classes)
+    undecided = 255
+    staple = sitk.MultiLabelSTAPLEImageFilter()
+    staple.SetLabelForUndecidedPixels(undecided)
+    labels = sitk.GetArrayFromImage(staple.Execute([sitk.GetImageFromArray(m) for m in maps]))
+    fallback = np.argmax(_class_counts(case, classes), axis=0)
+    labels = np.where(labels == undecided, fallback, labels)
+    return one_hot(labels, len(classes))
+
+
+def random_rater_classes(case: Case, classes: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
+    """One rater's class map, chosen uniformly with ``rng``, one-hot ``(C, *spatial)`` float32."""
+    maps = rater_class_maps(case, classes)
+    return one_hot(maps[int(rng.integers(maps.shape[0]))], len(classes))
+
+
 def write_soft_labels(
     dataset: Dataset, out: str | Path, *, variance: bool = False, overwrite: bool = False
 ) -> list[Path]:
     """Write the soft label (and optionally its variance) of every labelled case and task.
 
-    Files: ``OUT/<case_id>/<task>.<ext>`` and ``OUT/<case_id>/<task>_variance.<ext>``, where
+    Files: ``OUT/<case_id>/<task>.<ext>`` and ``OUT/<case_id>/<task>_variance.<ext>`` (for
+    multi-class data one file per class, background included, named by the class), where
     ``<ext>`` follows the source image: float32 ``.nii.gz`` with the image's affine and
     header, or 16-bit grey ``.png`` with value ``round(p * 65535)``. Unlabelled cases are
     skipped. Refuses a non-empty OUT unless ``overwrite`` (then files of the same names are
@@ -121,11 +188,7 @@ def write_soft_labels(
     written: list[Path] = []
     for case in tqdm(dataset.cases, desc="soft labels", unit="case", disable=None):
         suffix = io.map_suffix(case.geometry)
-        for task in dataset.tasks:
-            if not case.is_labelled(task):
-                log.info("%s: no label for %s; skipped", case.case_id, task)
-                continue
-            p = soft_label(case, task)
+        for task, p in _soft_maps(dataset, case):
             folder = out / case.case_id
             written.append(io.write_map(folder / f"{task}{suffix}", p, case.geometry, overwrite=overwrite))
             if variance:
@@ -134,3 +197,19 @@ def write_soft_labels(
                                  case.geometry, overwrite=overwrite)
                 )
     return written
+
+
+def _soft_maps(dataset: Dataset, case: Case):
+    """``(name, soft label)`` of a case: per task, or per class for multi-class data."""
+    if dataset.classes:
+        if not case.masks:
+            log.info("%s: no label; skipped", case.case_id)
+            return []
+        return list(zip(dataset.classes, class_distribution(case, dataset.classes)))
+    maps = []
+    for task in dataset.tasks:
+        if not case.is_labelled(task):
+            log.info("%s: no label for %s; skipped", case.case_id, task)
+            continue
+        maps.append((task, soft_label(case, task)))
+    return maps

@@ -39,6 +39,7 @@ class TrainData:
     raters: tuple[tuple[torch.Tensor, ...], ...] = ()
     source_labels: tuple[torch.Tensor, ...] = ()
     foreground: tuple[torch.Tensor, ...] = ()  # 3D mode: each volume's labelled voxels (n, 3)
+    classes: int = 0  # multi-class runs: C (labels are (C, ...) class distributions), else 0
 
 
 def select_cases(dataset: Dataset, ids: Sequence[str], tasks: Sequence[str], role: str) -> list[Case]:
@@ -70,6 +71,20 @@ def select_cases(dataset: Dataset, ids: Sequence[str], tasks: Sequence[str], rol
     if problems:
         raise DatasetError(problems, header=f"cannot use these {role} cases")
     return cases
+
+
+def _targets(case: Case, config: TrainConfig, mode: str) -> np.ndarray:
+    """``(T, *spatial)`` per task, or for multi-class runs ``(C, *spatial)`` over the classes:
+    the class frequencies, or one-hot for the hard-label modes (random rater: drawn per step)."""
+    from softseg.data import labels
+
+    if not config.classes:
+        return np.stack([_target(case, t, mode) for t in config.tasks]).astype(np.float32)
+    if mode == "majority":
+        return labels.majority_classes(case, config.classes)
+    if mode == "staple":
+        return labels.staple_classes(case, config.classes)
+    return labels.class_distribution(case, config.classes)
 
 
 def _target(case: Case, task: str, mode: str) -> np.ndarray:
@@ -115,9 +130,7 @@ def prepare(cases: Sequence[Case], config: TrainConfig, *, validation: bool = Fa
     size = (config.resize, config.resize) if config.resize is not None else None
     mode = "soft" if validation else config.label_mode
     for case in cases:
-        label = torch.from_numpy(
-            np.stack([_target(case, t, mode) for t in config.tasks]).astype(np.float32)
-        )
+        label = torch.from_numpy(_targets(case, config, mode))
         masks = _rater_masks(case, config) if mode == "random_rater" else []
         if validation:
             source.append(label)
@@ -142,12 +155,22 @@ def prepare(cases: Sequence[Case], config: TrainConfig, *, validation: bool = Fa
     if config.dims == "3d" and not validation:
         from softseg.training.augment3d import foreground_voxels
 
-        foreground = tuple(foreground_voxels(label) for label in targets)
-    return TrainData(tuple(ids), tuple(images), tuple(targets), tuple(raters), tuple(source), foreground)
+        first = 1 if config.classes else 0  # multi-class: the background channel is not foreground
+        foreground = tuple(foreground_voxels(label[first:]) for label in targets)
+    return TrainData(tuple(ids), tuple(images), tuple(targets), tuple(raters), tuple(source), foreground,
+                     len(config.classes))
 
 
 def _rater_masks(case: Case, config: TrainConfig) -> list[torch.Tensor]:
-    """Per task, the ``(R, *spatial)`` float32 rater masks (random-rater mode)."""
+    """Per task, the ``(R, *spatial)`` float32 rater masks (random-rater mode); for a
+    multi-class run one ``(R * C, *spatial)`` tensor of the raters' one-hot class maps (rater r
+    in rows r*C .. r*C + C - 1), so one draw picks one rater for every class."""
+    if config.classes:
+        from softseg.data.labels import one_hot, rater_class_maps
+
+        maps = rater_class_maps(case, config.classes)
+        # stored flat, (R * C, *spatial), so resizing and slicing treat it like any channels
+        return [torch.from_numpy(np.concatenate([one_hot(m, len(config.classes)) for m in maps]))]
     per_task = []
     for task in config.tasks:
         if task not in case.masks:
@@ -170,10 +193,15 @@ def sample_targets(
     images, labels = [], []
     for i in indices:
         if data.raters:
-            label = torch.stack([
-                masks[int(torch.randint(0, masks.shape[0], (1,), generator=generator))]
-                for masks in data.raters[i]
-            ])
+            if data.classes:  # one rater's one-hot class map (C, *spatial)
+                (maps,) = data.raters[i]
+                r = int(torch.randint(0, maps.shape[0] // data.classes, (1,), generator=generator))
+                label = maps[r * data.classes:(r + 1) * data.classes]
+            else:
+                label = torch.stack([
+                    masks[int(torch.randint(0, masks.shape[0], (1,), generator=generator))]
+                    for masks in data.raters[i]
+                ])
         else:
             label = data.labels[i]
         images.append(data.images[i])

@@ -60,6 +60,10 @@ class TrainConfig:
 
     # data
     tasks: tuple[str, ...] = ()
+    # multi-class data: every class in value order, background first (filled in at training
+    # from the dataset's labels); the model then has one softmax output per class and
+    # ``tasks`` are the foreground classes. () for binary data: one sigmoid output per task
+    classes: tuple[str, ...] = ()
     in_channels: int = 0
     label_mode: str = "soft"
     loss: str = "ce"  # the paper's soft cross-entropy; see softseg.training.losses
@@ -110,6 +114,11 @@ class TrainConfig:
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The model's output channels by name: the classes (softmax) or the tasks (sigmoid)."""
+        return self.classes or self.tasks
+
 
 # The seven QUBIQ 2021 2D tasks (SPEC.md table): crop size, epochs, vertical flip; then the two 3D
 # tasks. Each task has
@@ -154,7 +163,7 @@ def task_name(name: str) -> str:
 
 
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
-_TUPLE_FIELDS = {"tasks", "decoder_channels", "betas", "patch_size", "voxel_spacing", "spacing"}
+_TUPLE_FIELDS = {"tasks", "classes", "decoder_channels", "betas", "patch_size", "voxel_spacing", "spacing"}
 
 
 def preset(name: str) -> TrainConfig:

@@ -20,9 +20,10 @@ from softseg.training import distributed as _distributed
 from softseg.training.batches import TrainData, sample_targets
 from softseg.training.runtime import autocast, memory_format, seeded_global_rng
 from softseg.training.config import TrainConfig
-from softseg.training.augment import growing_batch, random_crops
+from softseg.training.augment import as_class_distribution, growing_batch, random_crops
 from softseg.training.augment3d import random_patches
 from softseg.training.losses import loss_function
+from softseg.training.model import output_probabilities
 from softseg.training.preprocess import (
     predict_logits,
     predict_logits_volume,
@@ -103,6 +104,8 @@ def train_step(state: LoopState, data: TrainData, indices: list[int]) -> float:
     seed = int(np.random.SeedSequence([c.seed, rank, state.step]).generate_state(1)[0])
     augmenter = torch.Generator().manual_seed(seed)
     images, labels = growing_batch(images, labels, sources, c.aug_copies, c, augmenter)
+    if c.classes:
+        labels = as_class_distribution(labels)
     images = images.contiguous(memory_format=memory_format(state.precision, device, c.dims))
 
     lr = lr_at(state.step, state.total_steps, c.lr, c.lr_min)
@@ -113,7 +116,7 @@ def train_step(state: LoopState, data: TrainData, indices: list[int]) -> float:
     # caller's state restored afterwards.
     with seeded_global_rng(seed, device), autocast(state.precision, device):
         logits = state.wrapped(images)
-    loss = loss_function(c.loss, c.dml_weight)(logits, labels)
+    loss = loss_function(c.loss, c.dml_weight, bool(c.classes))(logits, labels)
     if state.scaler is not None:
         state.scaler.scale(loss).backward()
         state.scaler.step(state.optimizer)
@@ -146,7 +149,8 @@ def train_epoch(state: LoopState, data: TrainData, progress: bool = True) -> flo
 
 @torch.no_grad()
 def validate(state: LoopState, data: TrainData) -> tuple[float, float]:
-    """Mean loss (the run's) and mean QUBIQ score over validation cases and tasks, whole images.
+    """Mean loss (the run's) and mean QUBIQ score over validation cases and tasks (multi-class:
+    foreground classes), whole images.
 
     Each image is predicted as in inference (padded to a multiple of 32, cropped back,
     un-resized) and compared with its soft label on the source grid; a volume slice by slice,
@@ -158,7 +162,8 @@ def validate(state: LoopState, data: TrainData) -> tuple[float, float]:
     was_training = model.training
     model.eval()
     losses, scores = [], []
-    loss_fn = loss_function(state.config.loss, state.config.dml_weight)
+    loss_fn = loss_function(state.config.loss, state.config.dml_weight, bool(state.config.classes))
+    first = 1 if state.config.classes else 0  # multi-class: score the foreground classes
     for image, soft in zip(data.images, data.source_labels):
         if state.config.dims == "3d":
             logits = predict_logits_volume(model, image, state.config.patch_size, state.precision, state.device)
@@ -172,8 +177,8 @@ def validate(state: LoopState, data: TrainData) -> tuple[float, float]:
             logits = resize(logits, tuple(soft.shape[-2:]))
         logits = resample(logits, tuple(soft.shape[1:]))  # a run's spacing undone
         losses.append(float(loss_fn(logits[None], soft[None])))
-        prob = torch.sigmoid(logits).numpy()
-        scores.extend(qubiq_score(prob[t], soft[t].numpy()) for t in range(soft.shape[0]))
+        prob = output_probabilities(logits, state.config, dim=0).numpy()
+        scores.extend(qubiq_score(prob[t], soft[t].numpy()) for t in range(first, soft.shape[0]))
     model.train(was_training)
     return float(np.mean(losses)), float(np.mean(scores))
 

@@ -104,16 +104,25 @@ def model_from_config(config: TrainConfig, encoder_weights: str | Path | None = 
     if config.dims == "3d":
         from softseg.training.network3d import create_model_3d
 
-        return create_model_3d(config.in_channels, len(config.tasks), config.patch_size,
+        return create_model_3d(config.in_channels, len(config.outputs), config.patch_size,
                                config.voxel_spacing, config.base_filters)
     return create_model(
         config.in_channels,
-        len(config.tasks),
+        len(config.outputs),
         encoder=config.encoder,
         decoder_channels=config.decoder_channels,
         encoder_weights=encoder_weights,
         bn_momentum=config.bn_momentum,
     )
+
+
+def output_probabilities(logits: torch.Tensor, config: TrainConfig, dim: int = 1) -> torch.Tensor:
+    """The model's probabilities from its logits (``dim`` is the channel axis): the softmax
+    over the classes for multi-class runs (summing to 1 per pixel), else a sigmoid per task.
+    The one place that knows which head a run has."""
+    if config.classes:
+        return torch.softmax(logits.float(), dim=dim)
+    return torch.sigmoid(logits)
 
 
 def _weights_file(encoder: str, weights: str | Path | None) -> Path | None:

@@ -160,6 +160,12 @@ def _report(line: str, progress: bool) -> None:
 
 
 def _resolved(config: TrainConfig, dataset: Dataset, device: torch.device) -> TrainConfig:
+    if dataset.classes and config.tasks and tuple(config.tasks) != dataset.classes[1:]:
+        raise SoftsegError(
+            f"{dataset.root}: a multi-class dataset trains all its classes together (one softmax), "
+            f"its tasks are {', '.join(dataset.classes[1:])}; found tasks {', '.join(config.tasks)} "
+            "(from a preset or --tasks): leave them out"
+        )
     tasks = tuple(config.tasks) or tuple(dataset.tasks)
     unknown = [t for t in tasks if t not in dataset.tasks]
     if unknown:
@@ -188,7 +194,8 @@ def _resolved(config: TrainConfig, dataset: Dataset, device: torch.device) -> Tr
         what = "rotated about" if config.dims == "3d" else "cut into 2D slices along"
         log.info("%s: volumes are %s spatial axis %d (largest spacing)", dataset.root, what, slice_axis)
     config = config.replace(
-        tasks=tasks, in_channels=in_channels, precision=resolve_precision(config.precision, device),
+        tasks=tasks, classes=tuple(dataset.classes), in_channels=in_channels,
+        precision=resolve_precision(config.precision, device),
         slice_axis=slice_axis if volumes else config.slice_axis,
     )
     return _planned_3d(config, volumes, dataset) if config.dims == "3d" else config
@@ -231,7 +238,7 @@ def _grid(case, config: TrainConfig) -> tuple[int, ...]:
 
 
 # filled in from the data and the device when a run starts: a resumed run keeps its own
-_RESOLVED = ("tasks", "in_channels", "precision", "slice_axis", "patch_size", "voxel_spacing")
+_RESOLVED = ("tasks", "classes", "in_channels", "precision", "slice_axis", "patch_size", "voxel_spacing")
 
 
 def _resumed_config(given: TrainConfig, run_dir: Path) -> TrainConfig:

@@ -1,0 +1,245 @@
+"""Multi-class soft labels: dataset.json labels, raters' class maps -> class frequencies, the
+hard-label baselines per pixel, the softmax losses, and training on the disc/cup demo set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from softseg.cli import main
+from softseg.data import labels as L
+from softseg.data.datasets import class_names, load_dataset, scan_dataset
+from softseg.data.synthetic_classes import DATASET, LABELS, write_demo_classes
+from softseg.errors import DatasetError, SoftsegError
+from softseg.training.augment import as_class_distribution
+from softseg.training.batches import prepare, sample_targets
+from softseg.training.config import TrainConfig
+from softseg.training.losses import (
+    dice_semimetric_loss,
+    dice_semimetric_loss_classes,
+    loss_function,
+    soft_cross_entropy,
+    soft_cross_entropy_classes,
+)
+
+CLASSES = ("background", "rim", "cup")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def write_set(root, maps_per_case, labels=None, image=None):
+    """A rater-folder set: ``maps_per_case[case] = [(H, W) uint8 map per rater]``."""
+    labels = dict(LABELS) if labels is None else labels
+    for case_id, maps in maps_per_case.items():
+        shape = maps[0].shape
+        pixels = np.full(shape, 100, np.uint8) if image is None else image
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / "images" / f"{case_id}.png")
+        folder = root / "raters" / case_id
+        folder.mkdir(parents=True, exist_ok=True)
+        for r, m in enumerate(maps, start=1):
+            Image.fromarray(np.asarray(m, np.uint8)).save(folder / f"rater{r}.png")
+    if labels:
+        (root / "dataset.json").write_text(json.dumps({"labels": labels}))
+    return root
+
+
+# four raters on a 2 x 3 image: pixel by pixel the class counts are easy to read off
+MAPS = [np.array([[0, 1, 2], [1, 2, 2]]), np.array([[0, 1, 2], [2, 2, 0]]),
+        np.array([[0, 2, 1], [1, 2, 0]]), np.array([[1, 2, 1], [2, 2, 0]])]
+
+
+# ----------------------------------------------------------------------------- dataset.json
+
+
+def test_labels_are_read_in_value_order_and_bad_entries_are_refused(tmp_path):
+    path = tmp_path / "dataset.json"
+    assert class_names(path, {"cup": 2, "background": 0, "rim": 1}) == CLASSES
+    assert class_names(path, None) == ()
+    cases = [
+        ({"background": 0, "rim": 1, "cup": 3}, r"values 0..2 once each .* found 0, 1, 3; remap"),
+        ({"bg": 0, "rim": 1}, r'expected the background class as "background": 0'),
+        ({"background": 1, "rim": 0}, r'"background": 0 .*found 1'),
+        ({"background": 0, "disc": [1, 2], "cup": 2}, r"'disc': a region .*binary tasks"),
+        ({"background": 0, "rim": "1"}, r"'rim': expected an integer value, found '1'"),
+        ({"background": 0}, r"at least one foreground class"),
+        ([0, 1], r"must map class names to values"),
+    ]
+    for labels, message in cases:
+        with pytest.raises(SoftsegError, match=message):
+            class_names(path, labels)
+
+
+# ----------------------------------------------------------------------------- soft labels
+
+
+def test_soft_labels_are_the_class_frequencies_exactly(tmp_path):
+    root = write_set(tmp_path / "d", {"c1": MAPS, "c2": [m[::-1] for m in MAPS]})
+    dataset = load_dataset(root)
+    assert dataset.classes == CLASSES and dataset.tasks == ("rim", "cup") and dataset.multiclass
+    case = dataset.cases[0]
+    np.testing.assert_array_equal(L.rater_class_maps(case, CLASSES), np.stack(MAPS))
+    p = L.class_distribution(case, CLASSES)
+    expected = np.stack([np.mean(np.stack(MAPS) == v, axis=0) for v in range(3)]).astype(np.float32)
+    np.testing.assert_array_equal(p, expected)
+    np.testing.assert_array_equal(p[:, 0, 0], np.float32([0.75, 0.25, 0.0]))  # by hand: 0, 0, 0, 1
+    np.testing.assert_allclose(p.sum(axis=0), 1.0, atol=1e-7)
+    np.testing.assert_array_equal(L.soft_label(case, "cup"), p[2])  # a class is a binary task
+
+
+def test_majority_is_the_mode_with_ties_to_the_lower_class():
+    from softseg.data.cases import Case
+    from softseg.data.io import Geometry
+
+    maps = np.stack([np.array([[1, 2, 0]]), np.array([[2, 2, 0]]), np.array([[1, 0, 1]]), np.array([[2, 1, 1]])])
+    case = Case("c", np.zeros((1, 1, 3), np.float32), (1.0, 1.0), Geometry("png", (1, 3)), None,
+                masks={"rim": maps == 1, "cup": maps == 2}, n_raters={"rim": 4, "cup": 4})
+    # pixel 0: rim 2 vs cup 2 -> rim (the lower); pixel 1: cup 2, bg 1, rim 1 -> cup; pixel 2: bg 2 vs rim 2 -> bg
+    np.testing.assert_array_equal(L.majority_classes(case, CLASSES).argmax(0), [[1, 2, 0]])
+    assert L.majority_classes(case, CLASSES).sum(0).tolist() == [[1, 1, 1]]
+
+
+def test_staple_equals_simpleitk_and_a_random_rater_keeps_one_rater_for_every_class(tmp_path):
+    import SimpleITK as sitk
+
+    root = write_demo_classes(tmp_path / "demo", seed=1, size=32, n_cases=2)
+    dataset = load_dataset(root)
+    case = dataset.cases[0]
+    maps = L.rater_class_maps(case, CLASSES)
+    f = sitk.MultiLabelSTAPLEImageFilter()
+    f.SetLabelForUndecidedPixels(255)
+    direct = sitk.GetArrayFromImage(f.Execute([sitk.GetImageFromArray(m) for m in maps]))
+    got = L.staple_classes(case, CLASSES).argmax(0)
+    decided = direct != 255
+    np.testing.assert_array_equal(got[decided], direct[decided])
+    np.testing.assert_array_equal(got[~decided], L.majority_classes(case, CLASSES).argmax(0)[~decided])
+    drawn = L.random_rater_classes(case, CLASSES, np.random.default_rng(0))
+    assert any((drawn.argmax(0) == m).all() for m in maps)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_a_value_outside_the_labels_is_a_problem_naming_file_value_and_count(tmp_path, capsys):
+    bad = [m.copy() for m in MAPS]
+    bad[1][0, 0] = 7
+    root = write_set(tmp_path / "d", {"c1": bad, "c2": MAPS})
+    assert main(["check", str(root)]) == 2
+    out = capsys.readouterr().out
+    assert "rater2.png: expected a class map with the values 0..2" in out and "found 7 (1 pixels)" in out
+    assert main(["labels", str(root), str(tmp_path / "out")]) == 2 and not (tmp_path / "out").exists()
+
+
+def test_binary_masks_under_labels_and_class_maps_without_them_are_refused(tmp_path):
+    binary = [np.where(m > 0, 255, 0) for m in MAPS]
+    scan = scan_dataset(write_set(tmp_path / "a", {"c1": binary}))
+    assert any("it looks like a binary 0/255 mask" in p for p in scan.problems)
+    ones = [np.where(m > 0, 1, 0) for m in MAPS]
+    scan = scan_dataset(write_set(tmp_path / "b", {"c1": ones}))
+    assert any("class 'cup' (value 2 in dataset.json's labels) is drawn in no rater's map" in p
+               and "are these binary masks?" in p for p in scan.problems)
+    with pytest.raises(DatasetError) as error:
+        load_dataset(write_set(tmp_path / "c", {"c1": MAPS}, labels={}))
+    assert "expected a binary mask" in str(error.value) and "declare their classes in dataset.json" in str(error.value)
+
+
+def test_labels_need_one_class_map_per_rater_and_rater_masks(tmp_path):
+    root = write_set(tmp_path / "d", {"c1": MAPS})
+    for task in ("a", "b"):
+        folder = root / "raters" / "c1" / task
+        folder.mkdir()
+        Image.fromarray(MAPS[0].astype(np.uint8)).save(folder / "r1.png")
+    for f in (root / "raters" / "c1").glob("*.png"):
+        f.unlink()
+    with pytest.raises(SoftsegError, match=r"labels make each rater's file one class map, but the layout has 2 tasks"):
+        load_dataset(root)
+    agreement = tmp_path / "agr"
+    (agreement / "images").mkdir(parents=True)
+    (agreement / "agreement").mkdir()
+    (agreement / "dataset.json").write_text(json.dumps({"labels": LABELS, "n_raters": 2}))
+    with pytest.raises(SoftsegError, match="agreement-map layout holds one map per task"):
+        load_dataset(agreement)
+
+
+def test_labels_command_writes_one_file_per_class(tmp_path):
+    root = write_set(tmp_path / "d", {"c1": MAPS})
+    assert main(["labels", str(root), str(tmp_path / "out")]) == 0
+    written = sorted(p.name for p in (tmp_path / "out" / "c1").iterdir())
+    assert written == ["background.png", "cup.png", "rim.png"]
+    cup = np.asarray(Image.open(tmp_path / "out" / "c1" / "cup.png")) / 65535
+    np.testing.assert_allclose(cup, np.mean(np.stack(MAPS) == 2, axis=0), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def test_softmax_losses_are_minimal_at_the_class_distribution_and_match_monai():
+    from monai.losses import DiceLoss
+
+    g = torch.tensor([0.5, 0.25, 0.25]).reshape(1, 3, 1, 1).expand(1, 3, 4, 4)
+    best = soft_cross_entropy_classes(torch.log(g), g)
+    for other in ([0.6, 0.2, 0.2], [0.4, 0.3, 0.3], [1 / 3, 1 / 3, 1 / 3]):
+        q = torch.tensor(other).reshape(1, 3, 1, 1).expand(1, 3, 4, 4)
+        assert soft_cross_entropy_classes(torch.log(q), g) > best
+    assert float(dice_semimetric_loss_classes(torch.log(g), g)) == pytest.approx(0.0, abs=1e-6)
+    # with two classes the softmax CE is the binary one of the logit difference
+    z = torch.randn(2, 1, 5, 5)
+    soft = torch.rand(2, 1, 5, 5)
+    two = torch.cat([torch.zeros_like(z), z], 1)
+    assert float(soft_cross_entropy_classes(two, torch.cat([1 - soft, soft], 1))) == \
+        pytest.approx(float(soft_cross_entropy(z, soft)), rel=1e-5)
+    # hard targets: the Dice semimetric loss is MONAI's soft Dice over the foreground classes
+    logits = torch.randn(2, 3, 8, 8)
+    hard = torch.nn.functional.one_hot(torch.randint(0, 3, (2, 8, 8)), 3).permute(0, 3, 1, 2).float()
+    monai = DiceLoss(softmax=True, include_background=False, batch=True)(logits, hard)
+    assert float(dice_semimetric_loss_classes(logits, hard)) == pytest.approx(float(monai), rel=1e-5)
+    assert loss_function("ce", multiclass=True) is soft_cross_entropy_classes
+    assert loss_function("dml") is dice_semimetric_loss
+
+
+def test_class_targets_are_renormalised_and_padding_becomes_background():
+    labels = torch.tensor([[0.5, 0.25, 0.26], [0.0, 0.0, 0.0]]).T.reshape(1, 3, 2, 1)
+    out = as_class_distribution(labels)
+    np.testing.assert_allclose(out.sum(1).numpy(), 1.0, atol=1e-6)
+    np.testing.assert_allclose(out[0, :, 1, 0].numpy(), [1, 0, 0])
+    np.testing.assert_allclose(out[0, :, 0, 0].numpy(), np.array([0.5, 0.25, 0.26]) / 1.01, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def disc_cup(tmp_path_factory):
+    return load_dataset(write_demo_classes(tmp_path_factory.mktemp("mc"), seed=0, size=48, n_cases=4))
+
+
+def test_training_targets_are_class_distributions_for_every_label_mode(disc_cup):
+    config = TrainConfig(tasks=disc_cup.tasks, classes=disc_cup.classes, in_channels=3)
+    for mode in ("soft", "majority", "staple", "random_rater"):
+        data = prepare(disc_cup.cases[:2], config.replace(label_mode=mode))
+        _, targets = sample_targets(data, [0, 1], torch.Generator().manual_seed(0))
+        for target in targets:
+            assert target.shape == (3, 48, 48)
+            np.testing.assert_allclose(target.sum(0).numpy(), 1.0, atol=1e-6)
+            values = set(np.unique(target.numpy()).tolist())
+            assert values <= {0.0, 1.0} if mode != "soft" else values <= {0.0, 0.25, 0.5, 0.75, 1.0}
+
+
+def test_a_multiclass_run_has_a_softmax_head_over_the_classes(disc_cup, tmp_path):
+    from softseg.inference.runs import load_run
+    from softseg.training.train import train
+
+    ids = [c.case_id for c in disc_cup.cases]
+    config = TrainConfig(epochs=1, batch_size=2, aug_copies=1, crop_size=32, encoder_weights="none",
+                         precision="fp32", device="cpu")
+    run = train(config, disc_cup, tmp_path / "seed0", ids[:3], ids[3:], progress=False)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["classes"] == list(CLASSES) and saved["tasks"] == ["rim", "cup"] and saved["loss"] == "ce+dml"
+    loaded = load_run(run, device="cpu")
+    out = loaded.model(torch.zeros(1, 3, 32, 32))
+    assert out.shape == (1, 3, 32, 32)
+    with pytest.raises(SoftsegError, match="trains all its classes together"):
+        train(config.replace(tasks=("cup",)), disc_cup, tmp_path / "other", ids[:3], ids[3:], progress=False)
