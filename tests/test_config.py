@@ -29,6 +29,21 @@ def test_defaults_are_the_papers_procedure():
     assert c.label_mode == "soft" and c.normalization == "zscore" and c.bn_momentum == 0.1
 
 
+def test_the_default_loss_is_ce_dml_and_the_papers_tasks_keep_ce(tmp_path):
+    from softseg.experiments.paper import QUBIQ_TASKS
+    from softseg.experiments.reproduce import ReproduceOptions, _reproduce_config
+
+    assert TrainConfig().loss == "ce+dml" and resolve_config(None).loss == "ce+dml"
+    assert {preset(t.key).loss for t in QUBIQ_TASKS} == {"ce"}
+    assert preset("pancreas").loss == "ce+dml"  # the paper did not train the 3D tasks
+    assert resolve_config("kidney", None, {"loss": "dml"}).loss == "dml"  # the command line wins
+    # reproduce trains the paper's setting whatever a config file says
+    (tmp_path / "c.yaml").write_text("loss: dml\nlabel_mode: majority\n")
+    options = ReproduceOptions(config_file=tmp_path / "c.yaml")
+    config = _reproduce_config(QUBIQ_TASKS[0], 0, options)
+    assert (config.loss, config.label_mode) == ("ce", "soft")
+
+
 def test_presets_match_spec_table():
     # one name per task, the same as `reproduce --tasks` and its folders
     assert set(PRESETS) - {"pancreas-task01", "pancreatic-lesion-task01"} == {t.key for t in QUBIQ_TASKS} == {

@@ -8,6 +8,7 @@
 # and rerun: finished models, predictions and evaluations are skipped. Budget on a 2-core
 # AVX2 CPU in fp32 (measured 2026-12-02): about 10 minutes per model (96 px, 30 epochs,
 # 83 training images), less for the fractions; 21 models in all, about 3.5 hours.
+# The second pooled step passes --reference twice; the last one wins.
 set -euo pipefail
 DATA=${1:?usage: run.sh DATA OUT}
 OUT=${2:?usage: run.sh DATA OUT}
@@ -31,6 +32,11 @@ done
 for f in 1 2 3 4; do
     step "fold $f dml" --run-folds "$f" --methods soft:ce soft:ce+dml
 done
-# all folds pooled (nothing trains: every fold's predictions are there)
+# all folds pooled (nothing trains: every fold's predictions are there). Each compare rewrites
+# OUT's tables, so each question's tables are copied aside.
+keep() { mkdir -p "$OUT/$1"; cp "$OUT"/comparison.* "$OUT"/statistics.* "$OUT"/per_fold.csv "$OUT"/paired-task01.png "$OUT/$1"/; }
 step "pooled" --methods soft:ce majority:ce soft:ce+dml
-echo "=== done; tables: $OUT/comparison.md"
+keep folds0-4
+step "pooled vs majority" --methods majority:ce soft:ce soft:ce+dml --reference majority:ce
+keep folds0-4-vs-majority
+echo "=== done; tables: $OUT/folds0-4/comparison.md, $OUT/folds0-4-vs-majority/comparison.md"

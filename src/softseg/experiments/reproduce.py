@@ -58,7 +58,7 @@ def _reproduce_config(task: QubiqTask, seed: int, options: ReproduceOptions) -> 
         "device": options.device,
     }
     config = resolve_config(task.key, options.config_file, given)
-    return config.replace(seed=seed, label_mode="soft", tasks=(task.task,))
+    return config.replace(seed=seed, label_mode="soft", loss="ce", tasks=(task.task,))
 
 
 def _qubiq_dataset(found: Mapping[str, Path], task: QubiqTask) -> Dataset:
