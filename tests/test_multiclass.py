@@ -164,6 +164,14 @@ def test_labels_need_one_class_map_per_rater_and_rater_masks(tmp_path):
         load_dataset(agreement)
 
 
+def test_demo_data_writes_the_disc_cup_set(tmp_path):
+    assert main(["demo-data", str(tmp_path / "d"), "--classes", "--size", "32", "--cases", "2", "1", "1"]) == 0
+    dataset = load_dataset(tmp_path / "d" / DATASET)
+    assert dataset.classes == CLASSES and len(dataset.cases) == 4 and dataset.cases[0].image.shape == (3, 32, 32)
+    cup, rim = dataset.cases[0].masks["cup"], dataset.cases[0].masks["rim"]
+    assert cup.shape == (4, 32, 32) and cup.any() and rim.any() and not (cup & rim).any()
+
+
 def test_labels_command_writes_one_file_per_class(tmp_path):
     root = write_set(tmp_path / "d", {"c1": MAPS})
     assert main(["labels", str(root), str(tmp_path / "out")]) == 0
@@ -243,3 +251,90 @@ def test_a_multiclass_run_has_a_softmax_head_over_the_classes(disc_cup, tmp_path
     assert out.shape == (1, 3, 32, 32)
     with pytest.raises(SoftsegError, match="trains all its classes together"):
         train(config.replace(tasks=("cup",)), disc_cup, tmp_path / "other", ids[:3], ids[3:], progress=False)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def mc_run(disc_cup, tmp_path_factory):
+    from softseg.training.train import train
+
+    ids = [c.case_id for c in disc_cup.cases]
+    config = TrainConfig(epochs=2, batch_size=2, aug_copies=1, crop_size=32, encoder_weights="none",
+                         precision="fp32", device="cpu")
+    return train(config, disc_cup, tmp_path_factory.mktemp("mcrun") / "seed0", ids[:3], ids[3:], progress=False)
+
+
+def test_predict_writes_class_maps_summing_to_one_and_a_label_map(mc_run, disc_cup, tmp_path):
+    out = tmp_path / "pred"
+    assert main(["predict", str(mc_run), str(disc_cup.root), "--out", str(out), "--std", "--masks", "0.5",
+                 "--device", "cpu", "--no-progress"]) == 0
+    case = disc_cup.cases[0]
+    files = sorted(p.name for p in (out / case.case_id).iterdir())
+    assert files == ["background.png", "background_std.png", "cup.png", "cup_mask-0.50.png", "cup_std.png",
+                     "label-map.png", "rim.png", "rim_mask-0.50.png", "rim_std.png"]
+    maps = np.stack([np.asarray(Image.open(out / case.case_id / f"{c}.png"), np.float64) / 65535 for c in CLASSES])
+    np.testing.assert_allclose(maps.sum(0), 1.0, atol=2e-5)  # 16-bit rounding of three maps
+    label_map = np.asarray(Image.open(out / case.case_id / "label-map.png"))
+    np.testing.assert_array_equal(label_map, maps.argmax(0))
+
+    from softseg.inference.arrays import predict_images
+    from softseg.inference.runs import load_run
+
+    probs = predict_images([load_run(mc_run, device="cpu")], [case.image for case in disc_cup.cases])
+    for p in probs:
+        assert p.shape == (3, 48, 48)
+        np.testing.assert_allclose(p.sum(0), 1.0, atol=1e-5)
+
+
+def test_per_class_evaluation_is_the_binary_metrics_of_each_class(mc_run, disc_cup, tmp_path):
+    import csv
+
+    from softseg.evaluation import metrics
+
+    out, ev = tmp_path / "pred", tmp_path / "eval"
+    assert main(["predict", str(mc_run), str(disc_cup.root), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    assert main(["evaluate", str(out), str(disc_cup.root), "--out", str(ev), "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(ev / "cases.csv", newline="")))
+    assert {r["task"] for r in rows} == {"rim", "cup"}
+    case = disc_cup.cases[1]
+    for task in ("rim", "cup"):
+        row = next(r for r in rows if r["case"] == case.case_id and r["task"] == task)
+        prob = np.asarray(Image.open(out / case.case_id / f"{task}.png"), np.float64) / 65535
+        soft = L.soft_label(case, task)
+        assert float(row["qubiq"]) == pytest.approx(metrics.qubiq_score(prob.astype(np.float32), soft), abs=1e-6)
+
+
+def test_calibrate_fits_one_temperature_for_the_softmax(mc_run, disc_cup):
+    from softseg.inference.calibration import class_cross_entropy, fit_temperature_classes
+
+    # labels made as softmax(z / T0) give T0 back
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, (3, 4000))
+    g = np.exp(z / 2.5) / np.exp(z / 2.5).sum(0)
+    assert fit_temperature_classes(z, g) == pytest.approx(2.5, rel=1e-4)
+    assert class_cross_entropy(z, g, 2.5) < class_cross_entropy(z, g, 2.0)
+    assert main(["calibrate", str(mc_run), str(disc_cup.root), "--device", "cpu", "--no-progress"]) == 0
+    stored = json.loads((mc_run / "temperature.json").read_text())
+    temperatures = {entry["temperature"] for entry in stored["tasks"].values()}
+    assert set(stored["tasks"]) == {"rim", "cup"} and len(temperatures) == 1
+    assert "softmax(logits / T)" in stored["method"]
+    (mc_run / "temperature.json").unlink()
+
+
+def test_onnx_export_has_softmax_outputs_matching_pytorch(mc_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    from softseg.inference.runs import load_run
+
+    assert main(["export", str(mc_run), "--onnx", str(tmp_path / "m.onnx")]) == 0
+    sidecar = json.loads((tmp_path / "m.json").read_text())
+    assert sidecar["classes"] == list(CLASSES) and sidecar["output"]["shape"][1] == 3
+    x = np.random.default_rng(1).normal(size=(1, 3, 32, 32)).astype(np.float32)
+    got = onnxruntime.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"image": x})[0]
+    model = load_run(mc_run, device="cpu").model.float()
+    expected = torch.softmax(model(torch.from_numpy(x)), 1).detach().numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)

@@ -163,9 +163,9 @@ def test_the_step_trains_with_the_configured_loss(tmp_path, monkeypatch, loss):
     called = []
     original = losses.loss_function
 
-    def spy(name, dml_weight=1.0, multiclass=False):
+    def spy(name, dml_weight=1.0, multiclass=False, batch_sum=None):
         called.append((name, dml_weight, multiclass))
-        return original(name, dml_weight, multiclass)
+        return original(name, dml_weight, multiclass, batch_sum)
 
     monkeypatch.setattr(_train_loop, "loss_function", spy)
     ds = make_dataset(4, size=32)

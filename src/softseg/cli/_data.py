@@ -63,6 +63,10 @@ def register(subparsers) -> None:
     )
     demo.add_argument("out", metavar="OUT", help="output folder (must be empty or new)")
     demo.add_argument("--dims", choices=("2d", "3d"), default="2d", help="images or volumes (default 2d)")
+    demo.add_argument("--classes", action="store_true",
+                      help="write OUT/demo-disc-cup instead: multi-class data (background/rim/cup class "
+                           "maps of 4 raters, RGB PNG, rater folders with dataset.json labels); --cases "
+                           "then counts all its cases (default 24)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--size", type=int, default=None,
                       help=f"image side in pixels; in-plane side of a volume (default {DEFAULT_SIZE}; "
@@ -108,6 +112,17 @@ def run_demo_data(args) -> int:
     from softseg.data.synthetic3d import DATASET, write_demo_volumes
     from softseg.errors import SoftsegError
 
+    if args.classes:
+        from softseg.data.synthetic_classes import DEFAULT_CASES as CLASS_CASES
+        from softseg.data.synthetic_classes import DEFAULT_SIZE as CLASS_SIZE
+        from softseg.data.synthetic_classes import write_demo_classes
+
+        if args.dims == "3d" or args.slices is not None:
+            raise SoftsegError("--classes writes 2D images: leave out --dims 3d and --slices")
+        root = write_demo_classes(args.out, seed=args.seed, size=args.size or CLASS_SIZE,
+                                  n_cases=sum(args.cases) if args.cases else CLASS_CASES, overwrite=args.overwrite)
+        print(f"wrote {root}")
+        return 0
     if args.dims == "3d":
         side = args.size or VOLUME_SHAPE[0]
         shape = (side, side, args.slices or VOLUME_SHAPE[2])

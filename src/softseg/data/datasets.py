@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from softseg.data import io
 from softseg.data._folders import read_agreement, read_rater_folders
 from softseg.data._qubiq import read_qubiq
 from softseg.data.cases import LAYOUTS, QUBIQ_SPLITS, Dataset, Scan, is_qubiq_case, natural_key
@@ -21,6 +23,7 @@ from softseg.errors import DatasetError, SoftsegError
 log = logging.getLogger(__name__)
 
 DATASET_JSON = "dataset.json"
+_CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def load_dataset(
@@ -126,8 +129,11 @@ def class_names(path: Path, labels: Any) -> tuple[str, ...]:
             )
         elif isinstance(value, bool) or not isinstance(value, int):
             problems.append(f"{name!r}: expected an integer value, found {value!r}")
-        elif not name:
-            problems.append(f"expected a class name, found an empty one for value {value}")
+        elif not _CLASS_NAME.fullmatch(name) or name == io.LABEL_MAP or "_std" in name or "_mask-" in name:
+            problems.append(
+                f"{name!r}: expected a class name usable as a file name (letters, digits, '-', '.', "
+                "'_'; not 'label-map', '_std' or '_mask-', which prediction files use)"
+            )
     if problems:
         raise SoftsegError(f"{where}: " + "; ".join(problems))
     if labels.get("background") != 0:

@@ -48,6 +48,10 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 PNG_SUFFIXES = (".png",)
 SUPPORTED = "NIfTI (.nii, .nii.gz) or PNG (.png)"
 
+# The file stem of a multi-class prediction's label map (argmax class values), beside the class
+# maps: written by inference, skipped as a task by evaluation, refused as a class name.
+LABEL_MAP = "label-map"
+
 # Largest last axis that can be channels rather than slices (4 = QUBIQ brain-tumor MRI).
 MAX_CHANNELS_LAST = 4
 
@@ -298,7 +302,8 @@ def write_map(
 ) -> Path:
     """Write a ``(*spatial)`` map in the layout of its source file.
 
-    A bool array is a binary mask: uint8 0/1 NIfTI or 8-bit 0/255 PNG. Any other array is a
+    A bool array is a binary mask: uint8 0/1 NIfTI or 8-bit 0/255 PNG. A uint8 array is a
+    label map of class values, stored as they are (uint8 NIfTI, 8-bit PNG). Any other array is a
     probability map in [0, 1]: float32 NIfTI, or 16-bit grey PNG with value
     ``round(p * 65535)``. NIfTI outputs carry the source affine and header (data type and
     shape updated). The format follows ``path``'s suffix, which must match
@@ -314,6 +319,8 @@ def write_map(
         )
     array = np.asarray(array)
     is_mask = array.dtype == bool
+    if array.dtype == np.uint8:  # a label map (class values): stored as they are
+        return _write_label_map(path, _disk_array(array, geometry, path), geometry, overwrite)
     if not is_mask:
         array = array.astype(np.float32)
         if not np.isfinite(array).all():
@@ -345,6 +352,23 @@ def write_map(
             grey = np.round(data.astype(np.float64) * 65535).astype(np.uint16)
         encoded = encode_grey_png(grey)
         write_bytes_atomic(path, encoded, overwrite=overwrite)
+    return path
+
+
+def _write_label_map(path: Path, data: np.ndarray, geometry: Geometry, overwrite: bool) -> Path:
+    """A uint8 class-value map: uint8 NIfTI with the source affine and header, or 8-bit grey
+    PNG with the values as they are (0, 1, 2, ...: dark in a viewer, exact for a program)."""
+    if geometry.format == "nifti":
+        header = geometry.header.copy() if geometry.header is not None else None
+        image = nib.Nifti1Image(data, geometry.affine if geometry.affine is not None else np.eye(4), header)
+        image.set_data_dtype(np.uint8)
+        image.header.set_slope_inter(None, None)
+        image.header["cal_min"], image.header["cal_max"] = 0.0, float(data.max(initial=0))
+        write_bytes_atomic(path, nifti_bytes(image, path.name.lower().endswith(".gz")), overwrite=overwrite)
+    else:
+        if data.ndim != 2:
+            raise SoftsegError(f"{path}: PNG maps must be 2D, got shape {data.shape}")
+        write_bytes_atomic(path, encode_grey_png(data), overwrite=overwrite)
     return path
 
 

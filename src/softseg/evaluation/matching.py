@@ -5,7 +5,9 @@ Either layout ``softseg predict`` writes is read::
     PREDICTIONS/<case_id>/<task>.nii.gz | .nii | .png         ("cases")
     PREDICTIONS/<dataset name>/<case_id>/<task>.nii.gz         ("qubiq", the submission layout)
 
-Side outputs (``<task>_std.*``, ``<task>_mask-*.*``) and files that are not maps are ignored.
+Side outputs (``<task>_std.*``, ``<task>_mask-*.*``) and files that are not maps are ignored,
+as are a multi-class prediction's background map and label map (the tasks of multi-class
+data are its foreground classes).
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ def match_predictions(
             task = _map_name(file)
             if task is None or _SIDE_OUTPUT.search(task):
                 continue
+            if dataset.classes and task in (dataset.classes[0], io.LABEL_MAP):
+                continue  # a multi-class prediction's background and label map: not a task
             if task not in tasks:
                 if task not in dataset.tasks:
                     problems.append(f"{file}: extra prediction for unknown task {task!r}; "

@@ -24,6 +24,7 @@ from softseg.errors import SoftsegError
 from softseg.inference import TTA_MODES
 from softseg.inference.runs import LoadedRun, check_runs_compatible
 from softseg.training.config import TrainConfig
+from softseg.training.model import output_probabilities
 from softseg.training.preprocess import (
     normalize,
     padded_size,
@@ -167,15 +168,23 @@ def _logits(run: LoadedRun, batch: torch.Tensor, flip: tuple[int, ...] = ()) -> 
     return logits.flip(flip) if flip else logits
 
 
+def _scale(run: LoadedRun, spatial: int, device) -> torch.Tensor | None:
+    """The run's temperatures shaped to divide ``(..., K, *spatial)`` logits: one per task
+    (sigmoid), or the one shared by the softmax of a multi-class run; None without any."""
+    if run.temperature is None:
+        return None
+    values = run.temperature[:1] if run.config.classes else run.temperature
+    return torch.tensor(values, dtype=torch.float32, device=device).reshape(-1, *([1] * spatial))
+
+
 def _probabilities(run: LoadedRun, batch: torch.Tensor, views: Sequence[tuple[int, ...]]) -> torch.Tensor:
-    """``sigmoid(logits / T)`` averaged over ``views``: ``(n, T, h, w)`` on the CPU."""
-    scale = None
-    if run.temperature is not None:
-        scale = torch.tensor(run.temperature, dtype=torch.float32, device=run.device)[None, :, None, None]
+    """``sigmoid(logits / T)`` (multi-class: the softmax) averaged over ``views``:
+    ``(n, K, h, w)`` on the CPU."""
+    scale = _scale(run, 2, run.device)
     total = None
     for flip in views:
         logits = _logits(run, batch, flip)
-        prob = torch.sigmoid(logits if scale is None else logits / scale)
+        prob = output_probabilities(logits if scale is None else logits / scale, run.config)
         total = prob if total is None else total + prob
     return (total / len(views)).cpu()
 
@@ -186,7 +195,8 @@ def predict_images(
 ) -> list[np.ndarray]:
     """Probability maps ``(T, *spatial)`` float32 in [0, 1] for ``(C, *spatial)`` images.
 
-    ``T`` follows the runs' ``tasks`` order. All runs must share tasks and input channels;
+    ``T`` follows the runs' ``tasks`` order; for multi-class runs the maps are the softmax's,
+    one per class in ``config.classes`` order (background first), summing to 1 per pixel. All runs must share tasks and input channels;
     their probabilities are averaged. A run with ``temperature`` has its logits divided by
     its task's T before the sigmoid. ``tta``: "none", or "flip" (see :func:`tta_flips`).
     2D images ``(C, H, W)``; volumes ``(C, X, Y, Z)`` with runs trained on volumes, slice by
@@ -257,11 +267,10 @@ def _predict_volume(runs: Sequence[LoadedRun], volume: torch.Tensor, tta: str) -
     total = None
     for run in runs:
         views = tta_flips(run.config, tta)
-        scale = None
-        if run.temperature is not None:
-            scale = torch.tensor(run.temperature, dtype=torch.float32)[:, None, None, None]
+        scale = _scale(run, 3, "cpu")
         for flip in views:
             logits = _volume_logits(run, volume, flip)
-            prob = torch.sigmoid(logits if scale is None else logits / scale) / (len(views) * len(runs))
+            prob = output_probabilities(logits if scale is None else logits / scale, run.config, dim=0)
+            prob = prob / (len(views) * len(runs))
             total = prob if total is None else total + prob
     return total.clamp_(0.0, 1.0).to(torch.float32)

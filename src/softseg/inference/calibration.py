@@ -44,7 +44,7 @@ from tqdm import tqdm
 from softseg import __version__
 from softseg.data.cases import Case, Dataset
 from softseg.data.datasets import load_dataset
-from softseg.data.labels import soft_label
+from softseg.data.labels import class_distribution, soft_label
 from softseg.errors import SoftsegError
 from softseg.evaluation.metrics import calibration
 from softseg.inference import BATCH_SIZE, DEFAULT_CHECKPOINT
@@ -114,6 +114,63 @@ def fit_temperature(logits: np.ndarray, soft: np.ndarray) -> float:
     return float(math.exp(result.x))
 
 
+def class_cross_entropy(logits: np.ndarray, dist: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean soft cross-entropy (nats) of ``softmax(logits / T)`` over the class axis 0 against
+    the class distributions ``dist`` (same ``(C, N)`` shape): ``logsumexp(z / T) - sum_c g_c z_c / T``."""
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    g = np.asarray(dist, dtype=np.float64)
+    return float(np.mean(_logsumexp(z) - (g * z).sum(axis=0)))
+
+
+def _logsumexp(z: np.ndarray) -> np.ndarray:
+    top = z.max(axis=0)
+    return top + np.log(np.exp(z - top).sum(axis=0))
+
+
+def fit_temperature_classes(logits: np.ndarray, dist: np.ndarray) -> float:
+    """The one T in [T_MIN, T_MAX] of a multi-class run's softmax minimising
+    :func:`class_cross_entropy` (``(C, N)`` logits and class distributions, pixels pooled).
+    Convex in 1/T like the binary case (a log-sum-exp of a linear map minus a linear term), so
+    the same bounded search over log T finds the global minimum."""
+    z = np.asarray(logits, dtype=np.float64)
+    g = np.asarray(dist, dtype=np.float64)
+    if z.size == 0 or z.shape != g.shape or z.ndim != 2:
+        raise SoftsegError(f"temperature fit: expected (C, N) logits and distributions, got {z.shape} and {g.shape}")
+    result = minimize_scalar(lambda log_t: class_cross_entropy(z, g, math.exp(log_t)),
+                             bounds=(math.log(T_MIN), math.log(T_MAX)), method="bounded",
+                             options={"xatol": 1e-7})
+    return float(math.exp(result.x))
+
+
+def _fit_classes(run: LoadedRun, cases: Sequence[Case], batch_size: int, progress: bool) -> dict[str, dict]:
+    """:func:`fit_run` for a multi-class run: one T for its softmax, fitted on the class
+    distributions; each foreground class's entry holds it, with that class's ECE and Brier
+    score before and after (its map against its soft label) and the softmax's CE."""
+    classes = run.config.classes
+    logits, dist = [], []
+    with tqdm(total=len(cases), desc=f"calibrate {run.run_dir.name}", unit="image", disable=not progress) as bar:
+        for start in range(0, len(cases), batch_size):
+            batch = cases[start : start + batch_size]
+            for case, z in zip(batch, predict_source_logits(run, [c.image for c in batch], [c.spacing for c in batch])):
+                logits.append(z.reshape(len(classes), -1))
+                dist.append(class_distribution(case, classes).reshape(len(classes), -1))
+            bar.update(len(batch))
+    z, g = np.concatenate(logits, axis=1).astype(np.float64), np.concatenate(dist, axis=1)
+    t = fit_temperature_classes(z, g)
+    at_bound = not (T_MIN * 1.001 < t < T_MAX / 1.001)
+    before, after = np.exp(z - _logsumexp(z)), np.exp(z / t - _logsumexp(z / t))
+    fitted = {}
+    for index, task in enumerate(classes[1:], start=1):
+        cal_before, cal_after = calibration(before[index], g[index]), calibration(after[index], g[index])
+        fitted[task] = {
+            "temperature": t, "shared_by_classes": True, "n_pixels": int(z.shape[1]),
+            "soft_ce_before": class_cross_entropy(z, g), "soft_ce_after": class_cross_entropy(z, g, t),
+            "ece_before": cal_before["ece"], "ece_after": cal_after["ece"],
+            "brier_before": cal_before["brier"], "brier_after": cal_after["brier"], "at_bound": at_bound,
+        }
+    return fitted
+
+
 def _calibration_cases(
     dataset: Dataset, data: Path, run_dir: Path, tasks: Sequence[str],
     split: str | None, case_ids: Sequence[str] | None,
@@ -160,6 +217,8 @@ def fit_run(
 ) -> dict[str, dict]:
     """Per task of the loaded ``run`` (its temperatures, if any, are ignored): T fitted on the
     labelled ``cases``, pixel count, and soft CE, ECE and Brier score before and after."""
+    if run.config.classes:
+        return _fit_classes(run, cases, batch_size, progress)
     logits: dict[str, list[np.ndarray]] = {task: [] for task in run.tasks}
     soft: dict[str, list[np.ndarray]] = {task: [] for task in run.tasks}
     with tqdm(total=len(cases), desc=f"calibrate {run.run_dir.name}", unit="image",
@@ -239,7 +298,8 @@ def calibrate(
         warn_best_on_validation([one], [case.case_id for case in cases], "calibrating on")
         payloads[one.run_dir] = {
             "softseg_version": __version__,
-            "method": "temperature scaling (Guo et al. 2017): p = sigmoid(logit / T)",
+            "method": "temperature scaling (Guo et al. 2017): p = "
+                      + ("softmax(logits / T), one T for all classes" if one.config.classes else "sigmoid(logit / T)"),
             "objective": "mean soft binary cross-entropy of sigmoid(logit / T) against the soft "
                          "label, all pixels of all cases pooled, on each image's own grid "
                          "(logits resized back)",

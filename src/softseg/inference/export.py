@@ -48,18 +48,22 @@ TOLERANCE = 1e-4
 
 class ProbabilityEnsemble(nn.Module):
     """Mean over models of ``sigmoid(model(x) / T)``: ``(N, C, H, W)`` -> ``(N, T, H, W)`` in
-    [0, 1]. ``temperatures[i]``: model i's T per task, or None for T = 1 (no division)."""
+    [0, 1]; with ``softmax`` (multi-class runs) the softmax over the class channels instead.
+    ``temperatures[i]``: model i's T per task (multi-class: the one T of its softmax), or None
+    for T = 1 (no division)."""
 
     def __init__(
-        self, models: Sequence[nn.Module], temperatures: Sequence[Sequence[float] | None] | None = None
+        self, models: Sequence[nn.Module], temperatures: Sequence[Sequence[float] | None] | None = None,
+        softmax: bool = False,
     ):
         super().__init__()
         self.models = nn.ModuleList(models)
+        self.softmax = softmax
         temperatures = list(temperatures) if temperatures is not None else [None] * len(models)
         self.scaled = [t is not None for t in temperatures]
         for index, t in enumerate(temperatures):
             if t is not None:  # a buffer: exported into the graph as a constant
-                scale = torch.tensor(t, dtype=torch.float32)[None, :, None, None]
+                scale = torch.tensor(t[:1] if softmax else t, dtype=torch.float32)[None, :, None, None]
                 self.register_buffer(f"temperature{index}", scale)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -68,7 +72,7 @@ class ProbabilityEnsemble(nn.Module):
             logits = model(image)
             if self.scaled[index]:
                 logits = logits / getattr(self, f"temperature{index}")
-            prob = torch.sigmoid(logits)
+            prob = torch.softmax(logits, dim=1) if self.softmax else torch.sigmoid(logits)
             total = prob if total is None else total + prob
         return total / len(self.models)
 
@@ -151,7 +155,8 @@ def export_onnx(
 
     # fp32 on the CPU: the graph must not depend on autocast, which ONNX does not carry.
     ensemble = ProbabilityEnsemble([lr.model.float().to(memory_format=torch.contiguous_format)
-                                    for lr in loaded], [lr.temperature for lr in loaded]).eval()
+                                    for lr in loaded], [lr.temperature for lr in loaded],
+                                   softmax=bool(first.config.classes)).eval()
     example = torch.randn(1, first.config.in_channels, height, width,
                           generator=torch.Generator().manual_seed(0))
     # the graph is traced into a unique temporary file beside the target and renamed into
@@ -183,13 +188,18 @@ def export_onnx(
         "checkpoint": checkpoint,
         "opset": opset,
         "tasks": list(first.tasks),
+        "classes": list(first.config.classes),
         "in_channels": first.config.in_channels,
         "input": {"name": INPUT_NAME, "shape": ["batch", first.config.in_channels, "height", "width"],
                   "dtype": "float32"},
-        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(first.tasks), "height", "width"],
-                   "dtype": "float32", "values": "probabilities in [0, 1] (sigmoid of the logits "
-                   "divided by the temperature of each seed and task where listed under "
-                   f"'temperatures', mean of {len(loaded)} seed(s))"},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(first.config.outputs), "height", "width"],
+                   "dtype": "float32", "values": (
+                       "probabilities in [0, 1] per class in 'classes' order, summing to 1 (softmax of "
+                       "the logits divided by each seed's temperature where listed under "
+                       f"'temperatures', mean of {len(loaded)} seed(s))" if first.config.classes else
+                       "probabilities in [0, 1] (sigmoid of the logits "
+                       "divided by the temperature of each seed and task where listed under "
+                       f"'temperatures', mean of {len(loaded)} seed(s))")},
         "temperatures": applied_temperatures(loaded),
         "preprocessing": [
             {"step": "normalize", "kind": first.config.normalization,

@@ -8,6 +8,11 @@ One probability map per case and task, plus the optional side outputs::
     OUT/<case_id>/<task>_mask-0.50.<ext>   p >= 0.50: uint8 0/1 NIfTI or 8-bit 0/255 PNG
     OUT/predictions.json                   the record: runs, input, thresholds, cases, files
 
+A multi-class run writes one map per class instead (``<class>.<ext>``, background included,
+summing to 1 per pixel; ``<class>_std`` with ``std=True``; masks per foreground class) and
+``OUT/<case_id>/label-map.<ext>``: per pixel the most probable class's value (ties to the
+lower value), uint8 NIfTI or 8-bit PNG holding 0, 1, 2, ...
+
 In the QUBIQ submission layout the maps are ``OUT/<dataset>/<case_id>/<task>.nii.gz`` and the
 record ``OUT/predictions-<dataset>-<tasks>.json`` (several runs may fill one submission).
 Maps are written by :func:`softseg.data.io.write_map` (atomically) on a background thread;
@@ -33,6 +38,7 @@ from softseg.errors import SoftsegError
 from softseg.files import write_json_atomic
 
 PREDICTIONS_FILE = "predictions.json"
+LABEL_MAP = io.LABEL_MAP
 
 # The record's lists that several predictions into one folder add up (see merge_records).
 _LISTS = ("runs", "tasks", "cases", "files")
@@ -88,24 +94,30 @@ def case_outputs(
     std: bool = False,
     thresholds: Mapping[str, Sequence[float]] | None = None,
     folder: str | None = None,
+    classes: Sequence[str] = (),
 ) -> list[tuple[Path, np.ndarray]]:
     """What to write for one case: ``(relative path, (*spatial) array)`` pairs.
 
     ``probability`` is ``(T, *spatial)`` float32 in [0, 1], tasks in ``tasks`` order, on the
-    case's grid. ``thresholds[task]`` lists the mask thresholds of that task. Masks are bool
+    case's grid; for a multi-class run (``classes``) ``(C, *spatial)`` in ``classes`` order,
+    and the label map is added. ``thresholds[task]`` lists the mask thresholds of that task. Masks are bool
     (``p >= t``), which :func:`io.write_map` stores as binary masks. ``folder`` replaces
     ``case.case_id`` as the case's sub-folder (QUBIQ layout: ``<dataset>/<case_id>``).
     """
-    if probability.shape != (len(tasks), *case.spatial_shape):
+    names = tuple(classes) or tuple(tasks)
+    if probability.shape != (len(names), *case.spatial_shape):
         raise SoftsegError(
             f"{case.case_id}: prediction shape {probability.shape} != "
-            f"({len(tasks)} tasks, *{case.spatial_shape}); the model and the image disagree"
+            f"({len(names)} {'classes' if classes else 'tasks'}, *{case.spatial_shape}); the model and "
+            "the image disagree"
         )
     suffix = io.map_suffix(case.geometry)
     base = Path(folder if folder is not None else case.case_id)
     thresholds = thresholds or {}
     outputs: list[tuple[Path, np.ndarray]] = []
-    for index, task in enumerate(tasks):
+    if classes:
+        outputs.append((base / f"{LABEL_MAP}{suffix}", np.argmax(probability, axis=0).astype(np.uint8)))
+    for index, task in enumerate(names):
         prob = probability[index]
         outputs.append((base / f"{task}{suffix}", prob))
         if std:

@@ -143,6 +143,11 @@ def write_predictions(
     out_dir = Path(out_dir)
     tasks = loaded[0].tasks
     check_run_channels(cases, loaded[0])
+    if submission is not None and loaded[0].config.classes:
+        raise SoftsegError(
+            f"{loaded[0].run_dir}: a multi-class run; the QUBIQ submission layout holds one binary "
+            "map per task: predict without --qubiq (one map per class and a label map)"
+        )
     if submission is None:
         # the folder itself appears with its first file, as it always did
         prepare_out_dir(out_dir, overwrite=overwrite, resume=resume or None, what="prediction",
@@ -158,7 +163,8 @@ def write_predictions(
         return None if submission is None else f"{submission}/{case.case_id}"
 
     outputs = (
-        (case.geometry, case_outputs(case, prob, tasks, std=std, thresholds=per_task, folder=folder(case)))
+        (case.geometry, case_outputs(case, prob, tasks, std=std, thresholds=per_task, folder=folder(case),
+                                     classes=loaded[0].config.classes))
         for case, prob in predict_cases(loaded, cases, batch_size, progress, tta=tta)
     )
     # at most two batches of results wait for the writer thread

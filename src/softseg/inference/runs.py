@@ -141,11 +141,16 @@ def check_runs_compatible(runs: Sequence[LoadedRun]) -> None:
         raise SoftsegError("no trained run given; pass at least one run folder")
     first = runs[0]
     for run in runs[1:]:
-        if run.tasks != first.tasks or run.config.in_channels != first.config.in_channels:
+        if run.config.outputs != first.config.outputs or run.config.in_channels != first.config.in_channels:
             raise SoftsegError(
-                f"{run.run_dir}: tasks {run.tasks} / {run.config.in_channels} channels differ from "
-                f"{first.run_dir}: {first.tasks} / {first.config.in_channels} channels; only runs "
-                f"trained on the same tasks and image channels can be averaged"
+                f"{run.run_dir}: outputs {run.config.outputs} / {run.config.in_channels} channels differ "
+                f"from {first.run_dir}: {first.config.outputs} / {first.config.in_channels} channels; "
+                f"only runs trained on the same tasks (or classes) and image channels can be averaged"
+            )
+        if bool(run.config.classes) != bool(first.config.classes):
+            raise SoftsegError(
+                f"{run.run_dir} and {first.run_dir}: one is a multi-class (softmax) run, the other "
+                "binary (sigmoid); only runs with the same head can be averaged"
             )
         if (run.config.dims, run.config.slice_axis, run.config.spacing) != (
                 first.config.dims, first.config.slice_axis, first.config.spacing):

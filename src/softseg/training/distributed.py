@@ -76,6 +76,22 @@ def mean_over_processes(value: torch.Tensor, dist_info: Dist) -> torch.Tensor:
     return value
 
 
+def sum_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """The sum of ``value`` over all processes, differentiable (the backward pass sums the
+    gradients too). For a loss that is not a mean over samples, such as the Dice semimetric
+    loss's batch sums: every process then computes the global batch's loss, and DDP's
+    averaging of the gradients gives exactly the single-process gradient."""
+    import warnings
+
+    from torch.distributed.nn.functional import all_reduce
+
+    with warnings.catch_warnings():
+        # deprecated in favour of a private module (_functional_collectives); still the public,
+        # differentiable all-reduce of this torch
+        warnings.simplefilter("ignore", FutureWarning)
+        return all_reduce(value, op=dist.ReduceOp.SUM)
+
+
 def barrier(dist_info: Dist) -> None:
     if dist_info.world > 1:
         dist.barrier()

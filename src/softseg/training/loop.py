@@ -116,7 +116,8 @@ def train_step(state: LoopState, data: TrainData, indices: list[int]) -> float:
     # caller's state restored afterwards.
     with seeded_global_rng(seed, device), autocast(state.precision, device):
         logits = state.wrapped(images)
-    loss = loss_function(c.loss, c.dml_weight, bool(c.classes))(logits, labels)
+    batch_sum = _distributed.sum_over_processes if state.dist.world > 1 else None
+    loss = loss_function(c.loss, c.dml_weight, bool(c.classes), batch_sum)(logits, labels)
     if state.scaler is not None:
         state.scaler.scale(loss).backward()
         state.scaler.step(state.optimizer)

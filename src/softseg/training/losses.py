@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+SumFn = Callable[[torch.Tensor], torch.Tensor]
 
 # Keeps the ratio defined for a batch where both prediction and target are empty (the loss is
 # then ~0, as Dice(empty, empty) = 1 in our metrics); small enough not to move any other value.
@@ -41,23 +42,29 @@ def soft_cross_entropy_classes(logits: torch.Tensor, target: torch.Tensor) -> to
     return F.cross_entropy(logits.float(), target.float())
 
 
-def _dml(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Per channel of ``(N, K, *spatial)``, the Dice semimetric loss with batch sums, ``(K,)``."""
+def _dml(p: torch.Tensor, g: torch.Tensor, batch_sum: SumFn | None = None) -> torch.Tensor:
+    """Per channel of ``(N, K, *spatial)``, the Dice semimetric loss with batch sums, ``(K,)``.
+    ``batch_sum`` completes the sums over the whole batch where it is split over processes
+    (:func:`softseg.training.distributed.sum_over_processes`)."""
     dims = [0, *range(2, p.ndim)]
-    total = (p + g).sum(dims)
-    overlap = total - (p - g).abs().sum(dims)  # = 2 sum min(p, g)
+    sums = torch.stack([(p + g).sum(dims), (p - g).abs().sum(dims)])
+    if batch_sum is not None:
+        sums = batch_sum(sums)
+    total, diff = sums[0], sums[1]
+    overlap = total - diff  # = 2 sum min(p, g)
     return 1 - (overlap + _SMOOTH) / (total + _SMOOTH)
 
 
-def dice_semimetric_loss_classes(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def dice_semimetric_loss_classes(logits: torch.Tensor, target: torch.Tensor,
+                                 batch_sum: SumFn | None = None) -> torch.Tensor:
     """The Dice semimetric loss of the softmax probabilities per foreground class (channels 1..C-1),
     mean over those classes. The background is left out, as nnU-Net leaves it out of its Dice
     term: it covers most pixels, so its near-zero loss would only dilute the others."""
     p = torch.softmax(logits.float(), dim=1)
-    return _dml(p[:, 1:], target.float()[:, 1:]).mean()
+    return _dml(p[:, 1:], target.float()[:, 1:], batch_sum).mean()
 
 
-def dice_semimetric_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def dice_semimetric_loss(logits: torch.Tensor, target: torch.Tensor, batch_sum: SumFn | None = None) -> torch.Tensor:
     """The Dice semimetric loss (Wang et al., MICCAI 2023), L1 form, per task, mean over tasks.
 
     With p = sigmoid(logits) and g the target, summed over the batch and the spatial axes of
@@ -68,25 +75,30 @@ def dice_semimetric_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Te
     crops), because a random crop often holds no foreground and a per-image Dice of an empty
     crop is unstable.
     """
-    return _dml(torch.sigmoid(logits.float()), target.float()).mean()
+    return _dml(torch.sigmoid(logits.float()), target.float(), batch_sum).mean()
 
 
 def combined_loss(logits: torch.Tensor, target: torch.Tensor, dml_weight: float = 1.0,
-                  multiclass: bool = False) -> torch.Tensor:
+                  multiclass: bool = False, batch_sum: SumFn | None = None) -> torch.Tensor:
     """``soft_cross_entropy + dml_weight * dice_semimetric_loss`` (their multi-class forms
     with ``multiclass``)."""
     if multiclass:
-        return soft_cross_entropy_classes(logits, target) + dml_weight * dice_semimetric_loss_classes(logits, target)
-    return soft_cross_entropy(logits, target) + dml_weight * dice_semimetric_loss(logits, target)
+        return (soft_cross_entropy_classes(logits, target)
+                + dml_weight * dice_semimetric_loss_classes(logits, target, batch_sum))
+    return soft_cross_entropy(logits, target) + dml_weight * dice_semimetric_loss(logits, target, batch_sum)
 
 
-def loss_function(name: str, dml_weight: float = 1.0, multiclass: bool = False) -> LossFn:
+def loss_function(name: str, dml_weight: float = 1.0, multiclass: bool = False,
+                  batch_sum: SumFn | None = None) -> LossFn:
     """The loss a run trains with: "ce", "dml" or "ce+dml" (``TrainConfig.loss``); the softmax
-    forms for a multi-class run (``multiclass``: ``TrainConfig.classes`` is set)."""
+    forms for a multi-class run (``multiclass``: ``TrainConfig.classes`` is set). ``batch_sum``:
+    how the DML's batch sums are completed when the batch is split over processes (the CE is
+    a mean, which DDP's gradient averaging already completes)."""
     if name == "ce":
         return soft_cross_entropy_classes if multiclass else soft_cross_entropy
+    dml = dice_semimetric_loss_classes if multiclass else dice_semimetric_loss
     if name == "dml":
-        return dice_semimetric_loss_classes if multiclass else dice_semimetric_loss
+        return dml if batch_sum is None else partial(dml, batch_sum=batch_sum)
     if name == "ce+dml":
-        return partial(combined_loss, dml_weight=dml_weight, multiclass=multiclass)
+        return partial(combined_loss, dml_weight=dml_weight, multiclass=multiclass, batch_sum=batch_sum)
     raise ValueError(f"unknown loss {name!r}; expected ce, dml or ce+dml")
