@@ -79,7 +79,7 @@ def test_labels_are_read_in_value_order_and_bad_entries_are_refused(tmp_path):
 def test_soft_labels_are_the_class_frequencies_exactly(tmp_path):
     root = write_set(tmp_path / "d", {"c1": MAPS, "c2": [m[::-1] for m in MAPS]})
     dataset = load_dataset(root)
-    assert dataset.classes == CLASSES and dataset.tasks == ("rim", "cup") and dataset.multiclass
+    assert dataset.classes == CLASSES and dataset.tasks == ("rim", "cup")
     case = dataset.cases[0]
     np.testing.assert_array_equal(L.rater_class_maps(case, CLASSES), np.stack(MAPS))
     p = L.class_distribution(case, CLASSES)

@@ -70,10 +70,6 @@ class Dataset:
     cases: tuple[Case, ...]
     classes: tuple[str, ...] = ()
 
-    @property
-    def multiclass(self) -> bool:
-        return bool(self.classes)
-
     def select(self, split: str | None = None, case_ids=None) -> "Dataset":
         """The cases of one split and/or with the given ids, in dataset order."""
         wanted = None if case_ids is None else set(case_ids)

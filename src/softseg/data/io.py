@@ -319,9 +319,8 @@ def write_map(
         )
     array = np.asarray(array)
     is_mask = array.dtype == bool
-    if array.dtype == np.uint8:  # a label map (class values): stored as they are
-        return _write_label_map(path, _disk_array(array, geometry, path), geometry, overwrite)
-    if not is_mask:
+    is_labels = array.dtype == np.uint8  # a label map of class values: stored as they are
+    if not (is_mask or is_labels):
         array = array.astype(np.float32)
         if not np.isfinite(array).all():
             raise SoftsegError(f"{path}: map has NaN or inf values; expected values in [0, 1]")
@@ -333,42 +332,27 @@ def write_map(
     data = _disk_array(array, geometry, path)
 
     if fmt == "nifti":
-        out = data.astype(np.uint8) if is_mask else data.astype(np.float32)
+        out = data.astype(np.uint8) if is_mask or is_labels else data.astype(np.float32)
         header = geometry.header.copy() if geometry.header is not None else None
         affine = geometry.affine if geometry.affine is not None else np.eye(4)
         image = nib.Nifti1Image(out, affine, header)
         image.set_data_dtype(out.dtype)
         # The source may carry intensity scaling and a display window for its intensities;
-        # a probability map is stored as-is and displayed over [0, 1].
+        # a map is stored as-is and displayed over [0, 1] (a label map over its class values).
         image.header.set_slope_inter(None, None)
-        image.header["cal_min"], image.header["cal_max"] = 0.0, 1.0
+        image.header["cal_min"], image.header["cal_max"] = 0.0, float(out.max(initial=0)) if is_labels else 1.0
         write_bytes_atomic(path, nifti_bytes(image, path.name.lower().endswith(".gz")), overwrite=overwrite)
     else:
         if data.ndim != 2:
             raise SoftsegError(f"{path}: PNG maps must be 2D, got shape {data.shape}")
-        if is_mask:
+        if is_labels:  # 0, 1, 2, ...: dark in a viewer, exact for a program
+            grey = data
+        elif is_mask:
             grey = np.where(data, 255, 0).astype(np.uint8)
         else:
             grey = np.round(data.astype(np.float64) * 65535).astype(np.uint16)
         encoded = encode_grey_png(grey)
         write_bytes_atomic(path, encoded, overwrite=overwrite)
-    return path
-
-
-def _write_label_map(path: Path, data: np.ndarray, geometry: Geometry, overwrite: bool) -> Path:
-    """A uint8 class-value map: uint8 NIfTI with the source affine and header, or 8-bit grey
-    PNG with the values as they are (0, 1, 2, ...: dark in a viewer, exact for a program)."""
-    if geometry.format == "nifti":
-        header = geometry.header.copy() if geometry.header is not None else None
-        image = nib.Nifti1Image(data, geometry.affine if geometry.affine is not None else np.eye(4), header)
-        image.set_data_dtype(np.uint8)
-        image.header.set_slope_inter(None, None)
-        image.header["cal_min"], image.header["cal_max"] = 0.0, float(data.max(initial=0))
-        write_bytes_atomic(path, nifti_bytes(image, path.name.lower().endswith(".gz")), overwrite=overwrite)
-    else:
-        if data.ndim != 2:
-            raise SoftsegError(f"{path}: PNG maps must be 2D, got shape {data.shape}")
-        write_bytes_atomic(path, encode_grey_png(data), overwrite=overwrite)
     return path
 
 

@@ -142,19 +142,25 @@ def fit_temperature_classes(logits: np.ndarray, dist: np.ndarray) -> float:
     return float(math.exp(result.x))
 
 
+def _source_logits(run: LoadedRun, cases: Sequence[Case], batch_size: int, progress: bool):
+    """``(case, logits (K, *spatial) on its own grid)`` for every case, ``batch_size`` images a
+    pass, with a progress bar."""
+    with tqdm(total=len(cases), desc=f"calibrate {run.run_dir.name}", unit="image", disable=not progress) as bar:
+        for start in range(0, len(cases), batch_size):
+            batch = cases[start : start + batch_size]
+            yield from zip(batch, predict_source_logits(run, [c.image for c in batch], [c.spacing for c in batch]))
+            bar.update(len(batch))
+
+
 def _fit_classes(run: LoadedRun, cases: Sequence[Case], batch_size: int, progress: bool) -> dict[str, dict]:
     """:func:`fit_run` for a multi-class run: one T for its softmax, fitted on the class
     distributions; each foreground class's entry holds it, with that class's ECE and Brier
     score before and after (its map against its soft label) and the softmax's CE."""
     classes = run.config.classes
     logits, dist = [], []
-    with tqdm(total=len(cases), desc=f"calibrate {run.run_dir.name}", unit="image", disable=not progress) as bar:
-        for start in range(0, len(cases), batch_size):
-            batch = cases[start : start + batch_size]
-            for case, z in zip(batch, predict_source_logits(run, [c.image for c in batch], [c.spacing for c in batch])):
-                logits.append(z.reshape(len(classes), -1))
-                dist.append(class_distribution(case, classes).reshape(len(classes), -1))
-            bar.update(len(batch))
+    for case, z in _source_logits(run, cases, batch_size, progress):
+        logits.append(z.reshape(len(classes), -1))
+        dist.append(class_distribution(case, classes).reshape(len(classes), -1))
     z, g = np.concatenate(logits, axis=1).astype(np.float64), np.concatenate(dist, axis=1)
     t = fit_temperature_classes(z, g)
     at_bound = not (T_MIN * 1.001 < t < T_MAX / 1.001)
@@ -221,16 +227,10 @@ def fit_run(
         return _fit_classes(run, cases, batch_size, progress)
     logits: dict[str, list[np.ndarray]] = {task: [] for task in run.tasks}
     soft: dict[str, list[np.ndarray]] = {task: [] for task in run.tasks}
-    with tqdm(total=len(cases), desc=f"calibrate {run.run_dir.name}", unit="image",
-              disable=not progress) as bar:
-        for start in range(0, len(cases), batch_size):
-            batch = cases[start : start + batch_size]
-            for case, z in zip(batch, predict_source_logits(run, [case.image for case in batch],
-                                                                  [case.spacing for case in batch])):
-                for index, task in enumerate(run.tasks):
-                    logits[task].append(z[index].ravel())
-                    soft[task].append(np.asarray(soft_label(case, task), dtype=np.float32).ravel())
-            bar.update(len(batch))
+    for case, z in _source_logits(run, cases, batch_size, progress):
+        for index, task in enumerate(run.tasks):
+            logits[task].append(z[index].ravel())
+            soft[task].append(np.asarray(soft_label(case, task), dtype=np.float32).ravel())
     fitted = {}
     for task in run.tasks:
         z, g = np.concatenate(logits[task]), np.concatenate(soft[task])
@@ -300,9 +300,10 @@ def calibrate(
             "softseg_version": __version__,
             "method": "temperature scaling (Guo et al. 2017): p = "
                       + ("softmax(logits / T), one T for all classes" if one.config.classes else "sigmoid(logit / T)"),
-            "objective": "mean soft binary cross-entropy of sigmoid(logit / T) against the soft "
-                         "label, all pixels of all cases pooled, on each image's own grid "
-                         "(logits resized back)",
+            "objective": ("mean soft cross-entropy of softmax(logits / T) against the raters' class "
+                          "distribution" if one.config.classes else
+                          "mean soft binary cross-entropy of sigmoid(logit / T) against the soft label")
+                         + ", all pixels of all cases pooled, on each image's own grid (logits resized back)",
             "search": f"bounded Brent search over log T, T in [{T_MIN:g}, {T_MAX:g}]",
             "checkpoint": checkpoint,
             "checkpoint_file": checkpoint_key(one.run_dir, one.checkpoint),

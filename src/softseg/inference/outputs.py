@@ -38,7 +38,6 @@ from softseg.errors import SoftsegError
 from softseg.files import write_json_atomic
 
 PREDICTIONS_FILE = "predictions.json"
-LABEL_MAP = io.LABEL_MAP
 
 # The record's lists that several predictions into one folder add up (see merge_records).
 _LISTS = ("runs", "tasks", "cases", "files")
@@ -116,7 +115,7 @@ def case_outputs(
     thresholds = thresholds or {}
     outputs: list[tuple[Path, np.ndarray]] = []
     if classes:
-        outputs.append((base / f"{LABEL_MAP}{suffix}", np.argmax(probability, axis=0).astype(np.uint8)))
+        outputs.append((base / f"{io.LABEL_MAP}{suffix}", np.argmax(probability, axis=0).astype(np.uint8)))
     for index, task in enumerate(names):
         prob = probability[index]
         outputs.append((base / f"{task}{suffix}", prob))

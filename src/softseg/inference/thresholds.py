@@ -317,12 +317,12 @@ def choose_threshold(
 
     zeros = lambda: np.zeros(len(FINE_THRESHOLDS), dtype=np.int64)  # noqa: E731
     counts = {task: [zeros(), zeros(), zeros()] for task in tasks}
-    first = 1 if loaded[0].config.classes else 0  # multi-class: the maps start with the background
+    channels = loaded[0].config.task_channels  # multi-class: the maps start with the background
     for case, prob in predict_cases(loaded, cases, batch_size, progress, tta=tta):
-        for index, task in enumerate(tasks):
+        for task, task_prob in zip(tasks, prob[channels]):
             soft = np.asarray(soft_label(case, task))
             reference = soft >= np.asarray(reference_level, dtype=soft.dtype)
-            for total, part in zip(counts[task], pooled_counts([prob[first + index]], [reference])):
+            for total, part in zip(counts[task], pooled_counts([task_prob], [reference])):
                 total += part
     tables: dict[str, Tradeoff] = {}
     points: dict[str, OperatingPoint] = {}

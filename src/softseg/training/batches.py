@@ -155,8 +155,8 @@ def prepare(cases: Sequence[Case], config: TrainConfig, *, validation: bool = Fa
     if config.dims == "3d" and not validation:
         from softseg.training.augment3d import foreground_voxels
 
-        first = 1 if config.classes else 0  # multi-class: the background channel is not foreground
-        foreground = tuple(foreground_voxels(label[first:]) for label in targets)
+        # multi-class: the background channel is not foreground
+        foreground = tuple(foreground_voxels(label[config.task_channels]) for label in targets)
     return TrainData(tuple(ids), tuple(images), tuple(targets), tuple(raters), tuple(source), foreground,
                      len(config.classes))
 

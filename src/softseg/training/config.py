@@ -122,6 +122,12 @@ class TrainConfig:
         """The model's output channels by name: the classes (softmax) or the tasks (sigmoid)."""
         return self.classes or self.tasks
 
+    @property
+    def task_channels(self) -> slice:
+        """Where ``tasks`` sit among ``outputs``: all of them, or after a multi-class run's
+        background channel."""
+        return slice(1, None) if self.classes else slice(None)
+
 
 # The seven QUBIQ 2021 2D tasks (SPEC.md table): crop size, epochs, vertical flip; then the two 3D
 # tasks. Each task has

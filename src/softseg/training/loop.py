@@ -164,7 +164,6 @@ def validate(state: LoopState, data: TrainData) -> tuple[float, float]:
     model.eval()
     losses, scores = [], []
     loss_fn = loss_function(state.config.loss, state.config.dml_weight, bool(state.config.classes))
-    first = 1 if state.config.classes else 0  # multi-class: score the foreground classes
     for image, soft in zip(data.images, data.source_labels):
         if state.config.dims == "3d":
             logits = predict_logits_volume(model, image, state.config.patch_size, state.precision, state.device)
@@ -178,8 +177,9 @@ def validate(state: LoopState, data: TrainData) -> tuple[float, float]:
             logits = resize(logits, tuple(soft.shape[-2:]))
         logits = resample(logits, tuple(soft.shape[1:]))  # a run's spacing undone
         losses.append(float(loss_fn(logits[None], soft[None])))
-        prob = output_probabilities(logits, state.config, dim=0).numpy()
-        scores.extend(qubiq_score(prob[t], soft[t].numpy()) for t in range(first, soft.shape[0]))
+        prob = output_probabilities(logits, state.config, dim=0)[state.config.task_channels].numpy()
+        target = soft[state.config.task_channels].numpy()
+        scores.extend(qubiq_score(p, g) for p, g in zip(prob, target))
     model.train(was_training)
     return float(np.mean(losses)), float(np.mean(scores))
 

@@ -78,14 +78,19 @@ def dice_semimetric_loss(logits: torch.Tensor, target: torch.Tensor, batch_sum: 
     return _dml(torch.sigmoid(logits.float()), target.float(), batch_sum).mean()
 
 
+def _terms(multiclass: bool) -> tuple[Callable, Callable]:
+    """The (cross-entropy, Dice semimetric loss) pair of a sigmoid or a softmax head."""
+    if multiclass:
+        return soft_cross_entropy_classes, dice_semimetric_loss_classes
+    return soft_cross_entropy, dice_semimetric_loss
+
+
 def combined_loss(logits: torch.Tensor, target: torch.Tensor, dml_weight: float = 1.0,
                   multiclass: bool = False, batch_sum: SumFn | None = None) -> torch.Tensor:
     """``soft_cross_entropy + dml_weight * dice_semimetric_loss`` (their multi-class forms
     with ``multiclass``)."""
-    if multiclass:
-        return (soft_cross_entropy_classes(logits, target)
-                + dml_weight * dice_semimetric_loss_classes(logits, target, batch_sum))
-    return soft_cross_entropy(logits, target) + dml_weight * dice_semimetric_loss(logits, target, batch_sum)
+    ce, dml = _terms(multiclass)
+    return ce(logits, target) + dml_weight * dml(logits, target, batch_sum)
 
 
 def loss_function(name: str, dml_weight: float = 1.0, multiclass: bool = False,
@@ -94,9 +99,9 @@ def loss_function(name: str, dml_weight: float = 1.0, multiclass: bool = False,
     forms for a multi-class run (``multiclass``: ``TrainConfig.classes`` is set). ``batch_sum``:
     how the DML's batch sums are completed when the batch is split over processes (the CE is
     a mean, which DDP's gradient averaging already completes)."""
+    ce, dml = _terms(multiclass)
     if name == "ce":
-        return soft_cross_entropy_classes if multiclass else soft_cross_entropy
-    dml = dice_semimetric_loss_classes if multiclass else dice_semimetric_loss
+        return ce
     if name == "dml":
         return dml if batch_sum is None else partial(dml, batch_sum=batch_sum)
     if name == "ce+dml":
