@@ -31,9 +31,9 @@ def _register_demo(subparsers) -> None:
             "Generate a synthetic multi-rater dataset, train a small but real model on its Training "
             f"split ({d.epochs} epochs, {d.crop_size}-pixel crops of {d.image_size}-pixel images, no "
             "pretrained weights), predict and evaluate its Validation split and write the HTML report. "
-            "Measured on a 2-core AVX2-only CPU: about 2.5 minutes (training in fp32, 137 s of it); "
+            "Measured on an idle 2-core AVX2-only CPU: about 1.5 minutes (training in fp32, 83 s of it); "
             "CPUs with AVX-512 bf16 train in bf16, about 3 times faster. --dims 3d: the 3D U-Net on "
-            "synthetic CT-like volumes; about 7 minutes on the same CPU (training 395 s, fp32)."
+            "synthetic CT-like volumes; about 7 minutes on the same CPU (training 399 s, fp32)."
         ),
     )
     p.add_argument("--out", type=Path, default=Path("softseg-demo"), help="output folder (default: %(default)s)")
