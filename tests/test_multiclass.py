@@ -338,3 +338,167 @@ def test_onnx_export_has_softmax_outputs_matching_pytorch(mc_run, tmp_path):
     expected = torch.softmax(model(torch.from_numpy(x)), 1).detach().numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4)
     np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- calibration over all classes
+
+
+def test_class_calibration_is_the_mean_class_ece_and_the_summed_brier():
+    from monai.metrics import CalibrationErrorMetric
+
+    from softseg.evaluation import metrics
+
+    # by hand: 2 classes, 4 pixels; class 1 p = .15 .15 .85 .85 against g = 0 .5 1 1
+    p1 = np.array([0.15, 0.15, 0.85, 0.85], np.float32)
+    g1 = np.array([0.0, 0.5, 1.0, 1.0], np.float32)
+    result = metrics.class_calibration(np.stack([1 - p1, p1]), np.stack([1 - g1, g1]))
+    # class 1: bin 1 |.15 - .25| * 2/4 + bin 8 |.85 - 1| * 2/4 = .125; class 0 the same gaps
+    assert result["ece_by_class"] == pytest.approx([0.125, 0.125])
+    assert result["classwise_ece"] == pytest.approx(0.125)
+    # Brier: per pixel 2 (p1 - g1)^2 = 2 * (.0225 + .1225 + .0225 + .0225) / 4
+    assert result["brier"] == pytest.approx(2 * 0.19 / 4)
+
+    # MONAI's ECE per class channel (bins of width 1/10, no value on an edge) as the oracle
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 2, (3, 30, 20))
+    probs = (np.exp(z) / np.exp(z).sum(0)).astype(np.float32)
+    target = (rng.multinomial(4, [0.5, 0.3, 0.2], (30, 20)).transpose(2, 0, 1) / 4).astype(np.float32)
+    assert not np.any(probs * 10 == np.round(probs * 10))  # MONAI and softseg differ only on edges
+    result = metrics.class_calibration(probs, target)
+    monai = CalibrationErrorMetric(num_bins=10, include_background=True, metric_reduction="none")
+    per_class = monai(torch.from_numpy(probs)[None], torch.from_numpy(target)[None])[0].numpy()
+    np.testing.assert_allclose(result["ece_by_class"], per_class, atol=1e-6)
+    assert result["classwise_ece"] == pytest.approx(per_class.mean(), abs=1e-6)
+    assert result["brier"] == pytest.approx(((probs - target) ** 2).sum(0).mean(), rel=1e-6)
+    with pytest.raises(SoftsegError, match="classes sum to 1"):
+        metrics.class_calibration(probs * 0.9, target)
+
+
+def test_evaluation_and_report_add_the_calibration_over_all_classes(mc_run, disc_cup, tmp_path, capsys):
+    import csv
+
+    from softseg.evaluation import metrics
+
+    out, ev = tmp_path / "pred", tmp_path / "eval"
+    assert main(["predict", str(mc_run), str(disc_cup.root), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    assert main(["evaluate", str(out), str(disc_cup.root), "--out", str(ev), "--no-progress"]) == 0
+    summary = json.loads((ev / "summary.json").read_text())
+    rows = {r["case"]: r for r in csv.DictReader(open(ev / "classes.csv", newline=""))}
+    direct = []
+    for case in disc_cup.cases:
+        probs = np.stack([np.asarray(Image.open(out / case.case_id / f"{c}.png"), np.float64) / 65535 for c in CLASSES])
+        direct.append(metrics.class_calibration(probs, L.class_distribution(case, CLASSES)))
+        assert float(rows[case.case_id]["classwise_ece"]) == pytest.approx(direct[-1]["classwise_ece"], abs=1e-9)
+        assert float(rows[case.case_id]["ece_cup"]) == pytest.approx(direct[-1]["ece_by_class"][2], abs=1e-9)
+    classes = summary["classes"]
+    assert classes["classes"] == list(CLASSES) and classes["n_cases"] == 4
+    assert classes["classwise_ece"]["mean"] == pytest.approx(np.mean([d["classwise_ece"] for d in direct]))
+    assert classes["brier"]["mean"] == pytest.approx(np.mean([d["brier"] for d in direct]))
+    assert classes["classwise_ece_pooled"] == pytest.approx(np.mean(list(classes["ece_by_class_pooled"].values())))
+    assert "## Calibration over all classes" in (ev / "tables.md").read_text()
+
+    report = tmp_path / "report.html"
+    assert main(["report", str(ev), "--out", str(report)]) == 0
+    page = report.read_text()
+    assert 'id="class-rim"' in page and 'id="class-cup"' in page and "multi-class Brier" in page
+
+    # every class map is needed: without the background's, nothing is written
+    (out / disc_cup.cases[0].case_id / "background.png").unlink()
+    capsys.readouterr()
+    assert main(["evaluate", str(out), str(disc_cup.root), "--out", str(tmp_path / "eval2"), "--no-progress"]) == 2
+    assert "missing class map(s) background.png" in capsys.readouterr().err
+    assert not (tmp_path / "eval2").exists()
+
+
+def test_seed_ensembles_average_the_softmax_maps(mc_run, disc_cup, tmp_path):
+    import shutil
+
+    from softseg.inference.arrays import predict_images
+    from softseg.inference.runs import load_run
+    from softseg.training.train import train
+
+    shutil.copytree(mc_run, tmp_path / "ens" / "seed0")
+    ids = [c.case_id for c in disc_cup.cases]
+    config = TrainConfig(epochs=1, batch_size=2, aug_copies=1, crop_size=32, encoder_weights="none",
+                         precision="fp32", device="cpu", seed=1)
+    train(config, disc_cup, tmp_path / "ens" / "seed1", ids[:3], ids[3:], progress=False)
+    runs = [load_run(tmp_path / "ens" / f"seed{s}", device="cpu") for s in (0, 1)]
+    images = [c.image for c in disc_cup.cases[:2]]
+    single = [predict_images([run], images) for run in runs]
+    both = predict_images(runs, images)
+    for i, p in enumerate(both):
+        np.testing.assert_allclose(p, (single[0][i] + single[1][i]) / 2, atol=1e-6)
+        np.testing.assert_allclose(p.sum(0), 1.0, atol=1e-5)
+        assert not np.allclose(single[0][i], single[1][i], atol=1e-3)  # two different models
+    out = tmp_path / "pred"
+    assert main(["predict", str(tmp_path / "ens"), str(disc_cup.root), "--out", str(out),
+                 "--device", "cpu", "--no-progress"]) == 0
+    cup = np.asarray(Image.open(out / disc_cup.cases[0].case_id / "cup.png"), np.float64) / 65535
+    np.testing.assert_allclose(cup, both[0][2], atol=1 / 65535)
+
+
+def test_compare_trains_majority_vote_per_pixel_and_tests_per_class(disc_cup, tmp_path):
+    split = tmp_path / "split.csv"
+    ids = [c.case_id for c in disc_cup.cases]
+    split.write_text("case,split\n" + "".join(f"{c},{'Training' if i < 2 else 'Validation'}\n"
+                                               for i, c in enumerate(ids)))
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text("batch_size: 2\naug_copies: 0\nprecision: fp32\n")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(disc_cup.root), "--out", str(out), "--split-csv", str(split),
+                 "--methods", "soft:ce", "majority:ce", "--seeds", "0", "--epochs", "1", "--crop-size", "32",
+                 "--encoder-weights", "none", "--config", str(tiny), "--no-progress"]) == 0
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in ("rim", "cup") for m in ("soft:ce", "majority:ce")}
+    config = json.loads((out / "majority-ce" / "seed0" / "run" / "config.json").read_text())
+    assert config["label_mode"] == "majority" and config["classes"] == list(CLASSES)
+    summary = json.loads((out / "majority-ce" / "seed0" / "eval" / "summary.json").read_text())
+    assert sorted(summary["cases"]) == sorted(ids[2:]) and summary["classes"]["classes"] == list(CLASSES)
+
+
+def test_the_3d_mode_trains_and_predicts_multiclass_volumes(tmp_path):
+    import nibabel as nib
+
+    from softseg.training.train import train
+
+    shape, affine = (24, 20, 8), np.diag([0.8, 0.8, 2.5, 1.0])
+    affine[:3, 3] = (-10.0, 5.0, 30.0)
+    rng = np.random.default_rng(0)
+    xx, yy, zz = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    root = tmp_path / "vols"
+    for case in range(4):
+        centre = np.array([12, 10, 4]) + rng.integers(-2, 3, 3)
+        r = np.sqrt(((xx - centre[0]) * 0.8) ** 2 + ((yy - centre[1]) * 0.8) ** 2 + ((zz - centre[2]) * 2.5) ** 2)
+        maps = [np.where(r < 2.5 + d, 2, np.where(r < 5.5 + d, 1, 0)).astype(np.uint8) for d in (0.0, 0.4, 0.8)]
+        image = (100 * (maps[1] > 0) + 60 * (maps[1] > 1) + rng.normal(0, 10, shape)).astype(np.float32)
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "raters" / f"c{case}").mkdir(parents=True)
+        nib.save(nib.Nifti1Image(image, affine), root / "images" / f"c{case}.nii.gz")
+        for k, m in enumerate(maps):
+            nib.save(nib.Nifti1Image(m, affine), root / "raters" / f"c{case}" / f"rater{k}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "rim": 1, "cup": 2}}))
+
+    dataset = load_dataset(root)
+    assert dataset.classes == CLASSES and dataset.cases[0].spatial_shape == shape
+    counts = np.stack([np.asarray(nib.load(root / "raters" / "c0" / f"rater{k}.nii.gz").dataobj) for k in range(3)])
+    np.testing.assert_array_equal(L.class_distribution(dataset.cases[0], CLASSES),
+                                  np.stack([(counts == v).sum(0) / 3 for v in range(3)]).astype(np.float32))
+    config = TrainConfig(dims="3d", epochs=1, batch_size=2, aug_copies=1, patch_size=(16, 16, 8), base_filters=4,
+                         encoder_weights="none", precision="fp32", device="cpu")
+    ids = [c.case_id for c in dataset.cases]
+    run = train(config, dataset, tmp_path / "run" / "seed0", ids[:3], ids[3:], progress=False)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["dims"] == "3d" and saved["classes"] == list(CLASSES)
+
+    out = tmp_path / "pred"
+    assert main(["predict", str(run), str(root), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    maps = np.stack([np.asarray(nib.load(out / "c3" / f"{c}.nii.gz").dataobj, np.float64) for c in CLASSES])
+    assert maps.shape == (3, *shape)
+    np.testing.assert_allclose(maps.sum(0), 1.0, atol=1e-5)
+    label_map = nib.load(out / "c3" / "label-map.nii.gz")
+    np.testing.assert_array_equal(np.asarray(label_map.dataobj), maps.argmax(0))
+    np.testing.assert_allclose(label_map.affine, affine)
+    assert main(["evaluate", str(out), str(root), "--out", str(tmp_path / "eval"), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert set(summary["tasks"]) == {"rim", "cup"} and "hd95_mm" in summary["tasks"]["cup"]["table2"]
+    assert summary["classes"]["n_cases"] == 4

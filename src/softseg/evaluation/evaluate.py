@@ -7,6 +7,7 @@ Reads one probability map per case and task, in either layout ``softseg predict`
     metrics.csv   one row per case, task, threshold      (:mod:`softseg.evaluation.rows`)
     cases.csv     one row per case and task
     curves.csv    one row per case, task and t = 0.01 ... 0.99
+    classes.csv   multi-class data: class-wise ECE and multi-class Brier per case
     summary.json  the typed, versioned result             (:mod:`softseg.evaluation.result`)
     tables.md     Tables 2 and 3 in the paper's form, for people (:mod:`softseg.evaluation.tables`)
 
@@ -33,9 +34,11 @@ from softseg.data.cases import Dataset
 from softseg.data.datasets import load_dataset
 from softseg.errors import DatasetError, SoftsegError
 from softseg.evaluation.matching import Prediction, match_predictions
-from softseg.evaluation.result import (SUMMARY_FILE, ByThreshold, Calibration, EvaluationResult,
-                                       MeanStd, Reliability, Table2, Table3, TaskResult, to_json)
-from softseg.evaluation.rows import CASES_COLUMNS, CURVES_COLUMNS, METRICS_COLUMNS, csv_text, prediction_rows
+from softseg.evaluation.result import (SUMMARY_FILE, ByThreshold, Calibration, ClassCalibration,
+                                       EvaluationResult, MeanStd, Reliability, Table2, Table3,
+                                       TaskResult, to_json)
+from softseg.evaluation.rows import (CASES_COLUMNS, CLASSES_FILE, CURVES_COLUMNS, METRICS_COLUMNS,
+                                     class_columns, class_row, csv_text, prediction_rows)
 from softseg.evaluation.tables import tables_markdown
 from softseg.files import prepare_out_dir, publish_folder, temp_folder, write_json_atomic, write_text_atomic
 
@@ -71,6 +74,17 @@ CONVENTIONS = {
                    "every pixel of every case",
     "curves": "precision, recall, Dice of prediction >= t against soft label >= t, "
               "t = np.arange(1, 100) / 100",
+}
+CLASS_CONVENTIONS = {
+    "multiclass": "the tasks are the foreground classes, each evaluated as its binary problem "
+                  "(class c's map against the class-c soft label; a rater's mask is that rater's "
+                  "map == c); the background map and the label map are not tasks",
+    "classwise_ece": "over all classes, background included: the mean over classes of each "
+                     "class's ECE (the binning above) against its soft label (Metrics Reloaded's "
+                     "cwECE with the class distribution as reference); per case, then mean ± std "
+                     "over cases; 'pooled' takes each class's ECE over every pixel of every case",
+    "multiclass_brier": "mean over pixels of sum over classes (p_c - g_c)^2 against the class "
+                        "distribution g, in [0, 2]; per case, then mean ± std over cases",
 }
 
 
@@ -119,6 +133,64 @@ def _defined(values) -> tuple[float | None, ...]:
     return tuple(None if math.isnan(v) else float(v) for v in values)
 
 
+def _pool(reliabilities: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Per-case reliability data pooled over every pixel of every case: counts, mean
+    prediction and mean soft label per bin (NaN for an empty bin), and the pooled ECE."""
+    counts = np.sum([p["count"] for p in reliabilities], axis=0)
+    sum_pred = np.nansum([p["count"] * p["mean_pred"] for p in reliabilities], axis=0)
+    sum_soft = np.nansum([p["count"] * p["mean_soft"] for p in reliabilities], axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_pred = np.where(counts > 0, sum_pred / counts, np.nan)
+        mean_soft = np.where(counts > 0, sum_soft / counts, np.nan)
+    return counts, mean_pred, mean_soft, float(np.abs(sum_pred - sum_soft).sum() / counts.sum())
+
+
+def summarise_classes(classes: tuple[str, ...], results: list[dict]) -> ClassCalibration:
+    """The calibration over all classes of ``metrics.class_calibration`` results, one per case."""
+    by_class = [_pool([r["reliability"][k] for r in results])[3] for k in range(len(classes))]
+    return ClassCalibration(
+        classes=classes,
+        n_cases=len(results),
+        classwise_ece=_mean_std([r["classwise_ece"] for r in results]),
+        brier=_mean_std([r["brier"] for r in results]),
+        classwise_ece_pooled=float(np.mean(by_class)),
+        ece_by_class_pooled=dict(zip(classes, by_class)),
+    )
+
+
+def evaluate_classes(dataset: Dataset, matched: list[Prediction]) -> list[tuple[str, dict]]:
+    """``metrics.class_calibration`` of every matched case of multi-class data: all C class
+    maps of the case's prediction folder (background included) against its class
+    distribution. SoftsegError naming the folder when a class map is missing or unusable."""
+    from softseg.data.labels import class_distribution
+
+    results: list[tuple[str, dict]] = []
+    problems: list[str] = []
+    for case_id, pred in {p.case.case_id: p for p in matched}.items():
+        suffix = pred.path.name[len(io.stem(pred.path)):]
+        files = [pred.path.parent / f"{name}{suffix}" for name in dataset.classes]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            problems.append(f"{pred.path.parent}: missing class map(s) {', '.join(missing)}; "
+                            f"expected one map per class ({', '.join(dataset.classes)}) as "
+                            "`softseg predict` writes them for multi-class data")
+            continue
+        try:
+            maps = [io.read_probability(f)[0] for f in files]
+            wrong = [f"{f.name} {m.shape}" for f, m in zip(files, maps) if m.shape != pred.case.spatial_shape]
+            if wrong:
+                raise SoftsegError(f"class map shape(s) {', '.join(wrong)} != image shape "
+                                   f"{pred.case.spatial_shape} of case {case_id}")
+            target = class_distribution(pred.case, dataset.classes)
+            results.append((case_id, metrics.class_calibration(np.stack(maps), target)))
+        except SoftsegError as error:
+            problems.append(f"{pred.path.parent}: {error}")
+    if problems:
+        raise DatasetError(problems, header=f"{len(problems)} multi-class prediction(s) cannot be "
+                           "evaluated; nothing written")
+    return results
+
+
 def summarise_task(results: list[dict]) -> TaskResult:
     """Summary of one task over its cases' ``case_metrics`` (see ``CONVENTIONS`` for every rule)."""
     table2: dict = {}
@@ -143,16 +215,11 @@ def summarise_task(results: list[dict]) -> TaskResult:
         table3 = Table3(**{key: _mean_std([t[key] for t in with_raters]) for key in TABLE3_KEYS})
 
     pooled = [r["calibration"]["reliability"] for r in results]
-    counts = np.sum([p["count"] for p in pooled], axis=0)
-    sum_pred = np.nansum([p["count"] * p["mean_pred"] for p in pooled], axis=0)
-    sum_soft = np.nansum([p["count"] * p["mean_soft"] for p in pooled], axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean_pred = np.where(counts > 0, sum_pred / counts, np.nan)
-        mean_soft = np.where(counts > 0, sum_soft / counts, np.nan)
+    counts, mean_pred, mean_soft, ece_pooled = _pool(pooled)
     calibration = Calibration(
         ece=_mean_std([r["calibration"]["ece"] for r in results]),
         brier=_mean_std([r["calibration"]["brier"] for r in results]),
-        ece_pooled=float(np.abs(sum_pred - sum_soft).sum() / counts.sum()),
+        ece_pooled=ece_pooled,
         n_bins=metrics.ECE_BINS,
         reliability=Reliability(
             bin_edges=tuple(float(e) for e in pooled[0]["bin_edges"]),
@@ -234,6 +301,7 @@ def evaluate(
     if problems:
         raise DatasetError(problems, header=f"{predictions}: {len(problems)} prediction(s) "
                            "cannot be evaluated; nothing written")
+    by_case = evaluate_classes(dataset, matched) if dataset.classes else []
 
     summary = EvaluationResult(
         softseg_version=__version__,
@@ -250,15 +318,19 @@ def evaluate(
                 for p in matched if p.task == t}
             for t in chosen
         },
-        conventions={**CONVENTIONS, "ece_bins": metrics.ECE_BINS,
-                     "hd95_percentile": 95, "hd95_directions": "max"},
+        conventions={**CONVENTIONS, **(CLASS_CONVENTIONS if dataset.classes else {}),
+                     "ece_bins": metrics.ECE_BINS, "hd95_percentile": 95, "hd95_directions": "max"},
         tasks={t: summarise_task(r) for t, r in by_task.items() if r},
+        classes=summarise_classes(dataset.classes, [r for _, r in by_case]) if by_case else None,
     )
     tmp = temp_folder(out)
     try:
         write_text_atomic(tmp / "metrics.csv", csv_text(METRICS_COLUMNS, rows["metrics"]))
         write_text_atomic(tmp / "cases.csv", csv_text(CASES_COLUMNS, rows["cases"]))
         write_text_atomic(tmp / "curves.csv", csv_text(CURVES_COLUMNS, rows["curves"]))
+        if by_case:
+            write_text_atomic(tmp / CLASSES_FILE, csv_text(
+                class_columns(dataset.classes), [class_row(c, dataset.classes, r) for c, r in by_case]))
         write_json_atomic(tmp / SUMMARY_FILE, to_json(summary))
         write_text_atomic(tmp / "tables.md", tables_markdown(summary))
         # another process may have filled "out" while this one evaluated

@@ -26,6 +26,11 @@ tests/test_metrics.py:
   compared like thresholds); ECE = sum over bins of (pixels in bin / all pixels) *
   |mean p - mean g|, the "accuracy" of a bin being its mean soft label; Brier = mean (p - g)².
   All pixels of the image count, background included.
+- Multi-class calibration, over all C classes (background included) of a softmax prediction
+  p against the class distribution g (both ``(C, *spatial)``, each pixel summing to 1):
+  class-wise ECE = (1/C) sum_c ECE(p_c, g_c), each class binned as above (Metrics
+  Reloaded's cwECE, Kumar et al. 2019, with the soft label as the reference); multi-class
+  Brier = mean over pixels of sum_c (p_c - g_c)², in [0, 2] (Metrics Reloaded's BS).
 """
 
 from __future__ import annotations
@@ -217,6 +222,33 @@ def calibration(prob: np.ndarray, soft: np.ndarray, n_bins: int = ECE_BINS) -> d
     edges = np.arange(1, n_bins) / n_bins
     prob, soft, bins, _ = _quantised(prob, soft, edges)
     return _calibration_from_bins(prob, soft, bins, n_bins)
+
+
+def class_calibration(probs: np.ndarray, target: np.ndarray, n_bins: int = ECE_BINS) -> dict:
+    """Class-wise ECE and multi-class Brier score of one case (module docstring).
+
+    ``probs`` and ``target`` are ``(C, *spatial)`` maps in [0, 1] with C >= 2 whose classes
+    sum to 1 at every pixel within ``1e-3`` (a softmax prediction read back from 16-bit
+    files; the class distribution). Returns ``{"classwise_ece", "brier", "ece_by_class"
+    (C floats), "reliability" (C per-class dicts as :func:`calibration` gives them)}``.
+    """
+    probs, target = np.asarray(probs), np.asarray(target)
+    if probs.ndim < 2 or probs.shape[0] < 2 or probs.shape != target.shape:
+        raise SoftsegError(f"class maps {probs.shape} and class distribution {target.shape}: "
+                           "expected the same shape (C, *spatial) with C >= 2")
+    for name, maps in (("prediction", probs), ("class distribution", target)):
+        off = float(np.abs(maps.sum(axis=0, dtype=np.float64) - 1.0).max())
+        if off > 1e-3:
+            raise SoftsegError(f"{name}: classes sum to 1 ± {off:.3g} at some pixel; expected "
+                               "a distribution over the classes at every pixel (softmax maps)")
+    per_class = [calibration(p, g, n_bins) for p, g in zip(probs, target)]
+    gap = probs.astype(np.float64) - target
+    return {
+        "classwise_ece": float(np.mean([c["ece"] for c in per_class])),
+        "brier": float(np.vdot(gap, gap) / gap[0].size),
+        "ece_by_class": [c["ece"] for c in per_class],
+        "reliability": [c["reliability"] for c in per_class],
+    }
 
 
 def rater_metrics(

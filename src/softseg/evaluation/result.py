@@ -5,7 +5,7 @@ summary.json is one JSON object: ``"schema": SCHEMA_VERSION`` first, then the fi
 field is a JSON key (written in field order), a nested dataclass an object, a tuple a list,
 a path a string and an undefined number ``null`` (NaN is never written). Fields marked
 ``optional`` are left out of the file when None (``hd95_mm`` for images without a physical
-spacing); every other key is always present.
+spacing, ``classes`` for binary data); every other key is always present.
 
 :func:`to_json` writes a result and :func:`read_result` is the one reader of an evaluation
 folder's summary: the report and the experiments read an evaluation only through it (and
@@ -140,12 +140,31 @@ class TaskResult:
 
 
 @dataclass(frozen=True)
+class ClassCalibration:
+    """Calibration of a multi-class prediction over all its ``classes`` (background first).
+
+    ``classwise_ece`` and ``brier`` (the multi-class Brier score) per case, mean ± std over
+    ``n_cases``; pooled over every pixel of every case, each class's ECE
+    (``ece_by_class_pooled``) and their mean ``classwise_ece_pooled``.
+    """
+
+    classes: tuple[str, ...]
+    n_cases: int
+    classwise_ece: MeanStd
+    brier: MeanStd
+    classwise_ece_pooled: float
+    ece_by_class_pooled: Mapping[str, float]
+
+
+@dataclass(frozen=True)
 class EvaluationResult:
     """One evaluation: the inputs, its conventions and a :class:`TaskResult` per task.
 
     ``predictions`` and ``data`` are the folders evaluated (absolute when evaluate wrote
     them); ``files[task][case]`` is the map evaluated, relative to ``predictions``.
-    ``conventions`` states every rule in words (name -> text, or a number).
+    ``conventions`` states every rule in words (name -> text, or a number). ``classes``, for
+    multi-class data only, is the calibration over all classes (the tasks are then the
+    foreground classes, each evaluated as its binary problem).
     """
 
     softseg_version: str
@@ -159,6 +178,7 @@ class EvaluationResult:
     files: Mapping[str, Mapping[str, str]]
     conventions: Mapping[str, Any]
     tasks: Mapping[str, TaskResult]
+    classes: ClassCalibration | None = field(default=None, metadata=_OPTIONAL)
 
 
 def mean_stds(table: Table2 | Table3) -> dict[str, MeanStd]:

@@ -7,6 +7,7 @@
     cases.csv     case, task, ged2, pred_rater_dist, rater_diversity, expected_dice, qubiq,
                   ece, brier, n_raters, dice, precision, recall, hd95, hd95_undefined
     curves.csv    case, task, threshold, precision, recall, dice   (t = 0.01 ... 0.99)
+    classes.csv   case, classwise_ece, brier, ece_<class> per class  (multi-class data only)
 
 An undefined value is an empty cell. Readers find columns by name and ignore extra ones; a
 file lacking a column a reader relies on (:data:`REQUIRED`) is refused.
@@ -31,6 +32,7 @@ CASES_COLUMNS = ("case", "task", "ged2", "pred_rater_dist", "rater_diversity", "
                  "qubiq", "ece", "brier", "n_raters", "dice", "precision", "recall", "hd95",
                  "hd95_undefined")
 CURVES_COLUMNS = ("case", "task", "threshold", "precision", "recall", "dice")
+CLASSES_FILE = "classes.csv"
 # The columns the report relies on; the others are read when present.
 REQUIRED = {
     "metrics.csv": ("case", "task", "threshold", "dice", "precision", "recall"),
@@ -107,6 +109,17 @@ def prediction_rows(case: str, task: str, result: dict) -> tuple[list[dict], dic
 
 
 # ----------------------------------------------------------------------------- reading
+
+
+def class_columns(classes: Sequence[str]) -> tuple[str, ...]:
+    """The header of classes.csv for a multi-class dataset's ``classes`` (background first)."""
+    return ("case", "classwise_ece", "brier", *(f"ece_{c}" for c in classes))
+
+
+def class_row(case: str, classes: Sequence[str], result: dict) -> dict:
+    """One case's row of classes.csv from ``metrics.class_calibration``."""
+    return {"case": case, "classwise_ece": result["classwise_ece"], "brier": result["brier"],
+            **{f"ece_{c}": e for c, e in zip(classes, result["ece_by_class"])}}
 
 
 def read_rows(eval_dir: str | Path, tasks: Sequence[str]) -> EvaluationRows:

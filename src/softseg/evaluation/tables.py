@@ -83,7 +83,27 @@ def paper_tables(result: EvaluationResult) -> list[TextTable]:
             for task, s in tasks.items()
         ),
     )
-    return [table2, over_cases, table3, calibration]
+    tables = [table2, over_cases, table3, calibration]
+    if result.classes is not None:
+        tables.append(class_table(result))
+    return tables
+
+
+def class_table(result: EvaluationResult) -> TextTable:
+    """Multi-class data: the calibration over all classes, background included."""
+    c = result.classes
+    return TextTable(
+        "Calibration over all classes", 2,
+        "The softmax prediction against the class distribution: class-wise ECE (the mean over "
+        "classes of each class's ECE) and the multi-class Brier score (sum over classes, in "
+        "[0, 2]), mean ± std over cases; pooled ECE over every pixel of every case, per class "
+        "and their mean.",
+        ("Classes", "Cases", "Class-wise ECE", "Class-wise ECE pooled", "Multi-class Brier",
+         *(f"ECE {name} pooled" for name in c.classes)),
+        ((", ".join(c.classes), str(c.n_cases), _pm(c.classwise_ece, 1, 4),
+          f"{c.classwise_ece_pooled:.4f}", _pm(c.brier, 1, 4),
+          *(f"{c.ece_by_class_pooled[name]:.4f}" for name in c.classes)),),
+    )
 
 
 def tables_markdown(result: EvaluationResult) -> str:

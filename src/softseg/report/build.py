@@ -74,17 +74,24 @@ def write_report(
     sections = [
         ("summary", "Summary", markup.headline(evaluation)),
         ("tables", "Tables 2 and 3", markup.tables(evaluation)),
-        # one flowing row of figures: with one task, curves and reliability sit side by side
-        ("curves", "Thresholds and calibration", '<div class="figures">'
-         + _curves_section(evaluation, pngs) + _calibration_section(evaluation, pngs) + "</div>"),
     ]
+    per_class = evaluation.result.classes is not None
+    if not per_class:
+        # one flowing row of figures: with one task, curves and reliability sit side by side
+        sections.append(("curves", "Thresholds and calibration", _figures(evaluation, pngs, evaluation.tasks)))
+    else:  # multi-class: a section per foreground class, its examples in it
+        for task in evaluation.tasks:
+            chosen = [e for e in examples if e.task == task]
+            sections.append((re.sub(r"[^A-Za-z0-9_-]", "_", f"class-{task}"), f"Class {task}",
+                             _figures(evaluation, pngs, [task])
+                             + (_examples_section(chosen, pngs, examples.index(chosen[0])) if chosen else "")))
     if history is not None:
         name = _save(pngs, "training.png", figures.training_curves(history, Path(run).name))
         sections.append(("training", "Training", markup.figure(
             pngs[name], "training curves",
             f"Run {Path(run).resolve()}: loss, validation QUBIQ score and learning rate per "
             "epoch, from history.csv.", name)))
-    if examples:
+    if examples and not per_class:
         sections.append(("examples", "Example cases", _examples_section(examples, pngs)))
     meta = [
         f"evaluation: {evaluation.root.resolve()}",
@@ -102,9 +109,15 @@ def write_report(
     return out
 
 
-def _curves_section(evaluation, pngs: dict[str, bytes]) -> str:
+def _figures(evaluation, pngs: dict[str, bytes], tasks) -> str:
+    """Threshold curves, then reliability diagrams, of ``tasks`` in one flowing row."""
+    return ('<div class="figures">' + _curves_section(evaluation, pngs, tasks)
+            + _calibration_section(evaluation, pngs, tasks) + "</div>")
+
+
+def _curves_section(evaluation, pngs: dict[str, bytes], tasks) -> str:
     items = []
-    for task in evaluation.tasks:
+    for task in tasks:
         name = _save(pngs, f"curves_{task}.png", figures.threshold_curves(evaluation, task))
         items.append(markup.figure(
             pngs[name], f"{task}: Dice, precision and recall by threshold",
@@ -114,10 +127,10 @@ def _curves_section(evaluation, pngs: dict[str, bytes]) -> str:
     return "".join(items)
 
 
-def _calibration_section(evaluation, pngs: dict[str, bytes]) -> str:
+def _calibration_section(evaluation, pngs: dict[str, bytes], tasks) -> str:
     items = []
-    for task, entry in evaluation.result.tasks.items():
-        calibration = entry.calibration
+    for task in tasks:
+        calibration = evaluation.result.tasks[task].calibration
         ece, brier = calibration.ece.mean, calibration.brier.mean
         data = figures.reliability_data(calibration.reliability)
         name = _save(pngs, f"reliability_{task}.png",
@@ -132,12 +145,13 @@ def _calibration_section(evaluation, pngs: dict[str, bytes]) -> str:
     return "".join(items)
 
 
-def _examples_section(examples: list[Example], pngs: dict[str, bytes]) -> str:
+def _examples_section(examples: list[Example], pngs: dict[str, bytes], first: int = 0) -> str:
+    """Figure 2 and a slider per example; ``first`` numbers the sliders on from earlier ones."""
     parts = ['<p class="note">Per task, the cases with the best, median and worst QUBIQ '
              "score. Figure 2 of the paper: soft label ≥ t (top) above prediction ≥ t "
              "(bottom), false positives red, false negatives green. Below it, move the slider "
              "to redraw the prediction's mask at any confidence threshold.</p>"]
-    for index, example in enumerate(examples):
+    for index, example in enumerate(examples, start=first):
         name = _save(pngs, f"figure2_{example.task}_{example.case_id}.png",
                      figures.threshold_grid(example))
         levels = np.stack([threshold_levels(example.prob), threshold_levels(example.soft),

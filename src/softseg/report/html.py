@@ -48,7 +48,8 @@ def page(title: str, meta: Sequence[str], sections: Sequence[tuple[str, str, str
 
 
 def headline(evaluation: Evaluation) -> str:
-    """One card per task: QUBIQ score, Dice at t = 0.5, ECE and D²_GED from summary.json."""
+    """One card per task: QUBIQ score, Dice at t = 0.5, ECE and D²_GED from summary.json; for
+    multi-class data one more over all classes (class-wise ECE, multi-class Brier)."""
     cards = []
     for task, entry in evaluation.result.tasks.items():
         stats = [
@@ -57,14 +58,19 @@ def headline(evaluation: Evaluation) -> str:
             ("ECE", entry.calibration.ece),
             ("D²_GED", None if entry.table3 is None else entry.table3.ged2),
         ]
-        cells = "".join(
-            f'<div class="stat"><div class="value">{_number(v)}</div>'
-            f'<div class="label">{esc(label)}</div></div>'
-            for label, v in stats
-        )
-        cards.append(f'<div class="card"><h3>{esc(task)}</h3>'
-                     f'<div class="stats">{cells}</div>{_verdict(entry.table3)}</div>')
+        cards.append(_card(task, stats, _verdict(entry.table3)))
+    classes = evaluation.result.classes
+    if classes is not None:
+        cards.append(_card(f"all classes ({', '.join(classes.classes)})",
+                           [("class-wise ECE", classes.classwise_ece),
+                            ("multi-class Brier", classes.brier)]))
     return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _card(title: str, stats: list[tuple[str, MeanStd | float | None]], extra: str = "") -> str:
+    cells = "".join(f'<div class="stat"><div class="value">{_number(v)}</div>'
+                    f'<div class="label">{esc(label)}</div></div>' for label, v in stats)
+    return f'<div class="card"><h3>{esc(title)}</h3><div class="stats">{cells}</div>{extra}</div>'
 
 
 def _verdict(table3: Table3 | None) -> str:
