@@ -108,9 +108,6 @@ def prediction_rows(case: str, task: str, result: dict) -> tuple[list[dict], dic
     return metric_rows, case_row, curve_rows
 
 
-# ----------------------------------------------------------------------------- reading
-
-
 def class_columns(classes: Sequence[str]) -> tuple[str, ...]:
     """The header of classes.csv for a multi-class dataset's ``classes`` (background first)."""
     return ("case", "classwise_ece", "brier", *(f"ece_{c}" for c in classes))
@@ -120,6 +117,9 @@ def class_row(case: str, classes: Sequence[str], result: dict) -> dict:
     """One case's row of classes.csv from ``metrics.class_calibration``."""
     return {"case": case, "classwise_ece": result["classwise_ece"], "brier": result["brier"],
             **{f"ece_{c}": e for c, e in zip(classes, result["ece_by_class"])}}
+
+
+# ----------------------------------------------------------------------------- reading
 
 
 def read_rows(eval_dir: str | Path, tasks: Sequence[str]) -> EvaluationRows:
