@@ -374,14 +374,20 @@ def test_class_calibration_is_the_mean_class_ece_and_the_summed_brier():
         metrics.class_calibration(probs * 0.9, target)
 
 
-def test_evaluation_and_report_add_the_calibration_over_all_classes(mc_run, disc_cup, tmp_path, capsys):
+def test_evaluation_and_report_add_the_calibration_over_all_classes(mc_run, disc_cup, tmp_path, capsys, monkeypatch):
+    import collections
     import csv
 
+    from softseg.data import io
     from softseg.evaluation import metrics
 
     out, ev = tmp_path / "pred", tmp_path / "eval"
     assert main(["predict", str(mc_run), str(disc_cup.root), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    reads, read = collections.Counter(), io.read_probability
+    monkeypatch.setattr(io, "read_probability", lambda path: reads.update([path.name]) or read(path))
     assert main(["evaluate", str(out), str(disc_cup.root), "--out", str(ev), "--no-progress"]) == 0
+    monkeypatch.undo()
+    assert reads == {f"{c}.png": len(disc_cup.cases) for c in CLASSES}  # each class map read once
     summary = json.loads((ev / "summary.json").read_text())
     rows = {r["case"]: r for r in csv.DictReader(open(ev / "classes.csv", newline=""))}
     direct = []

@@ -91,11 +91,13 @@ CLASS_CONVENTIONS = {
 # ----------------------------------------------------------------------------- per case
 
 
-def evaluate_prediction(pred: Prediction) -> dict:
-    """``metrics.case_metrics`` of one matched file; SoftsegError naming the file if unusable."""
+def evaluate_prediction(pred: Prediction, prob: np.ndarray | None = None) -> dict:
+    """``metrics.case_metrics`` of one matched file (``prob``: its map, when already read);
+    SoftsegError naming the file if unusable."""
     from softseg.data.labels import soft_label
 
-    prob, _ = io.read_probability(pred.path)
+    if prob is None:
+        prob, _ = io.read_probability(pred.path)
     shape = pred.case.spatial_shape
     if prob.shape != shape:
         raise SoftsegError(
@@ -158,37 +160,30 @@ def summarise_classes(classes: tuple[str, ...], results: list[dict]) -> ClassCal
     )
 
 
-def evaluate_classes(dataset: Dataset, matched: list[Prediction]) -> list[tuple[str, dict]]:
-    """``metrics.class_calibration`` of every matched case of multi-class data: all C class
-    maps of the case's prediction folder (background included) against its class
-    distribution. SoftsegError naming the folder when a class map is missing or unusable."""
+def evaluate_classes(dataset: Dataset, pred: Prediction) -> tuple[dict[str, np.ndarray], dict]:
+    """Multi-class data: every class map of ``pred``'s case folder (background included) and
+    their ``metrics.class_calibration`` against the case's class distribution. SoftsegError
+    naming the folder when a class map is missing or unusable."""
     from softseg.data.labels import class_distribution
 
-    results: list[tuple[str, dict]] = []
-    problems: list[str] = []
-    for case_id, pred in {p.case.case_id: p for p in matched}.items():
-        suffix = pred.path.name[len(io.stem(pred.path)):]
-        files = [pred.path.parent / f"{name}{suffix}" for name in dataset.classes]
+    folder, case = pred.path.parent, pred.case
+    suffix = pred.path.name[len(io.stem(pred.path)):]
+    files = [folder / f"{name}{suffix}" for name in dataset.classes]
+    try:
         missing = [f.name for f in files if not f.is_file()]
         if missing:
-            problems.append(f"{pred.path.parent}: missing class map(s) {', '.join(missing)}; "
-                            f"expected one map per class ({', '.join(dataset.classes)}) as "
-                            "`softseg predict` writes them for multi-class data")
-            continue
-        try:
-            maps = [io.read_probability(f)[0] for f in files]
-            wrong = [f"{f.name} {m.shape}" for f, m in zip(files, maps) if m.shape != pred.case.spatial_shape]
-            if wrong:
-                raise SoftsegError(f"class map shape(s) {', '.join(wrong)} != image shape "
-                                   f"{pred.case.spatial_shape} of case {case_id}")
-            target = class_distribution(pred.case, dataset.classes)
-            results.append((case_id, metrics.class_calibration(np.stack(maps), target)))
-        except SoftsegError as error:
-            problems.append(f"{pred.path.parent}: {error}")
-    if problems:
-        raise DatasetError(problems, header=f"{len(problems)} multi-class prediction(s) cannot be "
-                           "evaluated; nothing written")
-    return results
+            raise SoftsegError(f"missing class map(s) {', '.join(missing)}; expected one map per "
+                               f"class ({', '.join(dataset.classes)}) as `softseg predict` writes "
+                               "them for multi-class data")
+        maps = {name: io.read_probability(f)[0] for name, f in zip(dataset.classes, files)}
+        wrong = [f"{f.name} {m.shape}" for f, m in zip(files, maps.values()) if m.shape != case.spatial_shape]
+        if wrong:
+            raise SoftsegError(f"class map shape(s) {', '.join(wrong)} != image shape "
+                               f"{case.spatial_shape} of case {case.case_id}")
+        target = class_distribution(case, dataset.classes)
+        return maps, metrics.class_calibration(np.stack(list(maps.values())), target)
+    except SoftsegError as error:
+        raise SoftsegError(f"{folder}: {error}") from error
 
 
 def summarise_task(results: list[dict]) -> TaskResult:
@@ -287,9 +282,22 @@ def evaluate(
     problems: list[str] = []
     rows: dict[str, list] = {"metrics": [], "cases": [], "curves": []}
     by_task: dict[str, list[dict]] = {t: [] for t in chosen}
+    by_case: list[tuple[str, dict]] = []  # multi-class data: the calibration over all classes
+    maps: dict[str, np.ndarray] | None = None  # multi-class data: the current case's class maps
+    maps_case = None
     for pred in tqdm(matched, desc="evaluate", unit="map", disable=not progress):
+        if dataset.classes and pred.case.case_id != maps_case:
+            # matches come case by case: each class map is read once, at the case's first task
+            maps_case, maps = pred.case.case_id, None
+            try:
+                maps, calibration = evaluate_classes(dataset, pred)
+                by_case.append((maps_case, calibration))
+            except SoftsegError as error:
+                problems.append(str(error))
+        if dataset.classes and maps is None:
+            continue  # the case's problem is recorded once, naming its folder
         try:
-            result = evaluate_prediction(pred)
+            result = evaluate_prediction(pred, maps[pred.task] if maps else None)
         except SoftsegError as error:
             problems.append(str(error))
             continue
@@ -301,7 +309,6 @@ def evaluate(
     if problems:
         raise DatasetError(problems, header=f"{predictions}: {len(problems)} prediction(s) "
                            "cannot be evaluated; nothing written")
-    by_case = evaluate_classes(dataset, matched) if dataset.classes else []
 
     summary = EvaluationResult(
         softseg_version=__version__,
