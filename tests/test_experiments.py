@@ -78,6 +78,39 @@ def test_comparison_side_by_side_and_diversity_verdict(tmp_path):
     assert below_diversity({"pred_rater_dist": Cell(0.2, 0, 1), "rater_diversity": Cell(0.2, 0, 1)}) is False
 
 
+def test_calibration_over_all_classes_is_averaged_over_cases_then_seeds_and_comes_last(tmp_path):
+    from softseg.experiments.compare_outputs import read_class_values
+    from softseg.experiments.tables import class_cells
+
+    # two seeds of one method, per case: seed 0 has cases a, b; seed 1 has a and an undefined b
+    seeds = [{"all classes": {"a": {"classwise_ece": 0.10, "multiclass_brier": 0.4},
+                              "b": {"classwise_ece": 0.30, "multiclass_brier": 0.2}}},
+             {"all classes": {"a": {"classwise_ece": 0.40, "multiclass_brier": 0.6},
+                              "b": {"classwise_ece": math.nan, "multiclass_brier": 0.4}}}]
+    cells = class_cells(seeds)
+    # class-wise ECE: seed means 0.2 and 0.4 -> 0.3 ± 0.1; spread = mean of the std over cases (0.1, 0)
+    assert cells["classwise_ece"].mean == pytest.approx(0.3) and cells["classwise_ece"].std == pytest.approx(0.1)
+    assert cells["classwise_ece"].spread == pytest.approx(0.05) and cells["classwise_ece"].n == 2
+    assert cells["multiclass_brier"].mean == pytest.approx(0.4) and cells["multiclass_brier"].std == pytest.approx(0.1)
+
+    write_comparison(tmp_path, {"all classes": {"soft": cells}, "rim": {"soft": {"dice": Cell(0.8, 0.0, 1)}}})
+    rows = json.loads((tmp_path / "comparison.json").read_text())["rows"]
+    assert [r["task"] for r in rows] == ["rim", "all classes"] and "below_diversity" not in rows[1]
+    md = (tmp_path / "comparison.md").read_text()
+    assert md.index("## rim") < md.index("## all classes")
+    assert "| soft | 0.3000 ± 0.1000 | 0.4000 ± 0.1000 |" in md
+
+    (tmp_path / "eval").mkdir()
+    with pytest.raises(SoftsegError, match=r"eval/classes.csv: expected the calibration over all classes"):
+        read_class_values(tmp_path / "eval")
+    (tmp_path / "eval" / "classes.csv").write_text("case,classwise_ece,brier\nc1,0.25,\n")
+    assert read_class_values(tmp_path / "eval") == {
+        "all classes": {"c1": {"classwise_ece": 0.25, "multiclass_brier": pytest.approx(math.nan, nan_ok=True)}}}
+    (tmp_path / "eval" / "classes.csv").write_text("case,brier\nc1,0.5\n")
+    with pytest.raises(SoftsegError, match=r"classes.csv: expected columns .*missing classwise_ece"):
+        read_class_values(tmp_path / "eval")
+
+
 def test_paper_numbers_match_spec():
     # D²_GED = 2·E[d(y, ŷ)] − diversity holds for every row the paper printed (to rounding)
     for label, row in PAPER_TABLE3.items():

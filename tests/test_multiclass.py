@@ -3,9 +3,11 @@ hard-label baselines per pixel, the softmax losses, and training on the disc/cup
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
+import scipy.stats
 import pytest
 import torch
 from PIL import Image
@@ -455,11 +457,40 @@ def test_compare_trains_majority_vote_per_pixel_and_tests_per_class(disc_cup, tm
                  "--methods", "soft:ce", "majority:ce", "--seeds", "0", "--epochs", "1", "--crop-size", "32",
                  "--encoder-weights", "none", "--config", str(tiny), "--no-progress"]) == 0
     rows = json.loads((out / "comparison.json").read_text())["rows"]
-    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in ("rim", "cup") for m in ("soft:ce", "majority:ce")}
+    methods = ("soft:ce", "majority:ce")
+    assert [(r["task"], r["method"]) for r in rows] == [(t, m) for t in ("cup", "rim", "all classes") for m in methods]
     config = json.loads((out / "majority-ce" / "seed0" / "run" / "config.json").read_text())
     assert config["label_mode"] == "majority" and config["classes"] == list(CLASSES)
     summary = json.loads((out / "majority-ce" / "seed0" / "eval" / "summary.json").read_text())
     assert sorted(summary["cases"]) == sorted(ids[2:]) and summary["classes"]["classes"] == list(CLASSES)
+
+    # the calibration over all classes is compared too: values from each evaluation's classes.csv
+    def per_case(method):
+        with open(out / method.replace(":", "-") / "seed0" / "eval" / "classes.csv") as f:
+            table = {r["case"]: r for r in csv.DictReader(f)}
+        return {key: np.array([float(table[c][column]) for c in sorted(table)])
+                for key, column in (("classwise_ece", "classwise_ece"), ("multiclass_brier", "brier"))}
+
+    values = {m: per_case(m) for m in methods}
+    overall = {r["method"]: r for r in rows if r["task"] == "all classes"}
+    for m in methods:
+        assert overall[m]["classwise_ece_mean"] == pytest.approx(values[m]["classwise_ece"].mean(), abs=1e-12)
+        assert overall[m]["multiclass_brier_mean"] == pytest.approx(values[m]["multiclass_brier"].mean(), abs=1e-12)
+        assert overall[m]["multiclass_brier_std"] == 0 and "below_diversity" not in overall[m]  # one seed
+    with open(out / "statistics.csv") as f:
+        stats = [r for r in csv.DictReader(f) if r["task"] == "all classes"]
+    assert [(r["metric"], r["method"], r["reference"]) for r in stats] == [
+        ("classwise_ece", "majority:ce", "soft:ce"), ("multiclass_brier", "majority:ce", "soft:ce")]
+    for r in stats:
+        d = values["majority:ce"][r["metric"]] - values["soft:ce"][r["metric"]]
+        assert int(r["n_pairs"]) == len(ids) - 2 and float(r["mean_difference"]) == pytest.approx(d.mean(), abs=1e-12)
+        assert float(r["p_value"]) == pytest.approx(scipy.stats.wilcoxon(d).pvalue) and r["higher_is_better"] == "False"
+    markdown = (out / "comparison.md").read_text()
+    assert "## all classes (softmax against the class distribution" in markdown and "Class-wise ECE" in markdown
+    with open(out / "per_fold.csv") as f:
+        folds = [r for r in csv.DictReader(f) if r["task"] == "all classes"]
+    assert len(folds) == 2 and all(r["classwise_ece"] and r["multiclass_brier"] and not r["qubiq"] for r in folds)
+    assert (out / "paired-all_classes.png").is_file()
 
 
 def test_the_3d_mode_trains_and_predicts_multiclass_volumes(tmp_path):

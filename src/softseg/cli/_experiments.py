@@ -111,7 +111,8 @@ def _register_compare(subparsers) -> None:
             "each on held-out cases and write Tables 2 and 3, QUBIQ score, ECE and Brier side by side "
             "(OUT/comparison.md, .csv, .json), the per-fold means (OUT/per_fold.csv), paired statistics "
             "against --reference (OUT/statistics.csv, .json: Wilcoxon signed-rank, percentile-bootstrap "
-            "CI, Holm) and per-case figures (OUT/paired-<task>.png). Splits: the dataset's "
+            "CI, Holm) and per-case figures (OUT/paired-<task>.png); for multi-class data also the "
+            "class-wise ECE and multi-class Brier over all classes ('all classes'). Splits: the dataset's "
             "Training/Validation, --split-csv FILE, or --folds K patient-level cross-validation with "
             "the manifest OUT/folds.json. --fractions adds runs on nested subsets of the training patients."
         ),

@@ -144,6 +144,20 @@ def read_rows(eval_dir: str | Path, tasks: Sequence[str]) -> EvaluationRows:
     return EvaluationRows(tables["metrics.csv"], tables["cases.csv"], tables["curves.csv"])
 
 
+def read_class_rows(eval_dir: str | Path) -> Columns | None:
+    """classes.csv of ``eval_dir`` (multi-class data only), checked; None when there is none.
+    Raises :class:`DatasetError` naming the file when it lacks a column or holds text."""
+    path = Path(eval_dir) / CLASSES_FILE
+    if not path.is_file():
+        return None
+    problems: list[str] = []
+    table = read_columns(path, ("case", "classwise_ece", "brier"), problems)
+    if problems:
+        raise DatasetError(problems, header=f"{eval_dir}: evaluation files have problems "
+                           "(re-run `softseg evaluate` to rewrite them)")
+    return table
+
+
 def read_columns(path: Path, required: Sequence[str], problems: list[str]) -> Columns | None:
     """A CSV file as columns found by name; append problems (missing columns, text where a
     number belongs) to ``problems`` and return None when the file cannot be used.

@@ -32,8 +32,9 @@ from softseg.experiments import pipeline as steps
 from softseg.experiments.fractions import FULL, check_fractions, fraction_folder, prepare_fractions
 from softseg.experiments.methods import DEFAULT_METHODS, DEFAULT_REFERENCE, Method, parse_methods
 from softseg.experiments.splits import SplitPlan, plan_splits, save_plan
-from softseg.experiments.statistics import paired_statistics
-from softseg.experiments.tables import cells, write_comparison
+from softseg.experiments.paper import ALL_CLASSES
+from softseg.experiments.statistics import CLASS_METRICS, paired_statistics
+from softseg.experiments.tables import class_cells, cells, write_comparison
 from softseg.experiments.variants import predict_crossfitted
 from softseg.files import prepare_out_dir, write_json_atomic
 from softseg.inference.outputs import PREDICTIONS_FILE, read_record
@@ -118,25 +119,36 @@ def compare(
                                   options.split_seed, progress)
         results[(method.name, fraction, seed)] = result
         eval_dirs[(method.name, fraction, seed)] = base / f"eval{plan.tag}"
-    return _write_outputs(out, plan, methods, reference, seeds, fractions, tasks, results, eval_dirs, options)
+    return _write_outputs(out, plan, methods, reference, seeds, fractions, tasks, results, eval_dirs, options,
+                          classes=bool(dataset.classes))
 
 
 def _write_outputs(
     out: Path, plan: SplitPlan, methods: Sequence[Method], reference: Method, seeds: Sequence[int],
     fractions: Sequence[float], tasks: Sequence[str], results: dict, eval_dirs: dict, options: CompareOptions,
+    classes: bool = False,
 ) -> dict[str, Path]:
+    """The tables, statistics and figures; with ``classes`` (multi-class data) also the
+    calibration over all classes, as the row group ``ALL_CLASSES`` after the tasks."""
     table = {task: {m.name: cells([results[(m.name, FULL, s)][task] for s in seeds]) for m in methods}
              for task in tasks}
     case_values = {run: files.read_case_values(path, tasks) for run, path in eval_dirs.items()}
-    written = {"per_fold": files.write_csv(out / "per_fold.csv", files.FOLD_COLUMNS,
-                                           files.per_fold_rows(case_values, plan.folds, tasks))}
+    groups, columns = tuple(tasks), files.FOLD_COLUMNS
+    if classes:
+        for run, path in eval_dirs.items():
+            case_values[run] = {**case_values[run], **files.read_class_values(path)}
+        table[ALL_CLASSES] = {m.name: class_cells([case_values[(m.name, FULL, s)] for s in seeds]) for m in methods}
+        groups, columns = (*groups, ALL_CLASSES), (*columns, *CLASS_METRICS)
+    written = {"per_fold": files.write_csv(out / "per_fold.csv", columns,
+                                           files.per_fold_rows(case_values, plan.folds, groups))}
     per_seed = {m.name: [case_values[(m.name, FULL, s)] for s in seeds] for m in methods}
-    comparisons = paired_statistics(per_seed, reference.name, tasks, seed=options.bootstrap_seed)
+    comparisons = [c for group in groups for c in paired_statistics(
+        per_seed, reference.name, [group], files.task_metrics(group), seed=options.bootstrap_seed)]
     stats_note = files.conventions(reference.name, options.bootstrap_seed)
     written["statistics_csv"], written["statistics_json"] = files.write_statistics(out, comparisons, stats_note)
-    paired = files.write_paired_figures(out, comparisons, tasks)
-    written.update({f"paired_{task}": path for task, path in paired.items()})
-    extra = files.statistics_markdown(comparisons, tasks, stats_note, paired)
+    paired = files.write_paired_figures(out, comparisons, groups)
+    written.update({f"paired_{files.file_stem(group)}": path for group, path in paired.items()})
+    extra = files.statistics_markdown(comparisons, groups, stats_note, paired)
     if len(fractions) > 1:
         rows = files.fraction_rows(results, tasks)
         written["fractions"] = files.write_csv(out / "fractions.csv", files.FRACTION_COLUMNS, rows)

@@ -17,10 +17,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from softseg.errors import DatasetError, SoftsegError
-from softseg.evaluation.rows import csv_text, read_rows
+from softseg.evaluation.rows import CLASSES_FILE, csv_text, read_class_rows, read_rows
+from softseg.experiments.paper import ALL_CLASSES
 from softseg.experiments.paper import METRICS as SPECS
 from softseg.experiments.statistics import (
-    ALPHA, CI_METHOD, CONFIDENCE, METRICS, N_RESAMPLES, CaseValues, PairedComparison,
+    ALPHA, CI_METHOD, CLASS_METRICS, CONFIDENCE, METRICS, N_RESAMPLES, CaseValues, PairedComparison,
 )
 from softseg.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 
@@ -65,6 +66,28 @@ def read_case_values(eval_dir: Path, tasks: Sequence[str], metrics: Sequence[str
     return values
 
 
+def read_class_values(eval_dir: Path) -> CaseValues:
+    """Per case, the calibration over all classes of a multi-class evaluation (classes.csv), as
+    the one task :data:`~softseg.experiments.paper.ALL_CLASSES` with the metrics
+    :data:`~softseg.experiments.statistics.CLASS_METRICS`. Raises :class:`SoftsegError` naming
+    the file when it is missing or unreadable."""
+    try:
+        table = read_class_rows(eval_dir)
+    except DatasetError as error:
+        raise SoftsegError(f"{error}; delete {eval_dir} and rerun with --resume") from error
+    if table is None:
+        raise SoftsegError(f"{Path(eval_dir) / CLASSES_FILE}: expected the calibration over all classes of "
+                           f"a multi-class evaluation, found no file (written by an older softseg?); "
+                           f"delete {eval_dir} and rerun with --resume")
+    return {ALL_CLASSES: {str(case): {"classwise_ece": float(e), "multiclass_brier": float(b)}
+                          for case, e, b in zip(table["case"], table["classwise_ece"], table["brier"])}}
+
+
+def task_metrics(task: str) -> tuple[str, ...]:
+    """The metrics compare tests for ``task``: the per-task ones, or those over all classes."""
+    return CLASS_METRICS if task == ALL_CLASSES else METRICS
+
+
 def _nanmean(values: Sequence[float]) -> float:
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
@@ -75,8 +98,9 @@ def per_fold_rows(
     case_values: Mapping[Run, CaseValues], folds: Sequence, tasks: Sequence[str]
 ) -> list[dict]:
     """One row per run, fold and task: the fold's held-out cases found in the run's
-    evaluation (``n_cases``) and the mean over them of each metric (defined values only).
-    ``folds`` are :class:`softseg.experiments.splits.Fold`."""
+    evaluation (``n_cases``) and the mean over them of each of the task's metrics
+    (:func:`task_metrics`; defined values only). ``folds`` are
+    :class:`softseg.experiments.splits.Fold`."""
     rows = []
     for (method, fraction, seed), values in case_values.items():
         for fold in folds:
@@ -84,7 +108,7 @@ def per_fold_rows(
                 found = [values.get(task, {})[c] for c in fold.test if c in values.get(task, {})]
                 rows.append({"method": method, "fraction": fraction, "seed": seed, "fold": fold.name,
                              "task": task, "n_cases": len(found),
-                             **{m: _nanmean([v[m] for v in found]) for m in METRICS}})
+                             **{m: _nanmean([v[m] for v in found]) for m in task_metrics(task)}})
     return _ordered(rows, tasks)
 
 
@@ -122,7 +146,8 @@ def conventions(reference: str, seed: int) -> str:
         f"bootstrap CI, {N_RESAMPLES:,} resamples, seed {seed}] and the two-sided Wilcoxon signed-rank p, "
         f"Holm-adjusted over the methods within each task and metric; **bold** = Holm p < {ALPHA:g}; "
         "Dice@0.5 (prediction ≥ 0.5 against soft label ≥ 0.5) and QUBIQ (mean Dice over t = 0.1…0.9, "
-        "also Table 2's Dice) in percentage points, higher is better; lower ECE and E[1−IoU(y,ŷ)] is better."
+        "also Table 2's Dice) in percentage points, higher is better; lower ECE and E[1−IoU(y,ŷ)] is better"
+        f"; over {ALL_CLASSES} (multi-class data), lower class-wise ECE and multi-class Brier is better."
     )
 
 
@@ -190,14 +215,15 @@ def file_stem(task: str) -> str:
 
 
 def write_paired_figures(out: Path, comparisons: Sequence[PairedComparison], tasks: Sequence[str]) -> dict[str, Path]:
-    """``paired-<task>.png`` per task: Dice and ECE, each case from the reference to each method."""
+    """``paired-<task>.png`` per task: Dice and ECE (over all classes: class-wise ECE and
+    multi-class Brier), each case from the reference to each method."""
     from softseg.report.comparison import PairedPanel, paired_figure
     from softseg.report.figures import png_bytes
 
     paths = {}
     for task in tasks:
         grid = []
-        for metric in PLOTTED:
+        for metric in CLASS_METRICS if task == ALL_CLASSES else PLOTTED:
             scale = SPECS[metric].scale  # drawn in the tables' display units
             grid.append([
                 PairedPanel(

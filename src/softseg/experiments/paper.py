@@ -49,7 +49,14 @@ CALIBRATION = (
 # vote): the Dice of compare's statistics, since Table 2's Dice (the mean over t = 0.1 ... 0.9)
 # is per case the QUBIQ score itself.
 DICE_AT_HALF = MetricSpec("dice_at_0.5", "Dice@0.5 %", 100.0, 2)
-METRICS = {m.key: m for m in TABLE2 + TABLE3 + CALIBRATION + (DICE_AT_HALF,)}
+# Multi-class data only: the softmax against the class distribution over all classes,
+# background included (classes.csv of an evaluation; softseg.evaluation.metrics.class_calibration).
+ALL_CLASSES = "all classes"  # the row group of these metrics; no class name has a space
+CLASS_CALIBRATION = (
+    MetricSpec("classwise_ece", "Class-wise ECE", 1.0, 4, lower_is_better=True),
+    MetricSpec("multiclass_brier", "Multi-class Brier", 1.0, 4, lower_is_better=True),
+)
+METRICS = {m.key: m for m in TABLE2 + TABLE3 + CALIBRATION + (DICE_AT_HALF,) + CLASS_CALIBRATION}
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,10 @@ Pure functions on numbers (no files). The conventions, stated once:
   significant means Holm-adjusted p < :data:`ALPHA`.
 * **Metrics** (:data:`METRICS`): Dice at t = 0.5 (``dice_at_0.5``), the QUBIQ score (mean
   Dice over t = 0.1 ... 0.9, which is also Table 2's Dice), ECE and E[1−IoU(y, ŷ)].
-* **Better**: higher Dice and QUBIQ, lower ECE and E[1−IoU(y, ŷ)] (``pred_rater_dist``).
+  Multi-class data add, over all classes at once (:data:`CLASS_METRICS`), the class-wise
+  ECE and the multi-class Brier score.
+* **Better**: higher Dice and QUBIQ, lower ECE, E[1−IoU(y, ŷ)] (``pred_rater_dist``),
+  class-wise ECE and multi-class Brier.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ from softseg.data.cases import natural_key
 # Dice at t = 0.5, not Table 2's Dice: that is the mean of Dice over t = 0.1 ... 0.9, which per
 # case is the QUBIQ score, so testing both would test one number twice.
 METRICS = ("dice_at_0.5", "qubiq", "ece", "pred_rater_dist")
-HIGHER_IS_BETTER = {"dice_at_0.5": True, "dice": True, "qubiq": True, "ece": False, "pred_rater_dist": False}
+# multi-class data: over all classes at once (one row group, not per class)
+CLASS_METRICS = ("classwise_ece", "multiclass_brier")
+HIGHER_IS_BETTER = {"dice_at_0.5": True, "dice": True, "qubiq": True, "ece": False, "pred_rater_dist": False,
+                    "classwise_ece": False, "multiclass_brier": False}
 N_RESAMPLES = 10_000
 CI_METHOD = "percentile"
 CONFIDENCE = 0.95

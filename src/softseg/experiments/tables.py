@@ -18,7 +18,10 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from softseg.files import write_json_atomic, write_text_atomic
-from softseg.experiments.paper import CALIBRATION, METRICS, PAPER_TABLE2, PAPER_TABLE3, QUBIQ_TASKS, TABLE2, TABLE3, MetricSpec
+from softseg.experiments.paper import (
+    ALL_CLASSES, CALIBRATION, CLASS_CALIBRATION, METRICS, PAPER_TABLE2, PAPER_TABLE3, QUBIQ_TASKS, TABLE2, TABLE3,
+    MetricSpec,
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,21 @@ def cells(per_seed: Sequence[Mapping[str, Sequence[float]]]) -> dict[str, Cell]:
     }
 
 
+def class_cells(per_seed: Sequence[Mapping[str, Mapping[str, Mapping[str, float]]]]) -> dict[str, Cell]:
+    """The calibration over all classes of one method: per seed, the mean over cases of each
+    :data:`~softseg.experiments.paper.CLASS_CALIBRATION` metric (per-case values under
+    ``ALL_CLASSES``, as compare reads them from classes.csv), then one :class:`Cell` over the
+    seeds, its ``spread`` the mean over seeds of the std over cases."""
+    out = {}
+    for spec in CLASS_CALIBRATION:
+        per_case = [np.asarray([v[spec.key] for v in seed.get(ALL_CLASSES, {}).values()], dtype=np.float64)
+                    for seed in per_seed]
+        per_case = [v[np.isfinite(v)] for v in per_case]
+        out[spec.key] = aggregate([float(v.mean()) if v.size else math.nan for v in per_case],
+                                  [float(v.std()) if v.size else math.nan for v in per_case])
+    return out
+
+
 def _fmt(value: float, digits: int) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
 
@@ -84,8 +102,10 @@ def _scaled(cell: Cell | None, spec: MetricSpec) -> tuple[float, float, float, i
 
 
 def _label_order(labels) -> list[str]:
+    """The paper's tasks in its order, then the others by name, ``ALL_CLASSES`` last."""
     paper_order = [t.label for t in QUBIQ_TASKS]
-    return sorted(labels, key=lambda x: (paper_order.index(x) if x in paper_order else len(paper_order), x))
+    return sorted(labels, key=lambda x: (x == ALL_CLASSES, paper_order.index(x) if x in paper_order
+                                         else len(paper_order), x))
 
 
 def paper_rows(results: Mapping[str, Mapping[str, Cell]]) -> list[dict]:
@@ -162,6 +182,11 @@ def _write_table_files(out_dir: Path, stem: str, markdown: str, rows: list[dict]
 COMPARISON_SPECS = TABLE2 + TABLE3 + CALIBRATION
 
 
+def comparison_specs(task: str) -> tuple[MetricSpec, ...]:
+    """The columns of one row group: a task's, or the calibration over all classes."""
+    return CLASS_CALIBRATION if task == ALL_CLASSES else COMPARISON_SPECS
+
+
 def below_diversity(cells: Mapping[str, Cell]) -> bool | None:
     """Whether E[1−IoU(y, ŷ)] < E[1−IoU(y, y′)] (model closer to a rater than raters to each
     other), comparing the means over seeds; None when either is undefined."""
@@ -173,16 +198,19 @@ def below_diversity(cells: Mapping[str, Cell]) -> bool | None:
 
 def comparison_rows(results: Mapping[str, Mapping[str, Mapping[str, Cell]]]) -> list[dict]:
     """One row per task and method: every metric's mean and std (over seeds, display units)
-    and ``below_diversity``. ``results`` is task -> method -> metric key -> :class:`Cell`."""
+    and ``below_diversity``. ``results`` is task -> method -> metric key -> :class:`Cell`; the
+    row group ``ALL_CLASSES`` (multi-class data, last) has its own metrics and no
+    ``below_diversity``."""
     rows = []
     for task in _label_order(results):
         for method, cells in results[task].items():
             row: dict = {"task": task, "method": method}
-            for spec in COMPARISON_SPECS:
+            for spec in comparison_specs(task):
                 mean, std, _, n = _scaled(cells.get(spec.key), spec)
                 row[f"{spec.key}_mean"], row[f"{spec.key}_std"] = mean, std
             row["n_seeds"] = max((c.n for c in cells.values()), default=0)
-            row["below_diversity"] = below_diversity(cells)
+            if task != ALL_CLASSES:
+                row["below_diversity"] = below_diversity(cells)
             for key, cell in cells.items():  # counts etc. beyond the tables, e.g. hd95_undefined
                 if key not in METRICS:
                     row[key] = cell.mean
@@ -192,17 +220,21 @@ def comparison_rows(results: Mapping[str, Mapping[str, Mapping[str, Cell]]]) -> 
 
 def comparison_markdown(rows: list[dict], note: str = "") -> str:
     """Per task, one line per method: Tables 2 and 3, QUBIQ score, ECE, Brier, and whether the
-    model is closer to a rater than the raters are to each other."""
+    model is closer to a rater than the raters are to each other; over all classes
+    (multi-class data), the class-wise ECE and the multi-class Brier score."""
     out = ["# Methods side by side", ""]
     if note:
         out += [note, ""]
     for task in dict.fromkeys(r["task"] for r in rows):
-        header = ["Method"] + [s.label for s in COMPARISON_SPECS] + ["E[1−IoU(y,ŷ)] < diversity"]
-        out += [f"## {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        specs, overall = comparison_specs(task), task == ALL_CLASSES
+        header = ["Method"] + [s.label for s in specs] + ([] if overall else ["E[1−IoU(y,ŷ)] < diversity"])
+        title = f"{task} (softmax against the class distribution, background included)" if overall else task
+        out += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for r in (r for r in rows if r["task"] == task):
-            verdict = {True: "yes", False: "no", None: "n/a"}[r["below_diversity"]]
-            cells = [_fmt_cell(r[f"{s.key}_mean"], r[f"{s.key}_std"], s.digits) for s in COMPARISON_SPECS]
-            out.append("| " + " | ".join([r["method"]] + cells + [verdict]) + " |")
+            cells = [_fmt_cell(r[f"{s.key}_mean"], r[f"{s.key}_std"], s.digits) for s in specs]
+            if not overall:
+                cells.append({True: "yes", False: "no", None: "n/a"}[r["below_diversity"]])
+            out.append("| " + " | ".join([r["method"]] + cells) + " |")
         out.append("")
     return "\n".join(out)
 
