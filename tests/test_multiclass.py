@@ -122,6 +122,23 @@ def test_staple_equals_simpleitk_and_a_random_rater_keeps_one_rater_for_every_cl
     assert any((drawn.argmax(0) == m).all() for m in maps)
 
 
+def test_staple_pixels_left_undecided_take_the_majority_vote(tmp_path):
+    import SimpleITK as sitk
+
+    # two raters who disagree symmetrically (1 <-> 2): STAPLE cannot prefer either of them there
+    a, b = np.array([[0, 1, 2, 1], [0, 2, 1, 0]]), np.array([[0, 2, 1, 1], [0, 1, 2, 0]])
+    f = sitk.MultiLabelSTAPLEImageFilter()
+    f.SetLabelForUndecidedPixels(255)
+    direct = sitk.GetArrayFromImage(f.Execute([sitk.GetImageFromArray(m.astype(np.uint8)) for m in (a, b)]))
+    np.testing.assert_array_equal(direct == 255, a != b)  # the disagreements are undecided
+    case = load_dataset(write_set(tmp_path / "d", {"c1": [a, b]})).cases[0]
+    got = L.staple_classes(case, CLASSES)
+    assert got.shape == (3, 2, 4) and got.dtype == np.float32 and (got.sum(0) == 1).all()
+    # agreed pixels keep the raters' class; a 1-vs-2 tie goes to the lower class, as majority does
+    np.testing.assert_array_equal(got.argmax(0), [[0, 1, 1, 1], [0, 1, 1, 0]])
+    np.testing.assert_array_equal(got, L.majority_classes(case, CLASSES))
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
