@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from softseg.training.config import TrainConfig, save_config, to_dict
-from softseg.training.model import model_from_config, save_checkpoint
+from softseg.model.config import TrainConfig, save_config, to_dict
+from softseg.model.modes import model_from_config
+from softseg.model.checkpoints import save_checkpoint
 
 
 def make_run(run_dir: Path, in_channels: int = 1, tasks=("task01", "task02"), seed: int = 0) -> Path:

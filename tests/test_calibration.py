@@ -18,9 +18,13 @@ from _runs import make_run  # tests/_runs.py
 from softseg.cli import main
 from softseg.errors import SoftsegError
 from softseg.inference.arrays import predict_images, predict_source_logits
-from softseg.inference.calibration import calibrate, fit_temperature, format_calibration, soft_cross_entropy
-from softseg.inference.runs import load_run, read_temperature_file, write_temperature_file
-from softseg.training.preprocess import normalize, pad_to_multiple
+from softseg.inference.calibration import calibrate, format_calibration
+from softseg.model.temperature import fit_temperature, soft_cross_entropy
+from softseg.inference.runs import load_run
+from softseg.inference.run_files import read_temperature_file, write_temperature_file
+from softseg.model.preprocess import normalize, pad_to_multiple
+from softseg.data.cases import CaseQuery
+from softseg.inference import RunOptions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
@@ -49,7 +53,7 @@ def one_task_run(run_dir: Path, val=("c1", "c2"), seed=0, constant=None) -> Path
     run = make_run(run_dir, tasks=("task01",), seed=seed)
     (run / "split.json").write_text(json.dumps({"train": ["c3"], "val": list(val)}))
     if constant is not None:
-        from softseg.training.model import load_checkpoint, save_checkpoint
+        from softseg.model.checkpoints import load_checkpoint, save_checkpoint
 
         for name in ("best", "last"):
             state = load_checkpoint(run / "checkpoints" / f"{name}.pt", "cpu")
@@ -132,7 +136,7 @@ def test_calibrate_on_a_constant_model_hand_computed(tmp_path):
     data = rater_dataset(tmp_path / "data")
     b = -3.0
     run = one_task_run(tmp_path / "run", constant=b)
-    results = calibrate(run, data, progress=False)
+    results = calibrate(run, data, options=RunOptions(progress=False))
     path = run / "temperature.json"
     assert list(results) == [path]
     stored = read_temperature_file(run)
@@ -153,8 +157,8 @@ def test_calibrate_on_a_constant_model_hand_computed(tmp_path):
     assert load_run(run).temperature == (entry["temperature"],)
     assert f"{entry['temperature']:.4f}" in format_calibration(results)
     with pytest.raises(SoftsegError, match=r"temperature.json already holds fitted temperatures; pass --overwrite"):
-        calibrate(run, data, progress=False)
-    again = calibrate(run, data, case_ids=["c3"], overwrite=True, progress=False)
+        calibrate(run, data, options=RunOptions(progress=False))
+    again = calibrate(run, data, overwrite=True, options=RunOptions(progress=False), query=CaseQuery(case_ids=("c3",)))
     assert again[path]["cases"] == ["c3"] and again[path]["cases_from"] == "--cases"
     mean_g = soft_labels(data, ["c3"]).mean()
     assert again[path]["tasks"]["task01"]["temperature"] == pytest.approx(b / np.log(mean_g / (1 - mean_g)), rel=1e-5)
@@ -171,7 +175,7 @@ def test_the_fit_uses_logits_resized_back_to_the_source_grid():
     from softseg.data.datasets import load_dataset
     from softseg.inference.calibration import fit_run
     from softseg.inference.runs import LoadedRun
-    from softseg.training.config import TrainConfig
+    from softseg.model.config import TrainConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         data = rater_dataset(Path(tmp) / "data", shape=(37, 45), signal=True)
@@ -205,10 +209,10 @@ def test_each_seed_is_fitted_on_its_own_validation_cases(tmp_path):
     data = rater_dataset(tmp_path / "data")
     one_task_run(tmp_path / "seeds" / "seed0", val=("c1",), seed=0)
     one_task_run(tmp_path / "seeds" / "seed1", val=("c2", "c3"), seed=1)
-    results = calibrate(tmp_path / "seeds", data, progress=False)
+    results = calibrate(tmp_path / "seeds", data, options=RunOptions(progress=False))
     assert [p.parent.name for p in results] == ["seed0", "seed1"]
     assert [payload["cases"] for payload in results.values()] == [["c1"], ["c2", "c3"]]
-    alone = calibrate(tmp_path / "seeds" / "seed1", data, overwrite=True, progress=False)
+    alone = calibrate(tmp_path / "seeds" / "seed1", data, overwrite=True, options=RunOptions(progress=False))
     (payload,) = alone.values()
     assert payload["tasks"] == results[tmp_path / "seeds" / "seed1" / "temperature.json"]["tasks"]
 
@@ -246,7 +250,7 @@ def test_a_temperature_of_another_checkpoint_is_an_error_with_a_way_out(tmp_path
     with pytest.raises(SoftsegError, match=r"fitted for checkpoints/last.pt \(epoch 3\)"):
         load_run(run)
     # best.pt and last.pt saved at one epoch are the same weights: one fit serves both
-    from softseg.training.model import load_checkpoint, save_checkpoint
+    from softseg.model.checkpoints import load_checkpoint, save_checkpoint
 
     for name in ("best", "last"):
         state = load_checkpoint(run / "checkpoints" / f"{name}.pt", "cpu")
@@ -277,26 +281,26 @@ def test_calibrate_errors_name_the_file_or_case_and_write_nothing(tmp_path):
     empty = one_task_run(tmp_path / "empty", val=())
     with pytest.raises(SoftsegError, match=r"empty/split.json: the run has no validation cases; pass --split "
                        r"NAME or --cases ID"):
-        calibrate(empty, data, progress=False)
+        calibrate(empty, data, options=RunOptions(progress=False))
     (empty / "split.json").unlink()
     with pytest.raises(SoftsegError, match=r"split.json: cannot read the validation case ids"):
-        calibrate(empty, data, progress=False)
+        calibrate(empty, data, options=RunOptions(progress=False))
     run = one_task_run(tmp_path / "run", val=("c2", "c9"))
     with pytest.raises(SoftsegError, match=r"case\(s\) c9 \(the run's validation ids \(split.json\)\) are not in"):
-        calibrate(run, data, progress=False)
+        calibrate(run, data, options=RunOptions(progress=False))
     with pytest.raises(SoftsegError, match=r"case\(s\) c9 \(--cases\) are not in this dataset"):
-        calibrate(run, data, case_ids=["c1", "c9"], progress=False)
+        calibrate(run, data, options=RunOptions(progress=False), query=CaseQuery(case_ids=("c1", "c9")))
     with pytest.raises(SoftsegError, match=r"no cases in split 'Validation'"):
-        calibrate(run, data, split="Validation", progress=False)
+        calibrate(run, data, options=RunOptions(progress=False), query=CaseQuery(split="Validation"))
     two = make_run(tmp_path / "two", tasks=("task01", "task02"))
     with pytest.raises(SoftsegError, match=r"no labels of task\(s\) task02 that the run .*two predicts"):
-        calibrate(two, data, case_ids=["c1"], progress=False)
+        calibrate(two, data, options=RunOptions(progress=False), query=CaseQuery(case_ids=("c1",)))
     with pytest.raises(SoftsegError, match="either --split or --cases"):
-        calibrate(run, data, split="Validation", case_ids=["c1"], progress=False)
+        calibrate(run, data, options=RunOptions(progress=False), query=CaseQuery(split="Validation", case_ids=("c1",)))
     qubiq = write_demo_dataset(tmp_path / "demo", size=32, n_train=1, n_val=1, n_test=1) / "demo-shapes"
     with pytest.raises(SoftsegError, match=r"2 calibration case/task\(s\) have no labels: case03 \(task01\), "
                        r"case03 \(task02\)"):
-        calibrate(two, qubiq, case_ids=["case02", "case03"], progress=False)
+        calibrate(two, qubiq, options=RunOptions(progress=False), query=CaseQuery(case_ids=("case02", "case03")))
     assert not list(tmp_path.rglob("temperature.json"))
 
 
@@ -304,7 +308,7 @@ def test_calibrating_best_on_its_validation_cases_warns(tmp_path, caplog):
     data = rater_dataset(tmp_path / "data")
     run = one_task_run(tmp_path / "run")
     with caplog.at_level(logging.WARNING, logger="softseg.inference.runs"):
-        calibrate(run, data, checkpoint="best", progress=False)
+        calibrate(run, data, options=RunOptions(checkpoint="best", progress=False))
     assert "calibrating on 2 of 2 case(s) with the 'best' checkpoint" in caplog.text
     assert read_temperature_file(run)["checkpoint_file"] == "checkpoints/best.pt"
 

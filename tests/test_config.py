@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from softseg.training.config import (
+from softseg.model.config import (
     task_name,
     PRESETS,
     TrainConfig,
@@ -68,7 +68,7 @@ def test_presets_match_spec_table():
 def test_other_spellings_of_a_task_are_accepted_with_a_hint(caplog):
     import logging
 
-    with caplog.at_level(logging.INFO, logger="softseg.training.config"):
+    with caplog.at_level(logging.INFO, logger="softseg.model.config"):
         assert task_name("brain-tumor-task2") == "brain-tumor-task02"
     assert "'brain-tumor-task2' is called 'brain-tumor-task02'" in caplog.text
     assert task_name("kidney") == "kidney-task01" and task_name("prostate-task02") == "prostate-task02"

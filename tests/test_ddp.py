@@ -62,7 +62,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
                       RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     import softseg.training.train as train_module
-    from softseg.training.config import TrainConfig
+    from softseg.model.config import TrainConfig
 
     real = train_module.model_from_config
     train_module.model_from_config = lambda *a, **k: _batch_independent(real(*a, **k))
@@ -78,7 +78,7 @@ def _worker_3d(rank: int, world: int, port: int, out: str, data: str) -> None:
                       RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from softseg.data.datasets import load_dataset
-    from softseg.training.config import TrainConfig
+    from softseg.model.config import TrainConfig
     from softseg.training.train import train
 
     config = {**CONFIG, "batch_size": 4, "dims": "3d", "patch_size": (16, 16, 8), "base_filters": 4}

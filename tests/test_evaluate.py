@@ -17,6 +17,7 @@ from softseg.data.synthetic import write_demo_dataset
 from softseg.errors import DatasetError, SoftsegError
 from softseg.evaluation.evaluate import evaluate
 from softseg.data.labels import soft_label
+from softseg.data.cases import CaseQuery
 
 
 def fake_prediction(case, task, seed):
@@ -171,7 +172,7 @@ def test_qubiq_submission_layout_gives_the_same_numbers(evaluated, demo, tmp_pat
 def test_split_selects_cases_and_skips_other_predictions(evaluated, demo, tmp_path):
     _, _, _, pred = evaluated  # holds Training and Validation predictions
     data, dataset = demo
-    out = evaluate(pred, data, tmp_path / "eval", split="Validation", tasks=["task02"], progress=False)
+    out = evaluate(pred, data, tmp_path / "eval", progress=False, query=CaseQuery(split="Validation", tasks=("task02",)))
     rows = read_csv(out / "cases.csv")
     validation = [c.case_id for c in dataset.cases if c.split == "Validation"]
     assert [r["case"] for r in rows] == validation
@@ -303,13 +304,13 @@ def test_argument_errors(evaluated, demo, tmp_path, capsys):
     _, _, _, pred = evaluated
     data, _ = demo
     with pytest.raises(SoftsegError, match=r"unknown task\(s\) task09; the dataset has task01, task02"):
-        evaluate(pred, data, tmp_path / "a", tasks=["task09"], progress=False)
+        evaluate(pred, data, tmp_path / "a", progress=False, query=CaseQuery(tasks=("task09",)))
     with pytest.raises(SoftsegError, match=r"no case labelled for task\(s\) task01 in the selection"):
-        evaluate(pred, data, tmp_path / "b", split="Testing", tasks=["task01"], progress=False)
+        evaluate(pred, data, tmp_path / "b", progress=False, query=CaseQuery(split="Testing", tasks=("task01",)))
     with pytest.raises(SoftsegError, match=r"expected a folder of predictions .* found nothing"):
         evaluate(tmp_path / "nowhere", data, tmp_path / "c", progress=False)
     with pytest.raises(SoftsegError, match=r"unknown case id\(s\) case77"):
-        evaluate(pred, data, tmp_path / "d", case_ids=["case77"], progress=False)
+        evaluate(pred, data, tmp_path / "d", progress=False, query=CaseQuery(case_ids=("case77",)))
     assert main(["evaluate", str(tmp_path / "nowhere"), str(data), "--out", str(tmp_path / "e")]) == 2
     assert "softseg evaluate: error:" in capsys.readouterr().err
 
@@ -363,7 +364,7 @@ def test_evaluation_folder_gets_umask_permissions(evaluated, demo, tmp_path):
     data, _ = demo
     previous = os.umask(0o022)
     try:
-        out = evaluate(pred, data, tmp_path / "eval", tasks=["task01"], progress=False)
+        out = evaluate(pred, data, tmp_path / "eval", progress=False, query=CaseQuery(tasks=("task01",)))
     finally:
         os.umask(previous)
     assert stat.S_IMODE(out.stat().st_mode) == 0o755

@@ -17,6 +17,7 @@ from softseg.errors import SoftsegError
 from softseg.inference.export import export_onnx, sidecar_path
 from softseg.inference.arrays import predict_images
 from softseg.inference.runs import load_run
+from softseg.inference import RunOptions
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -144,7 +145,8 @@ def test_export_is_atomic_with_umask_permissions(seeds, tmp_path, monkeypatch):
 
 
 def test_the_graph_divides_by_the_runs_temperatures_as_predict_does(tmp_path):
-    from softseg.inference.runs import load_models, write_temperature_file
+    from softseg.inference.runs import load_models
+    from softseg.inference.run_files import write_temperature_file
 
     seeds = tmp_path / "seeds"
     make_run(seeds / "seed0", seed=0)
@@ -171,9 +173,9 @@ def test_the_graph_divides_by_the_runs_temperatures_as_predict_does(tmp_path):
     z = (image - image.mean()) / image.std()
     loaded = load_models([seeds / "seed0", seeds / "seed1"])
     np.testing.assert_allclose(run_onnx(path, z[None])[0], predict_images(loaded, [image])[0], atol=1e-4)
-    plain = export_onnx(seeds, tmp_path / "plain.onnx", temperature="off", height=64, width=64, verify=False)
+    plain = export_onnx(seeds, tmp_path / "plain.onnx", height=64, width=64, verify=False, options=RunOptions(temperature="off"))
     assert json.loads(sidecar_path(plain).read_text())["temperatures"] is None
     assert np.abs(run_onnx(plain, x.numpy()) - got).max() > 1e-2
     with pytest.raises(SoftsegError, match=r"fitted for checkpoints/last.pt, not for .*best.pt"):
-        export_onnx(seeds, tmp_path / "best.onnx", checkpoint="best")
+        export_onnx(seeds, tmp_path / "best.onnx", options=RunOptions(checkpoint="best"))
     assert not (tmp_path / "best.onnx").exists()

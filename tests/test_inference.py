@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from softseg.training.config import TrainConfig
+from softseg.model.config import TrainConfig
 from softseg.errors import SoftsegError
 from softseg.inference import arrays as inference
 from softseg.inference.arrays import predict_images
-from softseg.training.model import create_model
+from softseg.model.network import create_model
 from softseg.inference.runs import LoadedRun
 
 
@@ -114,16 +114,20 @@ def test_batched_images_of_mixed_shapes_equal_one_at_a_time(runs):
 
 
 def test_passes_hold_same_shaped_images_up_to_the_pixel_bound(monkeypatch):
+    from softseg.model import modes
+
     prepared = [torch.zeros(1, 64, 64), torch.zeros(1, 40, 50), torch.zeros(1, 64, 64),
                 torch.zeros(1, 64, 64), torch.zeros(1, 64, 64)]
-    groups = [[0, 2, 3, 4], [1]]  # 40x50 pads to 64x64 too, but it is its own shape group
-    monkeypatch.setattr(inference, "CPU_BATCH_PIXELS", 2 * 64 * 64 + 1)
+    # 40x50 pads to 64x64 too, but it is its own shape group
+    monkeypatch.setattr(modes, "CPU_BATCH_PIXELS", 2 * 64 * 64 + 1)
     cpu = torch.device("cpu")
-    assert inference._split_passes(groups, prepared, cpu) == [[0, 2], [3, 4], [1]]
-    monkeypatch.setattr(inference, "CPU_BATCH_PIXELS", 100)  # less than one image: one each
-    assert inference._split_passes(groups, prepared, cpu) == [[0], [2], [3], [4], [1]]
-    # a GPU takes each group in one pass
-    assert inference._split_passes(groups, prepared, torch.device("cuda")) == [[0, 2, 3, 4], [1]]
+    assert modes._passes(prepared, cpu) == [[0, 2], [3, 4], [1]]
+    monkeypatch.setattr(modes, "CPU_BATCH_PIXELS", 100)  # less than one image: one each
+    assert modes._passes(prepared, cpu) == [[0], [2], [3], [4], [1]]
+    # a GPU takes a group in one pass up to its own, larger bound (a CT volume's slices do not)
+    assert modes._passes(prepared, torch.device("cuda")) == [[0, 2, 3, 4], [1]]
+    monkeypatch.setattr(modes, "GPU_BATCH_PIXELS", 3 * 64 * 64)
+    assert modes._passes(prepared, torch.device("cuda")) == [[0, 2, 3], [4], [1]]
 
 
 # ----------------------------------------------------------------------------- flip TTA

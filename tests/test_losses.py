@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from softseg.training.losses import (
+from softseg.model.losses import (
     combined_loss,
     dice_semimetric_loss,
     loss_function,

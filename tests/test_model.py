@@ -11,11 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from softseg.training import model as model_module
-from softseg.training.config import TrainConfig, save_config, to_dict
+from softseg.model import network as model_module
+from softseg.model.config import TrainConfig, save_config, to_dict
 from softseg.inference.batchnorm_fold import fold_batchnorm
 from softseg.errors import SoftsegError
-from softseg.training.model import create_model, load_checkpoint, save_checkpoint
+from softseg.model.network import create_model
+from softseg.model.checkpoints import load_checkpoint, save_checkpoint
 from softseg.inference.runs import find_runs, load_run
 
 

@@ -17,10 +17,10 @@ from softseg.data import labels as L
 from softseg.data.datasets import class_names, load_dataset, scan_dataset
 from softseg.data.synthetic_classes import DATASET, LABELS, write_demo_classes
 from softseg.errors import DatasetError, SoftsegError
-from softseg.training.augment import as_class_distribution
+from softseg.model.heads import as_class_distribution
 from softseg.training.batches import prepare, sample_targets
-from softseg.training.config import TrainConfig
-from softseg.training.losses import (
+from softseg.model.config import TrainConfig
+from softseg.model.losses import (
     dice_semimetric_loss,
     dice_semimetric_loss_classes,
     loss_function,
@@ -326,7 +326,7 @@ def test_per_class_evaluation_is_the_binary_metrics_of_each_class(mc_run, disc_c
 
 
 def test_calibrate_fits_one_temperature_for_the_softmax(mc_run, disc_cup):
-    from softseg.inference.calibration import class_cross_entropy, fit_temperature_classes
+    from softseg.model.temperature import class_cross_entropy, fit_temperature_classes
 
     # labels made as softmax(z / T0) give T0 back
     rng = np.random.default_rng(0)

@@ -19,6 +19,9 @@ from softseg.inference.runs import load_run
 from softseg.inference.inputs import load_input
 from softseg.inference.outputs import std_map, threshold_label
 from softseg.inference.predict import predict_folder
+from softseg.data.cases import CaseQuery
+from softseg.inference.outputs import PredictOutputs
+from softseg.inference import RunOptions
 
 TASKS = ("task01", "task02")
 
@@ -80,7 +83,7 @@ def same_header(a, b) -> list[str]:
 def test_nifti_round_trip_keeps_affine_header_and_grid(runs, tmp_path):
     data = qubiq_testing(tmp_path / "brain-growth")
     out = tmp_path / "out"
-    predict_folder([runs / "seeds" / "seed0"], data, out, std=True, masks=[0.5], progress=False)
+    predict_folder([runs / "seeds" / "seed0"], data, out, options=RunOptions(progress=False), outputs=PredictOutputs(std=True, masks=(0.5,)))
     dataset = load_input(data)
     loaded = load_run(runs / "seeds" / "seed0")
     expected = predict_images([loaded], [c.image for c in dataset.cases])
@@ -114,7 +117,7 @@ def test_channels_last_nifti_input(runs, tmp_path):
     image = rng.random((36, 44, 4)).astype(np.float32)
     write_nifti(tmp_path / "tumor" / "Testing" / "case01" / "image.nii.gz", image)
     out = tmp_path / "out"
-    predict_folder([runs / "rgba"], tmp_path / "tumor", out, progress=False)
+    predict_folder([runs / "rgba"], tmp_path / "tumor", out, options=RunOptions(progress=False))
     written = nib.load(str(out / "case01" / "task01.nii.gz"))
     assert written.shape == (36, 44)
     source = nib.load(str(tmp_path / "tumor" / "Testing" / "case01" / "image.nii.gz"))
@@ -132,7 +135,7 @@ def test_png_input_gives_png_output_of_the_same_size(runs, tmp_path):
     Image.fromarray((rng.random((50, 70)) * 255).astype(np.uint8)).save(images / "a1.png")
     Image.fromarray((rng.random((45, 33)) * 255).astype(np.uint8)).save(images / "b2.png")
     out = tmp_path / "out"
-    predict_folder([runs / "seeds"], tmp_path / "cells", out, std=True, masks=[0.3, 0.7], progress=False)
+    predict_folder([runs / "seeds"], tmp_path / "cells", out, options=RunOptions(progress=False), outputs=PredictOutputs(std=True, masks=(0.3, 0.7)))
     for name, size in (("a1", (70, 50)), ("b2", (33, 45))):
         with Image.open(out / name / "task02.png") as prob_png:
             assert prob_png.size == size and prob_png.mode.startswith("I;16")
@@ -153,7 +156,7 @@ def test_several_runs_average_single_run_predictions(runs, tmp_path):
     for name, given in (("a", [runs / "seeds" / "seed0"]), ("b", [runs / "seeds" / "seed1"]),
                         ("both", [runs / "seeds"]), ("listed", [runs / "seeds" / "seed0",
                                                                  runs / "seeds" / "seed1"])):
-        predict_folder(given, data, tmp_path / name, progress=False)
+        predict_folder(given, data, tmp_path / name, options=RunOptions(progress=False))
 
     def read(name):
         return np.asarray(nib.load(str(tmp_path / name / "case01" / "task01.nii.gz")).dataobj)
@@ -166,7 +169,7 @@ def test_several_runs_average_single_run_predictions(runs, tmp_path):
 def test_qubiq_submission_layout(runs, tmp_path):
     data = qubiq_testing(tmp_path / "kidney")
     out = tmp_path / "submission"
-    predict_folder([runs / "seeds"], data, out, qubiq=True, progress=False)
+    predict_folder([runs / "seeds"], data, out, options=RunOptions(progress=False), outputs=PredictOutputs(qubiq=True))
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == [
         "kidney/case01/task01.nii.gz", "kidney/case01/task02.nii.gz",
@@ -176,7 +179,7 @@ def test_qubiq_submission_layout(runs, tmp_path):
     before = (out / "kidney" / "case01" / "task01.nii.gz").read_bytes()
     with pytest.raises(SoftsegError, match=r"case01/task01.nii.gz: already exists \(4 of the "
                        r"submission files would be replaced\)"):
-        predict_folder([runs / "seeds"], data, out, qubiq=True, progress=False)
+        predict_folder([runs / "seeds"], data, out, options=RunOptions(progress=False), outputs=PredictOutputs(qubiq=True))
     assert (out / "kidney" / "case01" / "task01.nii.gz").read_bytes() == before
 
 
@@ -186,11 +189,11 @@ def test_qubiq_submission_collects_runs_of_several_tasks(runs, tmp_path):
     rgba = np.random.default_rng(9).random((32, 32, 4)).astype(np.float32)
     write_nifti(tmp_path / "brain-tumor" / "Testing" / "case01" / "image.nii.gz", rgba)
     out = tmp_path / "submission"
-    predict_folder([runs / "rgba"], data / "Testing", out, qubiq=True, progress=False)
+    predict_folder([runs / "rgba"], data / "Testing", out, options=RunOptions(progress=False), outputs=PredictOutputs(qubiq=True))
     single = runs / "single"
     if not single.exists():
         make_run(single / "seed0", in_channels=4, tasks=("task02",), seed=4)
-    predict_folder([single], data / "Testing", out, qubiq=True, progress=False)
+    predict_folder([single], data / "Testing", out, options=RunOptions(progress=False), outputs=PredictOutputs(qubiq=True))
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == [
         "brain-tumor/case01/task01.nii.gz", "brain-tumor/case01/task02.nii.gz",
@@ -202,13 +205,12 @@ def test_single_file_input_and_refusal_to_overwrite(runs, tmp_path):
     image = np.random.default_rng(3).random((30, 30)).astype(np.float32)
     write_nifti(tmp_path / "scan.nii.gz", image)
     out = tmp_path / "out"
-    predict_folder([runs / "seeds" / "seed1"], tmp_path / "scan.nii.gz", out, progress=False)
+    predict_folder([runs / "seeds" / "seed1"], tmp_path / "scan.nii.gz", out, options=RunOptions(progress=False))
     first = (out / "scan" / "task01.nii.gz").read_bytes()
     with pytest.raises(SoftsegError, match=r"out: output folder is not empty .*--overwrite"):
-        predict_folder([runs / "seeds" / "seed0"], tmp_path / "scan.nii.gz", out, progress=False)
+        predict_folder([runs / "seeds" / "seed0"], tmp_path / "scan.nii.gz", out, options=RunOptions(progress=False))
     assert (out / "scan" / "task01.nii.gz").read_bytes() == first  # untouched
-    predict_folder([runs / "seeds" / "seed0"], tmp_path / "scan.nii.gz", out, overwrite=True,
-            progress=False)
+    predict_folder([runs / "seeds" / "seed0"], tmp_path / "scan.nii.gz", out, overwrite=True, options=RunOptions(progress=False))
     assert (out / "scan" / "task01.nii.gz").read_bytes() != first
     assert not [p for p in out.rglob(".*")]  # no temporary files left
 
@@ -222,19 +224,19 @@ def test_stored_operating_threshold_is_applied_by_default(runs, tmp_path):
         "tasks": {"task01": {"threshold": 0.37}, "task02": {"threshold": 0.62}},
     }))
     data = qubiq_testing(tmp_path / "data", shapes=((32, 32),))
-    predict_folder([run], data, tmp_path / "a", masks=[0.5], progress=False)
+    predict_folder([run], data, tmp_path / "a", options=RunOptions(progress=False), outputs=PredictOutputs(masks=(0.5,)))
     names = sorted(p.name for p in (tmp_path / "a" / "case01").iterdir())
     assert names == ["task01.nii.gz", "task01_mask-0.37.nii.gz", "task01_mask-0.50.nii.gz",
                      "task02.nii.gz", "task02_mask-0.50.nii.gz", "task02_mask-0.62.nii.gz"]
     summary = json.loads((tmp_path / "a" / "predictions.json").read_text())
     assert summary["run_threshold"]["tasks"] == {"task01": 0.37, "task02": 0.62}
-    predict_folder([run], data, tmp_path / "b", use_run_threshold=False, progress=False)
+    predict_folder([run], data, tmp_path / "b", options=RunOptions(progress=False), outputs=PredictOutputs(use_run_threshold=False))
     assert sorted(p.name for p in (tmp_path / "b" / "case01").iterdir()) == [
         "task01.nii.gz", "task02.nii.gz"]
     # chosen for other runs (another seed joins): not applied
     (run / "threshold.json").write_text(json.dumps({
         "runs": ["/elsewhere/seed0"], "tasks": {"task01": {"threshold": 0.37}}}))
-    predict_folder([run], data, tmp_path / "c", progress=False)
+    predict_folder([run], data, tmp_path / "c", options=RunOptions(progress=False))
     assert sorted(p.name for p in (tmp_path / "c" / "case01").iterdir()) == [
         "task01.nii.gz", "task02.nii.gz"]
 
@@ -249,26 +251,26 @@ def test_errors_name_the_problem(runs, tmp_path):
     data = qubiq_testing(tmp_path / "data", shapes=((32, 32),))
     seed = runs / "seeds" / "seed0"
     with pytest.raises(SoftsegError, match=r"nowhere: no such file or folder"):
-        predict_folder([seed], tmp_path / "nowhere", tmp_path / "o1", progress=False)
+        predict_folder([seed], tmp_path / "nowhere", tmp_path / "o1", options=RunOptions(progress=False))
     with pytest.raises(SoftsegError, match=r"mask thresholds must lie in \(0, 1\], got 1.5"):
-        predict_folder([seed], data, tmp_path / "o2", masks=[0.5, 1.5], progress=False)
+        predict_folder([seed], data, tmp_path / "o2", options=RunOptions(progress=False), outputs=PredictOutputs(masks=(0.5, 1.5)))
     with pytest.raises(SoftsegError, match=r"--qubiq writes a submission .*drop --std"):
-        predict_folder([seed], data, tmp_path / "o3", qubiq=True, std=True, progress=False)
+        predict_folder([seed], data, tmp_path / "o3", options=RunOptions(progress=False), outputs=PredictOutputs(qubiq=True, std=True))
     with pytest.raises(SoftsegError, match=r"no softseg run found; expected RUN/config.json"):
-        predict_folder([tmp_path], data, tmp_path / "o4", progress=False)
+        predict_folder([tmp_path], data, tmp_path / "o4", options=RunOptions(progress=False))
     with pytest.raises(SoftsegError, match=r"1 image\(s\) have another channel count than the run .*rgba.seed0 was "
                        r"trained on \(4\): case01: image has 1 channel\(s\), expected 4"):
-        predict_folder([runs / "rgba"], data, tmp_path / "o5", progress=False)
+        predict_folder([runs / "rgba"], data, tmp_path / "o5", options=RunOptions(progress=False))
     with pytest.raises(SoftsegError, match="--batch-size must be at least 1, got 0"):
-        predict_folder([seed], data, tmp_path / "o6", batch_size=0, progress=False)
+        predict_folder([seed], data, tmp_path / "o6", options=RunOptions(batch_size=0, progress=False))
     png = tmp_path / "pngs"
     png.mkdir()
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(png / "x.png")
     with pytest.raises(SoftsegError, match=r"--qubiq needs NIfTI images, found 1 other\(s\) \(x\)"):
-        predict_folder([seed], png, tmp_path / "o7", qubiq=True, progress=False)
+        predict_folder([seed], png, tmp_path / "o7", options=RunOptions(progress=False), outputs=PredictOutputs(qubiq=True))
     (tmp_path / "empty").mkdir()
     with pytest.raises(SoftsegError, match=r"empty: no image files found; expected NIfTI"):
-        predict_folder([seed], tmp_path / "empty", tmp_path / "o8", layout="images", progress=False)
+        predict_folder([seed], tmp_path / "empty", tmp_path / "o8", options=RunOptions(progress=False), query=CaseQuery(layout="images"))
 
 
 def test_command_line_end_to_end(runs, tmp_path, capsys, monkeypatch):
@@ -299,7 +301,7 @@ def test_trailing_singleton_axis_is_restored(runs, tmp_path):
     image = np.random.default_rng(5).random((40, 36, 1)).astype(np.float32)
     write_nifti(tmp_path / "prostate" / "Testing" / "case07" / "image.nii.gz", image)
     out = tmp_path / "out"
-    predict_folder([runs / "seeds" / "seed0"], tmp_path / "prostate", out, masks=[0.5], progress=False)
+    predict_folder([runs / "seeds" / "seed0"], tmp_path / "prostate", out, options=RunOptions(progress=False), outputs=PredictOutputs(masks=(0.5,)))
     for name in ("task01.nii.gz", "task01_mask-0.50.nii.gz"):
         written = nib.load(str(out / "case07" / name))
         assert written.shape == (40, 36, 1)
@@ -351,11 +353,11 @@ def test_predict_to_folder_guard_offers_only_overwrite(runs, tmp_path):
     (out / "notes.txt").write_text("mine")
     with pytest.raises(SoftsegError, match=r"out: output folder is not empty \(an earlier prediction "
                        r"run\?\); choose another --out or pass --overwrite to replace its outputs$"):
-        write_predictions(loaded, cases, out, source=selection_source(cases), checkpoint="best",
-                          progress=False)
+        write_predictions(loaded, cases, out, source=selection_source(cases),
+                          options=RunOptions(checkpoint="best", progress=False))
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     path = write_predictions(loaded, cases, out, source=selection_source(cases),
-                             checkpoint="best", resume=True, progress=False)
+                             options=RunOptions(checkpoint="best", progress=False), resume=True)
     assert json.loads(path.read_text())["files"] == ["case01/task01.nii.gz", "case01/task02.nii.gz"]
     assert (out / "notes.txt").read_text() == "mine"  # continuing a folder deletes nothing
 
@@ -383,8 +385,8 @@ def test_merge_records_adds_up_the_lists_and_keeps_the_latest_fields():
 def test_tta_flip_keeps_the_geometry_and_is_recorded(runs, tmp_path):
     data = qubiq_testing(tmp_path / "data", shapes=((37, 45),))
     seed = runs / "seeds" / "seed0"
-    predict_folder([seed], data, tmp_path / "tta", tta="flip", progress=False)
-    predict_folder([seed], data, tmp_path / "plain", progress=False)
+    predict_folder([seed], data, tmp_path / "tta", options=RunOptions(tta="flip", progress=False))
+    predict_folder([seed], data, tmp_path / "plain", options=RunOptions(progress=False))
     (case,) = load_input(data).cases
     (expected,) = predict_images([load_run(seed)], [case.image], tta="flip")
     source = nib.load(str(case.image_path))
@@ -401,7 +403,7 @@ def test_tta_flip_keeps_the_geometry_and_is_recorded(runs, tmp_path):
     assert record["temperatures"] is None
     assert json.loads((tmp_path / "plain" / "predictions.json").read_text())["tta"]["mode"] == "none"
     with pytest.raises(SoftsegError, match=r"tta 'rot90': expected one of none, flip"):
-        predict_folder([seed], data, tmp_path / "bad", tta="rot90", progress=False)
+        predict_folder([seed], data, tmp_path / "bad", options=RunOptions(tta="rot90", progress=False))
     assert not (tmp_path / "bad").exists()
 
 
@@ -418,8 +420,11 @@ def test_the_default_checkpoint_is_last(tmp_path):
     from softseg.inference.thresholds import choose_threshold
 
     assert DEFAULT_CHECKPOINT == "last" == pipeline.EVAL_CHECKPOINT
-    for function in (load_run, load_models, predict_folder, choose_threshold, export_onnx, calibrate):
+    for function in (load_run, load_models):
         assert inspect.signature(function).parameters["checkpoint"].default == "last", function.__name__
+    # predict, threshold, export and calibrate take theirs from RunOptions
+    for function in (predict_folder, choose_threshold, export_onnx, calibrate):
+        assert inspect.signature(function).parameters["options"].default.checkpoint == "last", function.__name__
     parser = build_parser()
     commands = next(a for a in parser._actions if hasattr(a, "choices") and a.choices and "predict" in a.choices)
     for name in ("predict", "calibrate", "threshold", "export"):
@@ -430,7 +435,7 @@ def test_the_default_checkpoint_is_last(tmp_path):
     make_run(tmp_path / "other", seed=1)
     shutil.copy(tmp_path / "other" / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
     data = qubiq_testing(tmp_path / "data", shapes=((32, 32),))
-    predict_folder([run], data, tmp_path / "pred", progress=False)
+    predict_folder([run], data, tmp_path / "pred", options=RunOptions(progress=False))
     (case,) = load_input(data).cases
     got = io.read_probability(tmp_path / "pred" / "case01" / "task01.nii.gz")[0]
     (last,) = predict_images([load_run(tmp_path / "other")], [case.image])
@@ -448,13 +453,13 @@ def test_best_on_the_runs_validation_cases_warns(runs, tmp_path, caplog):
     (run / "split.json").write_text(json.dumps({"train": ["case09"], "val": ["case01", "case07"]}))
     data = qubiq_testing(tmp_path / "data")  # case01 and case02
     with caplog.at_level(logging.WARNING, logger="softseg.inference.runs"):
-        predict_folder([run], data, tmp_path / "last", progress=False)
+        predict_folder([run], data, tmp_path / "last", options=RunOptions(progress=False))
     assert "'best' checkpoint" not in caplog.text  # last: no warning
     with caplog.at_level(logging.WARNING, logger="softseg.inference.runs"):
-        predict_folder([run], data, tmp_path / "best", checkpoint="best", progress=False)
+        predict_folder([run], data, tmp_path / "best", options=RunOptions(checkpoint="best", progress=False))
     assert "predicting 1 of 2 case(s) with the 'best' checkpoint, which was chosen on those" in caplog.text
     caplog.clear()
     (run / "split.json").write_text(json.dumps({"train": ["case01", "case02"], "val": ["case09"]}))
     with caplog.at_level(logging.WARNING, logger="softseg.inference.runs"):
-        predict_folder([run], data, tmp_path / "best2", checkpoint="best", progress=False)
+        predict_folder([run], data, tmp_path / "best2", options=RunOptions(checkpoint="best", progress=False))
     assert "'best' checkpoint" not in caplog.text  # none of them was a validation case

@@ -10,7 +10,8 @@ import pytest
 from softseg.errors import SoftsegError
 from softseg.evaluation.metrics import FINE_THRESHOLDS
 from softseg.inference.thresholds import OperatingPoint, format_tradeoff, pick_threshold, pooled_counts, tradeoff
-from softseg.inference.runs import read_threshold_file, write_threshold_file
+from softseg.inference.run_files import read_threshold_file, write_threshold_file
+from softseg.inference import RunOptions
 
 
 def brute_force_counts(probs, refs, thresholds):
@@ -261,8 +262,9 @@ def make_run(run_dir, *, constant=None, seed=0, val=("c1", "c2")):
     """A one-task run; ``constant`` = the probability it predicts everywhere (else spread)."""
     import torch
 
-    from softseg.training.config import TrainConfig, save_config, to_dict
-    from softseg.training.model import model_from_config, save_checkpoint
+    from softseg.model.config import TrainConfig, save_config, to_dict
+    from softseg.model.modes import model_from_config
+    from softseg.model.checkpoints import save_checkpoint
 
     config = TrainConfig(tasks=("task01",), in_channels=1, encoder_weights="none",
                          precision="fp32", seed=seed)
@@ -302,7 +304,7 @@ def test_choose_thresholds_on_a_constant_model_hand_computed(tmp_path):
 
     data = rater_dataset(tmp_path / "data")
     run = make_run(tmp_path / "run", constant=0.555)  # predicted for t <= 0.55, never above
-    payload, tables = choose_threshold(run, data, criterion="max_f1", progress=False)
+    payload, tables = choose_threshold(run, data, criterion="max_f1", options=RunOptions(progress=False))
     f = reference_fraction(data, ["c1", "c2"], 2 / 3)  # majority of 3 = at least 2 raters
     point = payload["tasks"]["task01"]
     assert point["threshold"] == 0.55  # F1 = 2f/(1+f) tied over 0.01..0.55: the higher one
@@ -312,13 +314,12 @@ def test_choose_thresholds_on_a_constant_model_hand_computed(tmp_path):
     table = tables["task01"]
     assert np.isnan(table.precision[55:]).all() and (table.recall[55:] == 0).all()
     # a lower reference level widens the reference: one rater of three is enough
-    payload, _ = choose_threshold(run, data, criterion="target_recall", target=0.9,
-                                   reference_level=0.3, progress=False)
+    payload, _ = choose_threshold(run, data, criterion="target_recall", target=0.9, reference_level=0.3, options=RunOptions(progress=False))
     assert payload["tasks"]["task01"]["precision"] == pytest.approx(
         reference_fraction(data, ["c1", "c2"], 1 / 3))
     with pytest.raises(SoftsegError, match=rf"task01: no threshold .* reaches precision 0\.99; "
                        rf"the best achievable is precision {f:.4f} at threshold 0\.55"):
-        choose_threshold(run, data, criterion="target_precision", target=0.99, progress=False)
+        choose_threshold(run, data, criterion="target_precision", target=0.99, options=RunOptions(progress=False))
 
 
 def test_choose_thresholds_matches_brute_force_on_predictions(tmp_path):
@@ -330,8 +331,7 @@ def test_choose_thresholds_matches_brute_force_on_predictions(tmp_path):
 
     data = rater_dataset(tmp_path / "data", seed=4)
     run = make_run(tmp_path / "run", seed=3, val=("c2", "c3"))
-    payload, _ = choose_threshold(run, data, criterion="target_recall", target=0.6,
-                                   progress=False)
+    payload, _ = choose_threshold(run, data, criterion="target_recall", target=0.6, options=RunOptions(progress=False))
     cases = load_dataset(data).select(case_ids=["c2", "c3"]).cases
     probs = [p[0] for p in predict_images([load_run(run)], [c.image for c in cases])]
     refs = [soft_label(c, "task01") >= 0.5 for c in cases]
@@ -345,12 +345,12 @@ def test_choose_thresholds_errors(tmp_path):
     data = rater_dataset(tmp_path / "data")
     run = make_run(tmp_path / "run", constant=0.5, val=("c1", "c9"))
     with pytest.raises(SoftsegError, match=r"validation cases c9 are not in this dataset"):
-        choose_threshold(run, data, criterion="max_f1", progress=False)
+        choose_threshold(run, data, criterion="max_f1", options=RunOptions(progress=False))
     empty = make_run(tmp_path / "empty", constant=0.5, val=())
     with pytest.raises(SoftsegError, match=r"the run has no validation cases; pass --split"):
-        choose_threshold(empty, data, criterion="max_f1", progress=False)
+        choose_threshold(empty, data, criterion="max_f1", options=RunOptions(progress=False))
     with pytest.raises(SoftsegError, match=r"--reference-level must be in \(0, 1\], got 0"):
-        choose_threshold(run, data, criterion="max_f1", reference_level=0, progress=False)
+        choose_threshold(run, data, criterion="max_f1", reference_level=0, options=RunOptions(progress=False))
 
 
 def test_threshold_command_stores_the_choice_and_predict_uses_it(tmp_path, capsys, monkeypatch):
@@ -389,7 +389,7 @@ def test_folder_of_seeds_is_averaged_and_stores_its_threshold_in_the_folder(tmp_
     seeds = tmp_path / "seeds"
     make_run(seeds / "seed0", constant=0.50)
     make_run(seeds / "seed1", constant=0.61, seed=1)  # mean 0.555: predicted up to t = 0.55
-    payload, _ = choose_threshold(seeds, data, criterion="max_f1", progress=False)
+    payload, _ = choose_threshold(seeds, data, criterion="max_f1", options=RunOptions(progress=False))
     assert payload["tasks"]["task01"]["threshold"] == 0.55
     assert payload["run_names"] == ["seed0", "seed1"]
     write_threshold_file(seeds, payload)
@@ -407,7 +407,7 @@ def test_choose_thresholds_refuses_images_of_another_channel_count(tmp_path):
     (run / "split.json").write_text(json.dumps({"train": ["c3"], "val": ["c1", "c2"]}))
     with pytest.raises(SoftsegError, match=r"2 image\(s\) have another channel count than the run "
                        r".*rgb was trained on \(3\): c1: image has 1 channel\(s\), expected 3"):
-        choose_threshold(run, data, criterion="max_f1", progress=False)
+        choose_threshold(run, data, criterion="max_f1", options=RunOptions(progress=False))
 
 
 def test_the_grid_is_the_evaluations():
@@ -430,14 +430,15 @@ def test_threshold_is_chosen_on_the_predictions_predict_makes(tmp_path, caplog):
     from softseg.data.labels import soft_label
     from softseg.inference.arrays import predict_images
     from softseg.inference.predict import predict_folder
-    from softseg.inference.runs import load_run, write_temperature_file
+    from softseg.inference.runs import load_run
+    from softseg.inference.run_files import write_temperature_file
     from softseg.inference.thresholds import choose_threshold
 
     data = rater_dataset(tmp_path / "data", seed=4)
     run = make_run(tmp_path / "run", seed=3, val=("c2", "c3"))
     write_temperature_file(run, {"checkpoint_file": "checkpoints/last.pt", "checkpoint_epoch": None,
                                  "tasks": {"task01": {"temperature": 3.0}}})
-    payload, _ = choose_threshold(run, data, criterion="max_f1", tta="flip", progress=False)
+    payload, _ = choose_threshold(run, data, criterion="max_f1", options=RunOptions(tta="flip", progress=False))
     cases = load_dataset(data).select(case_ids=["c2", "c3"]).cases
     refs = [soft_label(c, "task01") >= 0.5 for c in cases]
     chosen = {}
@@ -450,10 +451,10 @@ def test_threshold_is_chosen_on_the_predictions_predict_makes(tmp_path, caplog):
     assert payload["tta"]["mode"] == "flip" and payload["temperatures"] == {str(run.resolve()): {"task01": 3.0}}
     write_threshold_file(run, payload)
     with caplog.at_level(logging.WARNING, logger="softseg.inference.predict"):
-        predict_folder([run], data, tmp_path / "same", tta="flip", progress=False)
+        predict_folder([run], data, tmp_path / "same", options=RunOptions(tta="flip", progress=False))
     assert "was chosen with" not in caplog.text
     with caplog.at_level(logging.WARNING, logger="softseg.inference.predict"):
-        predict_folder([run], data, tmp_path / "other", progress=False)
+        predict_folder([run], data, tmp_path / "other", options=RunOptions(progress=False))
     assert "was chosen with --checkpoint last, --tta flip and temperatures" in caplog.text
     assert "uses --checkpoint last, --tta none" in caplog.text
 
@@ -468,9 +469,9 @@ def test_a_threshold_chosen_with_best_warns_when_predict_uses_last(tmp_path, cap
     run = make_run(tmp_path / "run", constant=0.555)
     write_threshold_file(run, {"checkpoint": "best", "run_names": ["."], "tasks": {"task01": {"threshold": 0.5}}})
     with caplog.at_level(logging.WARNING, logger="softseg.inference.predict"):
-        predict_folder([run], data, tmp_path / "pred", progress=False)
+        predict_folder([run], data, tmp_path / "pred", options=RunOptions(progress=False))
     assert "was chosen with --checkpoint best" in caplog.text and "uses --checkpoint last" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="softseg.inference.predict"):
-        predict_folder([run], data, tmp_path / "pred2", checkpoint="best", progress=False)
+        predict_folder([run], data, tmp_path / "pred2", options=RunOptions(checkpoint="best", progress=False))
     assert "was chosen with" not in caplog.text

@@ -13,7 +13,7 @@ import torch
 
 from softseg.training import loop as _train_loop
 from softseg.training.batches import prepare, sample_batch, split_ids
-from softseg.training.config import TrainConfig
+from softseg.model.config import TrainConfig
 from softseg.data.cases import Case, Dataset
 from softseg.data.io import Geometry
 from softseg.errors import DatasetError, SoftsegError
@@ -158,7 +158,7 @@ def test_label_modes_give_the_documented_targets():
 
 @pytest.mark.parametrize("loss", ["ce", "dml", "ce+dml"])
 def test_the_step_trains_with_the_configured_loss(tmp_path, monkeypatch, loss):
-    from softseg.training import losses
+    from softseg.model import losses
 
     called = []
     original = losses.loss_function
@@ -167,7 +167,9 @@ def test_the_step_trains_with_the_configured_loss(tmp_path, monkeypatch, loss):
         called.append((name, dml_weight, multiclass))
         return original(name, dml_weight, multiclass, batch_sum)
 
-    monkeypatch.setattr(_train_loop, "loss_function", spy)
+    from softseg.model import heads
+
+    monkeypatch.setattr(heads, "loss_function", spy)
     ds = make_dataset(4, size=32)
     cfg = TINY.replace(epochs=1, loss=loss, dml_weight=0.5)
     train(cfg, ds, tmp_path / "r", ids(ds, slice(0, 3)), ids(ds, slice(3, 4)), progress=False)
@@ -189,10 +191,13 @@ def test_random_rater_needs_individual_masks():
 
 def test_resize_applies_to_image_and_label_alike():
     ds = make_dataset(1, size=64)
-    data = prepare(list(ds.cases), TINY.replace(tasks=("task01",), resize=32), validation=True)
+    config = TINY.replace(tasks=("task01",), resize=32)
+    data = prepare(list(ds.cases), config)
     assert data.images[0].shape == (1, 32, 32) and data.labels[0].shape == (1, 32, 32)
-    assert data.source_labels[0].shape == (1, 64, 64)
     assert 0 <= data.labels[0].min() and data.labels[0].max() <= 1
+    # validation keeps the whole image: the run's mode resizes it as prediction does
+    held = prepare(list(ds.cases), config, validation=True)
+    assert held.images[0].shape == (1, 64, 64) and held.source_labels[0].shape == (1, 64, 64)
 
 
 def test_split_ids_official_random_and_reproducible():
@@ -357,7 +362,7 @@ def test_keep_freed_memory_lets_large_blocks_be_reused_without_page_faults():
     # the heap has settled (a few blocks), none.
     script = (
         "import resource, torch\n"
-        "from softseg.training.runtime import keep_freed_memory\n"
+        "from softseg.model.runtime import keep_freed_memory\n"
         "def faults():\n"
         "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
         "    block = torch.ones(8 << 20, dtype=torch.float64)  # 64 MiB, every page written\n"

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from softseg.training.config import TrainConfig
+from softseg.model.config import TrainConfig
 from softseg.training.augment import (
     augmented_crops,
     copy_transforms,
@@ -16,7 +16,7 @@ from softseg.training.augment import (
     random_crops,
     sampling_grid,
 )
-from softseg.training.preprocess import normalize, pad_to_multiple, resize
+from softseg.model.preprocess import normalize, pad_to_multiple, resize
 
 PAPER = TrainConfig()  # translate 0.1, rotate 15, zoom 0.1, flips 0.5
 NONE = SimpleNamespace(translate=0.0, rotate=0.0, zoom=0.0, hflip=0.0, vflip=0.0)

@@ -19,8 +19,8 @@ from softseg.errors import SoftsegError
 from softseg.inference.arrays import predict_images
 from softseg.inference.runs import load_run
 from softseg.training.batches import prepare, through_plane_axis
-from softseg.training.config import TrainConfig
-from softseg.training.preprocess import normalize, predict_logits, resize_input, stack_slices, volume_slices
+from softseg.model.config import TrainConfig
+from softseg.model.preprocess import normalize, predict_logits, resize_input, stack_slices, volume_slices
 from softseg.training.train import train
 
 SHAPE = (24, 20, 8)

@@ -17,19 +17,19 @@ from softseg.data.datasets import load_dataset
 from softseg.data.labels import soft_label
 from softseg.data.synthetic3d import DATASET, write_demo_volumes
 from softseg.errors import SoftsegError
-from softseg.inference.arrays import _volume_flip_dims, predict_images
+from softseg.inference.arrays import predict_images
+from softseg.model.modes import Volume3D, in_plane_axes
 from softseg.inference.runs import load_run
 from softseg.training.augment3d import (
     augmented_patches,
     foreground_voxels,
-    in_plane_axes,
     random_patches,
     sampling_grid_3d,
 )
 from softseg.training.batches import prepare
-from softseg.training.config import TrainConfig, resolve_config
-from softseg.training.network3d import check_patch, create_model_3d, divisor, plan_network, plan_patch
-from softseg.training.preprocess import normalize, predict_logits_volume
+from softseg.model.config import TrainConfig, resolve_config
+from softseg.model.network3d import check_patch, create_model_3d, divisor, plan_network, plan_patch
+from softseg.model.preprocess import normalize, predict_logits_volume
 from softseg.training.train import train
 
 SHAPE = (24, 20, 8)
@@ -169,8 +169,9 @@ def test_augmented_labels_stay_soft_aligned_and_without_constant_blocks():
 
 def test_3d_tta_flips_the_in_plane_axes():
     config = TrainConfig(dims="3d", slice_axis=0)
-    assert _volume_flip_dims(config, (-1,)) == (4,) and _volume_flip_dims(config, (-2,)) == (3,)
-    assert _volume_flip_dims(config.replace(slice_axis=2), (-2, -1)) == (2, 3)
+    mode = Volume3D()
+    assert mode.flip_dims(config, (-1,)) == (4,) and mode.flip_dims(config, (-2,)) == (3,)
+    assert mode.flip_dims(config.replace(slice_axis=2), (-2, -1)) == (2, 3)
 
 
 # --------------------------------------------------------------------- sliding windows
@@ -291,7 +292,7 @@ def test_a_4d_time_series_image_is_refused_by_check_and_train(tmp_path, capsys):
 
 
 def test_resampling_keeps_values_and_places():
-    from softseg.training.preprocess import resample, resampled_shape
+    from softseg.model.preprocess import resample, resampled_shape
 
     assert resampled_shape((24, 20, 8), SPACING, (1.6, 1.6, 2.5)) == (12, 10, 8)
     constant = torch.full((2, 24, 20, 8), 0.7)

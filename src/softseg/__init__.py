@@ -44,12 +44,12 @@ _EXPORTS = {
     "write_soft_labels": "softseg.data.labels",
     "write_demo_dataset": "softseg.data.synthetic",
     # training: configuration -> run folder
-    "TrainConfig": "softseg.training.config",
-    "preset": "softseg.training.config",
-    "resolve_config": "softseg.training.config",
+    "TrainConfig": "softseg.model.config",
+    "preset": "softseg.model.config",
+    "resolve_config": "softseg.model.config",
     "split_ids": "softseg.training.batches",
     "train": "softseg.training.train",
-    "keep_freed_memory": "softseg.training.runtime",
+    "keep_freed_memory": "softseg.model.runtime",
     # inference: run folder + images -> probability maps
     "find_runs": "softseg.inference.runs",
     "load_run": "softseg.inference.runs",
@@ -68,8 +68,8 @@ _EXPORTS = {
     # experiments: compositions
     "demo": "softseg.experiments.demo",
     "DemoSettings": "softseg.experiments.demo",
-    "compare": "softseg.experiments.compare",
-    "CompareOptions": "softseg.experiments.compare",
+    "compare": "softseg.experiments.compare.composition",
+    "CompareOptions": "softseg.experiments.compare.composition",
     "reproduce": "softseg.experiments.reproduce",
     "ReproduceOptions": "softseg.experiments.reproduce",
     "patient_map": "softseg.experiments.folds",

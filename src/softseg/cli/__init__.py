@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "keep_memory", False):
         # Process-wide malloc tuning belongs to the process's owner, the command, not to the
         # library calls (20-40 % faster training and prediction on glibc).
-        from softseg.training.runtime import keep_freed_memory
+        from softseg.model.runtime import keep_freed_memory
 
         keep_freed_memory()
     try:

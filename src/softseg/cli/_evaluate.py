@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from softseg.cli._options import add_layout, add_overwrite, add_progress
+from softseg.cli._options import add_layout, add_overwrite, add_progress, case_query
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,9 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from softseg.evaluation.evaluate import evaluate
 
-    out = evaluate(
-        args.predictions, args.data, args.out, layout=args.layout, tasks=args.tasks,
-        split=args.split, overwrite=args.overwrite, progress=args.progress,
-    )
+    out = evaluate(args.predictions, args.data, args.out, query=case_query(args),
+                   overwrite=args.overwrite, progress=args.progress)
     print((out / "tables.md").read_text(encoding="utf-8"), end="")
     return 0

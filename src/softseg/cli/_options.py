@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from softseg.data.cases import LAYOUTS
-from softseg.inference import DEFAULT_CHECKPOINT, TEMPERATURE_MODES, TTA_MODES
-from softseg.training.config import PRESETS, TrainConfig
+from softseg.data.cases import LAYOUTS, CaseQuery
+from softseg.inference import DEFAULT_CHECKPOINT, TEMPERATURE_MODES, TTA_MODES, RunOptions
+from softseg.model.config import PRESETS, TrainConfig
 
 LAYOUT_CHOICES = ("auto", *LAYOUTS)
 _DEFAULTS = TrainConfig()
@@ -98,5 +98,21 @@ def config_default(name: str) -> object:
 
 def keep_memory(parser: argparse.ArgumentParser) -> None:
     """Mark a command that trains or predicts: :func:`softseg.cli.main` then tunes malloc
-    for its process (see :func:`softseg.training.runtime.keep_freed_memory`)."""
+    for its process (see :func:`softseg.model.runtime.keep_freed_memory`)."""
     parser.set_defaults(keep_memory=True)
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The :class:`~softseg.inference.RunOptions` of a command's parsed options; an option the
+    command does not have keeps its default."""
+    defaults = RunOptions()
+    return RunOptions(**{name: getattr(args, name, getattr(defaults, name))
+                         for name in ("checkpoint", "temperature", "tta", "batch_size", "device", "progress")})
+
+
+def case_query(args: argparse.Namespace) -> CaseQuery:
+    """The :class:`~softseg.data.cases.CaseQuery` of a command's --layout, --tasks, --split and
+    --cases (those it has)."""
+    tasks, ids = getattr(args, "tasks", None), getattr(args, "cases", None)
+    return CaseQuery(layout=getattr(args, "layout", "auto"), tasks=None if tasks is None else tuple(tasks),
+                     split=getattr(args, "split", None), case_ids=None if ids is None else tuple(ids))

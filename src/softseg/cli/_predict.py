@@ -15,7 +15,9 @@ from softseg.cli._options import (
     add_progress,
     add_temperature,
     add_tta,
+    case_query,
     keep_memory,
+    run_options,
 )
 from softseg.inference import BATCH_SIZE
 
@@ -72,15 +74,12 @@ def _register_predict(subparsers) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from softseg.inference.predict import predict_folder
+    from softseg.inference.predict import PredictOutputs, predict_folder
 
-    path = predict_folder(
-        args.runs, args.input, args.out,
-        layout=args.layout, split=args.split, std=args.std, masks=args.masks,
-        use_run_threshold=args.run_threshold, qubiq=args.qubiq, batch_size=args.batch_size,
-        device=args.device, checkpoint=args.checkpoint, temperature=args.temperature,
-        tta=args.tta, overwrite=args.overwrite, progress=args.progress,
-    )
+    outputs = PredictOutputs(std=args.std, masks=tuple(args.masks), use_run_threshold=args.run_threshold,
+                             qubiq=args.qubiq)
+    path = predict_folder(args.runs, args.input, args.out, query=case_query(args), outputs=outputs,
+                          options=run_options(args), overwrite=args.overwrite)
     summary = json.loads(path.read_text())
     print(f"{len(summary['cases'])} case(s), {len(summary['files'])} file(s) written to {args.out}")
     if summary["run_threshold"]:
@@ -120,11 +119,8 @@ def _register_calibrate(subparsers) -> None:
 def run_calibrate(args: argparse.Namespace) -> int:
     from softseg.inference.calibration import calibrate, format_calibration
 
-    results = calibrate(
-        args.run, args.data, layout=args.layout, split=args.split, case_ids=args.cases,
-        checkpoint=args.checkpoint, batch_size=args.batch_size, device=args.device,
-        overwrite=args.overwrite, progress=args.progress,
-    )
+    results = calibrate(args.run, args.data, query=case_query(args), options=run_options(args),
+                        overwrite=args.overwrite)
     print(format_calibration(results))
     for path, payload in results.items():
         print(f"stored in {path} ({len(payload['cases'])} case(s), {payload['cases_from']})")
@@ -166,7 +162,7 @@ def _register_threshold(subparsers) -> None:
 
 def run_threshold(args: argparse.Namespace) -> int:
     from softseg.inference.thresholds import choose_threshold, format_tradeoff
-    from softseg.inference.runs import check_can_store, write_threshold_file
+    from softseg.inference.run_files import check_can_store, write_threshold_file
 
     if args.max_f1:
         criterion, target = "max_f1", None
@@ -176,10 +172,8 @@ def run_threshold(args: argparse.Namespace) -> int:
         criterion, target = "target_precision", args.target_precision
     check_can_store(args.run, args.overwrite)  # fail before minutes of prediction, not after
     payload, tables = choose_threshold(
-        args.run, args.data, criterion=criterion, target=target, split=args.split,
-        layout=args.layout, reference_level=args.reference_level,
-        batch_size=args.batch_size, device=args.device, checkpoint=args.checkpoint,
-        temperature=args.temperature, tta=args.tta, progress=args.progress,
+        args.run, args.data, criterion=criterion, target=target, reference_level=args.reference_level,
+        query=case_query(args), options=run_options(args),
     )
     path = write_threshold_file(args.run, payload, overwrite=args.overwrite)
     goal = criterion.replace("_", " ") + ("" if target is None else f" {target:g}")
@@ -221,11 +215,8 @@ def _register_export(subparsers) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from softseg.inference.export import export_onnx, sidecar_path
 
-    path = export_onnx(
-        args.run, args.onnx, height=args.height, width=args.width, opset=args.opset,
-        checkpoint=args.checkpoint, temperature=args.temperature, overwrite=args.overwrite,
-        verify=args.verify,
-    )
+    path = export_onnx(args.run, args.onnx, height=args.height, width=args.width, opset=args.opset,
+                       options=run_options(args), overwrite=args.overwrite, verify=args.verify)
     sidecar = json.loads(sidecar_path(path).read_text())
     difference = sidecar["verified_max_abs_difference"]
     checked = "not verified" if difference is None else f"max |ONNX - PyTorch| = {difference:.1e}"

@@ -11,7 +11,7 @@ from softseg.cli._options import (
     add_device, add_encoder_weights, add_layout, add_overwrite, add_preset, add_progress, add_resume,
     add_seeds, config_default as d, keep_memory,
 )
-from softseg.training.config import BEST_METRICS, LABEL_MODES, LOSSES, PRECISIONS
+from softseg.model.config import BEST_METRICS, LABEL_MODES, LOSSES, PRECISIONS
 
 
 def register(subparsers) -> None:
@@ -91,7 +91,7 @@ _OVERRIDES = (
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from softseg.training.config import resolve_config
+    from softseg.model.config import resolve_config
     from softseg.data.datasets import load_dataset
     from softseg.errors import SoftsegError
     from softseg.training.train import split_ids, train

@@ -82,6 +82,18 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class CaseQuery:
+    """Which cases of a dataset folder a command uses: the folder's ``layout`` ("auto" detects
+    it), the ``tasks`` (None: all), and the cases of one ``split`` and/or with ``case_ids``
+    (None: all). Read with :func:`softseg.data.datasets.load_query`."""
+
+    layout: str = "auto"
+    tasks: tuple[str, ...] | None = None
+    split: str | None = None
+    case_ids: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Scan:
     """What reading a dataset found: the cases that could be read, plus every problem.
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from softseg.data import io
 from softseg.data._folders import read_agreement, read_rater_folders
 from softseg.data._qubiq import read_qubiq
-from softseg.data.cases import LAYOUTS, QUBIQ_SPLITS, Dataset, Scan, is_qubiq_case, natural_key
+from softseg.data.cases import LAYOUTS, QUBIQ_SPLITS, CaseQuery, Dataset, Scan, is_qubiq_case, natural_key
 from softseg.errors import DatasetError, SoftsegError
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,15 @@ def load_dataset(
             header=f"{scan.dataset.root}: dataset has problems; `softseg check` lists them with a summary",
         )
     return scan.dataset
+
+
+def load_query(path: str | Path, query: CaseQuery) -> Dataset:
+    """:func:`load_dataset` with the query's layout and tasks, then the cases of its split
+    and/or ids (in dataset order); ids the dataset lacks are the caller's to report."""
+    dataset = load_dataset(path, layout=query.layout, tasks=query.tasks)
+    if query.split is None and query.case_ids is None:
+        return dataset
+    return dataset.select(split=query.split, case_ids=query.case_ids)
 
 
 def scan_dataset(

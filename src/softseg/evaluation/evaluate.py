@@ -30,7 +30,7 @@ from tqdm import tqdm
 from softseg import __version__
 from softseg.data import io
 from softseg.evaluation import metrics
-from softseg.data.cases import Dataset
+from softseg.data.cases import CaseQuery, Dataset
 from softseg.data.datasets import load_dataset
 from softseg.errors import DatasetError, SoftsegError
 from softseg.evaluation.matching import Prediction, match_predictions
@@ -246,25 +246,23 @@ def evaluate(
     data: str | Path | Dataset,
     out: str | Path,
     *,
-    layout: str = "auto",
-    tasks: Sequence[str] | None = None,
-    split: str | None = None,
-    case_ids: Sequence[str] | None = None,
+    query: CaseQuery = CaseQuery(),
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
     """Evaluate the probability maps in ``predictions`` against ``data``; write ``out``.
 
-    ``data`` is a dataset folder (read with ``load_dataset(data, layout)``) or a loaded
-    :class:`Dataset` (e.g. a subset from ``Dataset.select``). ``tasks`` limits the tasks
-    (default: all of the dataset); ``split`` keeps one split ("Validation", ...) and
-    ``case_ids`` given cases (predictions of the dataset's other cases are skipped). Every
+    ``data`` is a dataset folder (read with ``load_dataset(data, query.layout)``) or a loaded
+    :class:`Dataset` (e.g. a subset from ``Dataset.select``). The query's ``tasks`` limits the
+    tasks (default: all of the dataset); its ``split`` keeps one split ("Validation", ...) and
+    its ``case_ids`` given cases (predictions of the dataset's other cases are skipped). Every
     labelled case and task of the selection needs a prediction. Refuses a non-empty ``out``
     unless ``overwrite`` (then files of the same names are replaced, others kept). Raises
     DatasetError listing every problem before anything is written. Returns ``out``.
     """
+    tasks, split, case_ids = query.tasks, query.split, query.case_ids
     out = prepare_out_dir(out, overwrite=overwrite, resume=None, what="evaluation", create=False)
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, layout=layout)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, layout=query.layout)
     if case_ids is not None:
         unknown = sorted(set(case_ids) - {c.case_id for c in dataset.cases})
         if unknown:

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from softseg.training.config import TrainConfig
+from softseg.model.config import TrainConfig
 from softseg.data.cases import Case, Dataset
 from softseg.errors import SoftsegError
 from softseg.evaluation.result import EvaluationResult, MeanStd, mean_stds, read_result
@@ -29,7 +29,7 @@ EVAL_CHECKPOINT = "last"
 SEEDS = (0, 1, 2)  # SPEC.md "Repeats": 3 runs per model
 
 
-def train(
+def train_or_resume(
     config: TrainConfig,
     dataset: Dataset,
     run_dir: Path,
@@ -38,8 +38,9 @@ def train(
     *,
     progress: bool = True,
 ) -> Path:
-    """One training run (``softseg.training.train.train``). An existing run folder is resumed from
-    its last checkpoint (a finished run returns at once). Returns the run folder."""
+    """One training run (``softseg.training.train.train``), or the rest of it: an existing run
+    folder is resumed from its last checkpoint (a finished run returns at once). Returns the
+    run folder."""
     from softseg.training.train import train
 
     run_dir = Path(run_dir)
@@ -64,6 +65,7 @@ def predict_cases(
     """
     import dataclasses
 
+    from softseg.inference import RunOptions
     from softseg.inference.predict import selection_source, write_predictions
     from softseg.inference.runs import load_models
 
@@ -74,14 +76,13 @@ def predict_cases(
     cases = list(cases)
     # resume: the folder collects the folds; overwrite: a resumed fold may have written
     # some of its cases before it was interrupted
-    write_predictions(
-        loaded, cases, out_dir, source=selection_source(cases), checkpoint=EVAL_CHECKPOINT,
-        tta=tta, overwrite=True, resume=True, progress=progress,
-    )
+    options = RunOptions(checkpoint=EVAL_CHECKPOINT, temperature="off", tta=tta, progress=progress)
+    write_predictions(loaded, cases, out_dir, source=selection_source(cases), options=options,
+                      overwrite=True, resume=True)
     return Path(out_dir)
 
 
-def fit_temperature(run_dir: Path, cases: Sequence[Case], *, progress: bool = True) -> dict[str, float]:
+def fitted_temperatures(run_dir: Path, cases: Sequence[Case], *, progress: bool = True) -> dict[str, float]:
     """Per task, the temperature of the run's :data:`EVAL_CHECKPOINT` fitted on ``cases``
     (:func:`softseg.inference.calibration.fit_run`: soft cross-entropy, no TTA)."""
     from softseg.inference.calibration import fit_run
@@ -92,19 +93,20 @@ def fit_temperature(run_dir: Path, cases: Sequence[Case], *, progress: bool = Tr
     return {task: float(fitted[task]["temperature"]) for task in loaded.tasks}
 
 
-def evaluate(
+def evaluate_predictions(
     pred_dir: Path, dataset: Dataset, case_ids: Sequence[str], eval_dir: Path, *, progress: bool = True
 ) -> Path:
     """Evaluate the predictions of ``case_ids`` against ``dataset`` into ``eval_dir``
     (``softseg.evaluation.evaluate.evaluate``); an existing complete evaluation is kept."""
-    from softseg.evaluation.evaluate import evaluate as evaluate_predictions
+    from softseg.data.cases import CaseQuery
+    from softseg.evaluation.evaluate import evaluate
 
     eval_dir = Path(eval_dir)
     if (eval_dir / "summary.json").is_file():
         return eval_dir
     # evaluate publishes its folder only when complete, so an existing one without
     # summary.json is not its output: leave it to the user rather than delete it
-    evaluate_predictions(pred_dir, dataset, eval_dir, case_ids=list(case_ids), progress=progress)
+    evaluate(pred_dir, dataset, eval_dir, query=CaseQuery(case_ids=tuple(case_ids)), progress=progress)
     return eval_dir
 
 
@@ -145,7 +147,7 @@ def mean_and_spread(value: MeanStd | float | None) -> tuple[float, float]:
 
 
 def task_values(result: EvaluationResult, task: str) -> dict[str, tuple[float, float]]:
-    """Per metric key of :mod:`softseg.experiments.paper`: (value, spread) of one task in one evaluation.
+    """Per metric key of :mod:`softseg.evaluation.registry`: (value, spread) of one task in one evaluation.
 
     Table 2 values are means over cases and thresholds, Table 3 means over cases, the QUBIQ
     score and calibration as evaluated; ``hd95_undefined`` counts cases x thresholds where

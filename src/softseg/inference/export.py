@@ -35,7 +35,9 @@ from torch import nn
 from softseg import __version__
 from softseg.files import atomic_path, write_json_atomic
 from softseg.errors import SoftsegError
-from softseg.inference import DEFAULT_CHECKPOINT
+from softseg.inference import RunOptions
+from softseg.model.heads import Head, SigmoidTasks, head_of
+from softseg.model.modes import mode_of
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +49,23 @@ TOLERANCE = 1e-4
 
 
 class ProbabilityEnsemble(nn.Module):
-    """Mean over models of ``sigmoid(model(x) / T)``: ``(N, C, H, W)`` -> ``(N, T, H, W)`` in
-    [0, 1]; with ``softmax`` (multi-class runs) the softmax over the class channels instead.
+    """Mean over models of their head's probabilities of ``model(x) / T``: ``(N, C, H, W)`` ->
+    ``(N, K, H, W)`` in [0, 1] (a sigmoid per task, or the softmax over the classes).
     ``temperatures[i]``: model i's T per task (multi-class: the one T of its softmax), or None
     for T = 1 (no division)."""
 
     def __init__(
         self, models: Sequence[nn.Module], temperatures: Sequence[Sequence[float] | None] | None = None,
-        softmax: bool = False,
+        head: Head | None = None,
     ):
         super().__init__()
         self.models = nn.ModuleList(models)
-        self.softmax = softmax
+        self.head = head if head is not None else SigmoidTasks()
         temperatures = list(temperatures) if temperatures is not None else [None] * len(models)
         self.scaled = [t is not None for t in temperatures]
         for index, t in enumerate(temperatures):
             if t is not None:  # a buffer: exported into the graph as a constant
-                scale = torch.tensor(t[:1] if softmax else t, dtype=torch.float32)[None, :, None, None]
-                self.register_buffer(f"temperature{index}", scale)
+                self.register_buffer(f"temperature{index}", self.head.temperature_divisor(t, 2, "cpu")[None])
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         total = None
@@ -72,7 +73,7 @@ class ProbabilityEnsemble(nn.Module):
             logits = model(image)
             if self.scaled[index]:
                 logits = logits / getattr(self, f"temperature{index}")
-            prob = torch.softmax(logits, dim=1) if self.softmax else torch.sigmoid(logits)
+            prob = self.head.probabilities(logits)
             total = prob if total is None else total + prob
         return total / len(self.models)
 
@@ -98,14 +99,14 @@ def export_onnx(
     height: int | None = None,
     width: int | None = None,
     opset: int = DEFAULT_OPSET,
-    checkpoint: str = DEFAULT_CHECKPOINT,
-    temperature: str = "auto",
+    options: RunOptions = RunOptions(),
     overwrite: bool = False,
     verify: bool = True,
 ) -> Path:
     """Export ``run`` (a run or a folder of seeds) to ``onnx_path`` plus its sidecar JSON.
 
-    ``checkpoint`` and ``temperature`` mean what they mean for ``softseg predict``: with
+    ``options.checkpoint`` and ``options.temperature`` mean what they mean for ``softseg
+    predict`` (the other options are not used: the graph is one pass on the CPU): with
     "auto" each seed's fitted temperatures (``temperature.json``) divide its logits inside
     the graph, and the sidecar records them.
 
@@ -118,6 +119,7 @@ def export_onnx(
     """
     from softseg.inference.runs import applied_temperatures, load_models, resolve_runs
 
+    checkpoint, temperature = options.checkpoint, options.temperature
     onnx_path = Path(onnx_path)
     if onnx_path.suffix.lower() != ".onnx":
         raise SoftsegError(f"{onnx_path}: the model file must end in .onnx")
@@ -133,12 +135,7 @@ def export_onnx(
     run_set = resolve_runs([run])
     loaded = load_models(run_set.run_dirs, device="cpu", checkpoint=checkpoint, temperature=temperature)
     first = loaded[0]
-    if first.config.dims == "3d":
-        raise SoftsegError(
-            f"{first.run_dir}: a 3D run (dims 3d) predicts by sliding windows, which the ONNX "
-            f"graph of one forward pass does not hold; export supports 2D runs; predict volumes "
-            f"with softseg predict"
-        )
+    mode_of(first.config).check_export(first.run_dir)
     for other in loaded[1:]:
         if (other.config.resize, other.config.normalization) != (
             first.config.resize, first.config.normalization
@@ -156,7 +153,7 @@ def export_onnx(
     # fp32 on the CPU: the graph must not depend on autocast, which ONNX does not carry.
     ensemble = ProbabilityEnsemble([lr.model.float().to(memory_format=torch.contiguous_format)
                                     for lr in loaded], [lr.temperature for lr in loaded],
-                                   softmax=bool(first.config.classes)).eval()
+                                   head_of(first.config)).eval()
     example = torch.randn(1, first.config.in_channels, height, width,
                           generator=torch.Generator().manual_seed(0))
     # the graph is traced into a unique temporary file beside the target and renamed into
@@ -192,14 +189,10 @@ def export_onnx(
         "in_channels": first.config.in_channels,
         "input": {"name": INPUT_NAME, "shape": ["batch", first.config.in_channels, "height", "width"],
                   "dtype": "float32"},
-        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(first.config.outputs), "height", "width"],
-                   "dtype": "float32", "values": (
-                       "probabilities in [0, 1] per class in 'classes' order, summing to 1 (softmax of "
-                       "the logits divided by each seed's temperature where listed under "
-                       f"'temperatures', mean of {len(loaded)} seed(s))" if first.config.classes else
-                       "probabilities in [0, 1] (sigmoid of the logits "
-                       "divided by the temperature of each seed and task where listed under "
-                       f"'temperatures', mean of {len(loaded)} seed(s))")},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(head_of(first.config).outputs(first.config)),
+                                                   "height", "width"],
+                   "dtype": "float32", "values": f"{head_of(first.config).exported_values}, mean of "
+                                                 f"{len(loaded)} seed(s))"},
         "temperatures": applied_temperatures(loaded),
         "preprocessing": [
             {"step": "normalize", "kind": first.config.normalization,

@@ -22,6 +22,7 @@ the record through :mod:`softseg.files`, last, so that it marks a complete predi
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -195,34 +196,57 @@ def record_path(out_dir: Path, tasks: Sequence[str], submission: str | None = No
     return Path(out_dir) / f"predictions-{submission}-{'-'.join(tasks)}.json"
 
 
+@dataclass(frozen=True)
+class PredictOutputs:
+    """What ``softseg predict`` writes beside the probability maps: ``std`` maps
+    sqrt(p(1-p)), binary ``masks`` at thresholds in (0, 1], the run's stored operating
+    threshold (``use_run_threshold``), or instead the QUBIQ submission layout (``qubiq``:
+    probability maps only)."""
+
+    std: bool = False
+    masks: Sequence[float] = ()
+    use_run_threshold: bool = True
+    qubiq: bool = False
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """The files written per case once resolved: ``thresholds[task]`` the mask thresholds,
+    ``run_threshold`` ``{"file", "tasks": {task: t}}`` when the run's stored operating
+    threshold was applied (else None), ``submission`` the QUBIQ dataset name of the
+    submission layout (else None)."""
+
+    std: bool = False
+    thresholds: Mapping[str, Sequence[float]] | None = None
+    run_threshold: Mapping[str, Any] | None = None
+    submission: str | None = None
+
+
 def prediction_record(
     *,
     runs: Sequence[Path],
-    checkpoint: str,
     source: Mapping[str, Any],
     tasks: Sequence[str],
     cases: Sequence[Case],
-    qubiq: bool,
-    std: bool,
-    thresholds: Mapping[str, Sequence[float]],
-    run_threshold: Mapping[str, Any] | None,
+    written: CaseFiles,
     files: Sequence[str],
-    temperatures: Mapping[str, Mapping[str, float]] | None = None,
-    tta: Mapping[str, Any] | None = None,
+    applied: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The content of ``predictions.json``, the same for ``softseg predict`` and experiments.
 
     ``source`` holds ``input`` (the folder or file the cases were read from), ``dataset``,
     ``layout`` and ``split`` (None where the caller predicted a selection of cases rather
-    than a folder it read). ``run_threshold`` is ``{"file", "tasks": {task: t}}`` when the
-    run's stored operating threshold was applied, else None. ``temperatures``: ``{run:
-    {task: T}}`` the logits were divided by (None: none). ``tta``: ``{"mode", "views":
-    {run: [view names]}}`` (None is recorded as mode "none").
+    than a folder it read). ``written``: what was written per case (:class:`CaseFiles`;
+    its thresholds per task). ``applied``: ``checkpoint``; ``temperatures`` ``{run: {task:
+    T}}`` the logits were divided by (None: none); ``tta`` ``{"mode", "views": {run: [view
+    names]}}`` (None is recorded as mode "none").
     """
+    temperatures, tta = applied.get("temperatures"), applied.get("tta")
+    thresholds = written.thresholds or {}
     return {
         "softseg_version": __version__,
         "runs": [str(r) for r in runs],
-        "checkpoint": checkpoint,
+        "checkpoint": applied["checkpoint"],
         "input": source.get("input"),
         "dataset": source.get("dataset"),
         "layout": source.get("layout"),
@@ -230,10 +254,10 @@ def prediction_record(
         "tasks": list(tasks),
         "cases": [case.case_id for case in cases],
         "format": sorted({case.geometry.format for case in cases}),
-        "layout_written": "qubiq" if qubiq else "cases",
-        "std": std,
+        "layout_written": "qubiq" if written.submission is not None else "cases",
+        "std": written.std,
         "mask_thresholds": {task: list(values) for task, values in thresholds.items()},
-        "run_threshold": None if run_threshold is None else dict(run_threshold),
+        "run_threshold": None if written.run_threshold is None else dict(written.run_threshold),
         "temperatures": None if temperatures is None else {r: dict(t) for r, t in temperatures.items()},
         "tta": {"mode": "none", "views": {}} if tta is None else dict(tta),
         "files": list(files),

@@ -22,14 +22,16 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from softseg.data.cases import Case, check_channels
+from softseg.data.cases import Case, CaseQuery, check_channels
 from softseg.errors import SoftsegError
-from softseg.inference import BATCH_SIZE, DEFAULT_CHECKPOINT
+from softseg.inference import BATCH_SIZE, RunOptions
 from softseg.files import prepare_out_dir
 from softseg.inference.arrays import FLIP_NAMES, predict_images, tta_flips
 from softseg.inference.inputs import load_input
 from softseg.inference.outputs import (
     PREDICTIONS_FILE,
+    CaseFiles,
+    PredictOutputs,
     case_outputs,
     check_submission_free,
     check_thresholds,
@@ -43,6 +45,7 @@ from softseg.inference.outputs import (
     write_in_background,
     write_record,
 )
+from softseg.model.heads import head_of
 from softseg.inference.runs import (
     LoadedRun,
     applied_temperatures,
@@ -53,7 +56,8 @@ from softseg.inference.runs import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PREDICTIONS_FILE", "predict_folder", "predict_cases", "write_predictions", "selection_source"]
+__all__ = ["PREDICTIONS_FILE", "CaseFiles", "PredictOutputs", "predict_folder", "predict_cases", "write_predictions",
+           "selection_source"]
 
 
 def predict_cases(
@@ -114,25 +118,20 @@ def write_predictions(
     out_dir: str | Path,
     *,
     source: Mapping[str, Any],
-    checkpoint: str,
-    std: bool = False,
-    thresholds: Mapping[str, Sequence[float]] | None = None,
-    run_threshold: Mapping[str, Any] | None = None,
-    submission: str | None = None,
-    batch_size: int = BATCH_SIZE,
-    tta: str = "none",
+    written: CaseFiles = CaseFiles(),
+    options: RunOptions = RunOptions(),
     overwrite: bool = False,
     resume: bool = False,
-    progress: bool = True,
 ) -> Path:
     """Predict ``cases`` with ``loaded`` (averaged) into ``out_dir``; return the record's path.
 
     Writes the files of :func:`outputs.case_outputs` for every case and task, then the
-    record of :func:`outputs.prediction_record` (``source``, ``checkpoint`` and
-    ``run_threshold`` are recorded as given, the runs' temperatures and ``tta`` as
-    applied; see :func:`softseg.inference.arrays.predict_images`). ``thresholds[task]``: mask thresholds
-    (default none). ``submission``: the QUBIQ submission layout under that dataset name;
-    then only the files this call would replace are refused, not a non-empty folder.
+    record of :func:`outputs.prediction_record` (``source``, ``options.checkpoint`` and
+    ``written.run_threshold`` are recorded as given, the runs' temperatures and
+    ``options.tta`` as applied; see :func:`softseg.inference.arrays.predict_images`).
+    ``written.thresholds[task]``: mask thresholds (default none). ``written.submission``: the
+    QUBIQ submission layout under that dataset name; then only the files this call would
+    replace are refused, not a non-empty folder. ``options.batch_size`` images a step.
 
     A non-empty ``out_dir`` is refused unless ``overwrite`` (files of the same names are
     replaced) or ``resume`` (the folder is continued: its record keeps the cases written
@@ -142,8 +141,9 @@ def write_predictions(
     """
     out_dir = Path(out_dir)
     tasks = loaded[0].tasks
+    submission, tta, batch_size = written.submission, options.tta, options.batch_size
     check_run_channels(cases, loaded[0])
-    if submission is not None and loaded[0].config.classes:
+    if submission is not None and not head_of(loaded[0].config).one_map_per_task:
         raise SoftsegError(
             f"{loaded[0].run_dir}: a multi-class run; the QUBIQ submission layout holds one binary "
             "map per task: predict without --qubiq (one map per class and a label map)"
@@ -157,23 +157,23 @@ def write_predictions(
     tta_flips(loaded[0].config, tta)  # an unknown mode fails before the folder is touched
     path = record_path(out_dir, tasks, submission)
     earlier = read_record(path) if resume else None  # a broken record fails before the compute
-    per_task = {task: () for task in tasks} if thresholds is None else thresholds
+    per_task = {task: () for task in tasks} if written.thresholds is None else written.thresholds
 
     def folder(case: Case) -> str | None:
         return None if submission is None else f"{submission}/{case.case_id}"
 
     outputs = (
-        (case.geometry, case_outputs(case, prob, tasks, std=std, thresholds=per_task, folder=folder(case),
+        (case.geometry, case_outputs(case, prob, tasks, std=written.std, thresholds=per_task, folder=folder(case),
                                      classes=loaded[0].config.classes))
-        for case, prob in predict_cases(loaded, cases, batch_size, progress, tta=tta)
+        for case, prob in predict_cases(loaded, cases, batch_size, options.progress, tta=tta)
     )
     # at most two batches of results wait for the writer thread
     files = write_in_background(out_dir, outputs, overwrite=overwrite, window=2 * batch_size)
     record = prediction_record(
-        runs=[run.run_dir.resolve() for run in loaded], checkpoint=checkpoint, source=source,
-        tasks=tasks, cases=cases, qubiq=submission is not None, std=std, thresholds=per_task,
-        run_threshold=run_threshold, files=files,
-        temperatures=applied_temperatures(loaded), tta=tta_record(loaded, tta),
+        runs=[run.run_dir.resolve() for run in loaded], source=source, tasks=tasks, cases=cases,
+        written=CaseFiles(written.std, per_task, written.run_threshold, submission), files=files,
+        applied={"checkpoint": options.checkpoint, "temperatures": applied_temperatures(loaded),
+                 "tta": tta_record(loaded, tta)},
     )
     return write_record(path, merge_records(earlier, record))
 
@@ -183,34 +183,26 @@ def predict_folder(
     input_path: str | Path,
     out_dir: str | Path,
     *,
-    layout: str = "auto",
-    split: str | None = None,
-    std: bool = False,
-    masks: Sequence[float] = (),
-    use_run_threshold: bool = True,
-    qubiq: bool = False,
-    batch_size: int = BATCH_SIZE,
-    device: str | None = "auto",
-    checkpoint: str = DEFAULT_CHECKPOINT,
-    temperature: str = "auto",
-    tta: str = "none",
+    query: CaseQuery = CaseQuery(),
+    outputs: PredictOutputs = PredictOutputs(),
+    options: RunOptions = RunOptions(),
     overwrite: bool = False,
-    progress: bool = True,
 ) -> Path:
     """Predict every case of ``input_path`` with ``runs`` and write the files into ``out_dir``.
 
-    See :mod:`softseg.inference.outputs` for the layout. ``masks``: thresholds in (0, 1]
-    for binary masks ``p >= t``; the operating threshold stored in the run(s) by
-    ``softseg threshold`` is added unless ``use_run_threshold`` is False. ``checkpoint``:
-    "last" (default), "best" or a .pt path. ``temperature``: "auto" applies each run's
-    ``temperature.json`` (``softseg calibrate``) when present, "off" never. ``tta``: "none"
-    or "flip" (average over the flips the runs were trained with). ``qubiq``: the
-    QUBIQ submission layout (NIfTI input, probability maps only). Refuses a non-empty
-    ``out_dir`` (with ``qubiq``: any submission file it would replace) unless ``overwrite``.
-    Returns the path of the record (``predictions.json``).
+    ``query``: the layout and split of ``input_path`` (a dataset folder, a folder of images or
+    one image). See :mod:`softseg.inference.outputs` for the layout written and
+    :class:`~softseg.inference.outputs.PredictOutputs` for ``outputs``: ``masks`` are
+    thresholds in (0, 1] for binary masks ``p >= t``; the operating threshold stored in the
+    run(s) by ``softseg threshold`` is added unless ``use_run_threshold`` is False; ``qubiq``
+    is the QUBIQ submission layout (NIfTI input, probability maps only). ``options``: see
+    :class:`~softseg.inference.RunOptions`. Refuses a non-empty ``out_dir`` (with ``qubiq``:
+    any submission file it would replace) unless ``overwrite``. Returns the path of the
+    record (``predictions.json``).
     """
     out_dir = Path(out_dir)
-    masks = check_thresholds(masks)
+    std, qubiq, layout, split = outputs.std, outputs.qubiq, query.layout, query.split
+    masks = check_thresholds(outputs.masks)
     if qubiq and (std or masks):
         raise SoftsegError(
             "--qubiq writes a submission (probability maps only); drop --std/--masks, or "
@@ -228,21 +220,24 @@ def predict_folder(
                 f"--qubiq needs NIfTI images, found {len(not_nifti)} other(s) "
                 f"({', '.join(not_nifti[:5])}); leave out --qubiq for PNG input"
             )
-    loaded = load_models(run_set.run_dirs, device=device, checkpoint=checkpoint, temperature=temperature)
-    stored = run_set.threshold if use_run_threshold and not qubiq else None
+    loaded = load_models(run_set.run_dirs, device=options.device, checkpoint=options.checkpoint,
+                         temperature=options.temperature)
+    stored = run_set.threshold if outputs.use_run_threshold and not qubiq else None
     if stored is not None:
-        check_threshold_conditions(stored, run_set.threshold_path, loaded, checkpoint, tta)
-    return write_predictions(
-        loaded, dataset.cases, out_dir,
-        source={"input": str(Path(input_path).resolve()), "dataset": dataset.name,
-                "layout": dataset.layout, "split": split},
-        checkpoint=checkpoint, std=std, thresholds=mask_thresholds(loaded[0].tasks, masks, stored),
+        check_threshold_conditions(stored, run_set.threshold_path, loaded, options.checkpoint, options.tta)
+    written = CaseFiles(
+        std=std, thresholds=mask_thresholds(loaded[0].tasks, masks, stored),
         run_threshold=None if stored is None else {
             "file": str(run_set.threshold_path),
             "tasks": {t: stored["tasks"][t]["threshold"] for t in stored["tasks"]},
         },
-        submission=submission_name(dataset) if qubiq else None, batch_size=batch_size,
-        tta=tta, overwrite=overwrite, progress=progress,
+        submission=submission_name(dataset) if qubiq else None,
+    )
+    return write_predictions(
+        loaded, dataset.cases, out_dir,
+        source={"input": str(Path(input_path).resolve()), "dataset": dataset.name,
+                "layout": dataset.layout, "split": split},
+        written=written, options=options, overwrite=overwrite,
     )
 
 

@@ -1,38 +1,37 @@
-"""Run folders: finding them, loading their model, config, split, stored operating threshold
-and fitted temperatures.
+"""Run folders: finding them and loading their model, config, split, stored operating
+threshold and fitted temperatures.
 
 The one place that reads a run folder written by ``softseg train`` (see docs/architecture.md,
-"Run folder"): ``config.json``, ``split.json``, ``checkpoints/{best,last}.pt``,
-``threshold.json`` (``softseg threshold``) and ``temperature.json`` (``softseg calibrate``).
-Prediction, calibration, thresholds, export and the experiments load runs only through this
-module.
+"Run folder"): ``config.json``, ``split.json``, ``checkpoints/{best,last}.pt``, and through
+:mod:`softseg.inference.run_files` ``threshold.json`` (``softseg threshold``) and
+``temperature.json`` (``softseg calibrate``). Prediction, calibration, thresholds, export and
+the experiments load runs only through this module.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from softseg.data.cases import natural_key
 from softseg.errors import SoftsegError
-from softseg.files import write_json_atomic
 from softseg.inference import DEFAULT_CHECKPOINT, TEMPERATURE_MODES
 from softseg.inference.batchnorm_fold import fold_batchnorm
-from softseg.training.config import TrainConfig, from_dict, load_config
-from softseg.training.model import load_checkpoint, model_from_config
-from softseg.training.runtime import memory_format, resolve_device, resolve_precision
+from softseg.inference.run_files import THRESHOLD_FILE, read_threshold_file, stored_temperatures
+from softseg.model.config import TrainConfig, from_dict, load_config
+from softseg.model.heads import head_of
+from softseg.model.modes import mode_of, model_from_config
+from softseg.model.checkpoints import load_checkpoint
+from softseg.model.runtime import resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
-THRESHOLD_FILE = "threshold.json"
-TEMPERATURE_FILE = "temperature.json"
 SPLIT_FILE = "split.json"
 
 
@@ -100,9 +99,9 @@ def load_run(
     there is one (SoftsegError when it was fitted for another checkpoint, see
     :func:`stored_temperatures`); "off" attaches none.
 
-    The checkpoint is read weights-only (see :func:`softseg.training.model.load_checkpoint`).
+    The checkpoint is read weights-only (see :func:`softseg.model.network.load_checkpoint`).
     Repeated forward passes run faster after
-    :func:`softseg.training.runtime.keep_freed_memory` (process-wide, so the caller's choice).
+    :func:`softseg.model.runtime.keep_freed_memory` (process-wide, so the caller's choice).
     """
     if temperature not in TEMPERATURE_MODES:
         raise SoftsegError(
@@ -126,7 +125,7 @@ def load_run(
     fold_batchnorm(model)
     # The memory format training used: channels_last makes CPU inference ~1.3x faster.
     precision = resolve_precision(config.precision, device)
-    model.to(device).to(memory_format=memory_format(precision, device, config.dims)).eval()
+    model.to(device).to(memory_format=mode_of(config).memory_format(precision, device)).eval()
     epoch = state.get("epoch")
     epoch = int(epoch) if isinstance(epoch, int) else None
     tasks = tuple(config.tasks)
@@ -141,13 +140,14 @@ def check_runs_compatible(runs: Sequence[LoadedRun]) -> None:
         raise SoftsegError("no trained run given; pass at least one run folder")
     first = runs[0]
     for run in runs[1:]:
-        if run.config.outputs != first.config.outputs or run.config.in_channels != first.config.in_channels:
+        outputs, first_outputs = head_of(run.config).outputs(run.config), head_of(first.config).outputs(first.config)
+        if outputs != first_outputs or run.config.in_channels != first.config.in_channels:
             raise SoftsegError(
-                f"{run.run_dir}: outputs {run.config.outputs} / {run.config.in_channels} channels differ "
-                f"from {first.run_dir}: {first.config.outputs} / {first.config.in_channels} channels; "
+                f"{run.run_dir}: outputs {outputs} / {run.config.in_channels} channels differ "
+                f"from {first.run_dir}: {first_outputs} / {first.config.in_channels} channels; "
                 f"only runs trained on the same tasks (or classes) and image channels can be averaged"
             )
-        if bool(run.config.classes) != bool(first.config.classes):
+        if head_of(run.config).name != head_of(first.config).name:
             raise SoftsegError(
                 f"{run.run_dir} and {first.run_dir}: one is a multi-class (softmax) run, the other "
                 "binary (sigmoid); only runs with the same head can be averaged"
@@ -214,69 +214,6 @@ def resolve_runs(run_paths: Sequence[str | Path]) -> RunSet:
     return RunSet(tuple(run_dirs), threshold, threshold_path)
 
 
-def _read_json(path: Path, command: str) -> Any:
-    """The JSON a ``softseg <command>`` stored in a run; SoftsegError saying how to redo it."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise SoftsegError(
-            f"{path}: cannot read it as JSON ({error}); delete it or rerun `softseg {command}`"
-        ) from error
-
-
-def read_threshold_file(directory: Path) -> dict | None:
-    """The ``threshold.json`` of a run (or of a folder of seeds), or None when there is none.
-
-    Raises :class:`SoftsegError` when the file exists but is not a valid threshold file.
-    """
-    path = Path(directory) / THRESHOLD_FILE
-    if not path.is_file():
-        return None
-    payload = _read_json(path, "threshold")
-    tasks = payload.get("tasks") if isinstance(payload, dict) else None
-    if not isinstance(tasks, dict) or not all(
-        isinstance(entry, dict)
-        and isinstance(entry.get("threshold"), (int, float))
-        and 0.0 < entry["threshold"] <= 1.0
-        for entry in tasks.values()
-    ):
-        raise SoftsegError(
-            f"{path}: expected {{'tasks': {{task: {{'threshold': value in (0, 1]}}}}}}, found "
-            f"{str(payload)[:200]}; delete it or rerun `softseg threshold`"
-        )
-    return payload
-
-
-def write_threshold_file(directory: Path, payload: dict, overwrite: bool = False) -> Path:
-    """Write ``directory/threshold.json`` atomically; refuse to replace one unless ``overwrite``.
-
-    ``payload`` holds at least ``{"tasks": {task: {"threshold": t, ...}}}`` (see
-    :func:`softseg.inference.thresholds.choose_threshold` for the full form).
-    """
-    directory = Path(directory)
-    path = directory / THRESHOLD_FILE
-    check_can_store(directory, overwrite)
-    write_json_atomic(path, payload)
-    return path
-
-
-def check_can_store(directory: Path, overwrite: bool) -> None:
-    """Raise SoftsegError when ``directory/threshold.json`` exists and ``overwrite`` is False."""
-    path = Path(directory) / THRESHOLD_FILE
-    if path.exists() and not overwrite:
-        try:
-            previous = read_threshold_file(directory) or {}
-        except SoftsegError:
-            previous = {}
-        chosen = ", ".join(
-            f"{task} {entry.get('threshold')}" for task, entry in previous.get("tasks", {}).items()
-        )
-        raise SoftsegError(
-            f"{path} already holds an operating threshold ({chosen or 'unreadable'}); "
-            "pass --overwrite to replace it"
-        )
-
-
 # ----------------------------------------------------------------------------- split.json
 
 
@@ -324,105 +261,6 @@ def warn_best_on_validation(runs: Sequence[LoadedRun], case_ids: Sequence[str], 
 
 
 # ----------------------------------------------------------------------------- temperature.json
-
-
-def checkpoint_key(run_dir: Path, checkpoint: Path) -> str:
-    """How ``temperature.json`` names a checkpoint: relative to the run folder when inside it
-    (``checkpoints/last.pt``; a moved run keeps its temperatures), else the absolute path."""
-    run_dir, checkpoint = Path(run_dir).resolve(), Path(checkpoint).resolve()
-    if checkpoint.is_relative_to(run_dir):
-        return checkpoint.relative_to(run_dir).as_posix()
-    return str(checkpoint)
-
-
-def read_temperature_file(run_dir: str | Path) -> dict | None:
-    """The ``temperature.json`` of a single run, or None when there is none.
-
-    Raises SoftsegError when the file exists but is not a valid temperature file:
-    ``{"checkpoint_file": str, "checkpoint_epoch": int | null, "tasks": {task: {"temperature":
-    finite T > 0, ...}}, ...}`` (see :func:`softseg.inference.calibration.calibrate`).
-    """
-    path = Path(run_dir) / TEMPERATURE_FILE
-    if not path.is_file():
-        return None
-    payload = _read_json(path, "calibrate")
-    tasks = payload.get("tasks") if isinstance(payload, dict) else None
-    valid = isinstance(tasks, dict) and bool(tasks) and isinstance(payload.get("checkpoint_file"), str)
-    valid = valid and all(
-        isinstance(entry, dict)
-        and isinstance(entry.get("temperature"), (int, float))
-        and math.isfinite(entry["temperature"])
-        and entry["temperature"] > 0
-        for entry in tasks.values()
-    )
-    if not valid:
-        raise SoftsegError(
-            f"{path}: expected {{'checkpoint_file': ..., 'tasks': {{task: {{'temperature': T > 0}}}}}}, "
-            f"found {str(payload)[:200]}; delete it or rerun `softseg calibrate`"
-        )
-    return payload
-
-
-def stored_temperatures(
-    run_dir: Path, tasks: Sequence[str], checkpoint: Path, epoch: int | None
-) -> tuple[float, ...] | None:
-    """The temperatures of ``run_dir/temperature.json`` for ``tasks`` (in that order), or None
-    when the run has no such file.
-
-    Raises SoftsegError when the file was fitted for another checkpoint than ``checkpoint``
-    (another file, or the same file at another epoch: training went on; the run's best.pt
-    and last.pt of one recorded epoch are the same weights) or lacks a task.
-    """
-    payload = read_temperature_file(run_dir)
-    if payload is None:
-        return None
-    path = Path(run_dir) / TEMPERATURE_FILE
-    fitted = (payload["checkpoint_file"], payload.get("checkpoint_epoch"))
-    used = (checkpoint_key(run_dir, checkpoint), epoch)
-    # best.pt and last.pt of one epoch hold the same weights (training saves both from one state)
-    same_epoch = {fitted[0], used[0]} <= {"checkpoints/best.pt", "checkpoints/last.pt"} and (
-        fitted[1] is not None and fitted[1] == used[1])
-    if fitted != used and not same_epoch:
-        raise SoftsegError(
-            f"{path}: the temperatures were fitted for {_described(*fitted)}, not for the "
-            f"checkpoint used now, {_described(*used)}; recalibrate for it (softseg calibrate "
-            f"{run_dir} DATA --checkpoint {_checkpoint_argument(used[0])} --overwrite) or predict "
-            "without temperatures (--temperature off)"
-        )
-    missing = [task for task in tasks if task not in payload["tasks"]]
-    if missing:
-        raise SoftsegError(
-            f"{path}: no temperature for task(s) {', '.join(missing)} of the run; rerun "
-            "`softseg calibrate ... --overwrite` or pass --temperature off"
-        )
-    return tuple(float(payload["tasks"][task]["temperature"]) for task in tasks)
-
-
-def _described(key: str, epoch: Any) -> str:
-    return key + ("" if epoch is None else f" (epoch {epoch})")
-
-
-def _checkpoint_argument(key: str) -> str:
-    """``checkpoints/last.pt`` -> ``last``: what to pass as --checkpoint for this key."""
-    for name in ("best", "last"):
-        if key == f"checkpoints/{name}.pt":
-            return name
-    return key
-
-
-def check_can_store_temperature(run_dir: str | Path, overwrite: bool) -> None:
-    """Raise SoftsegError when ``run_dir/temperature.json`` exists and ``overwrite`` is False."""
-    path = Path(run_dir) / TEMPERATURE_FILE
-    if path.exists() and not overwrite:
-        raise SoftsegError(f"{path} already holds fitted temperatures; pass --overwrite to replace it")
-
-
-def write_temperature_file(run_dir: str | Path, payload: dict, overwrite: bool = False) -> Path:
-    """Write ``run_dir/temperature.json`` atomically; refuse to replace one unless ``overwrite``."""
-    check_can_store_temperature(run_dir, overwrite)
-    path = Path(run_dir) / TEMPERATURE_FILE
-    write_json_atomic(path, payload)
-    return path
 
 
 def applied_temperatures(runs: Sequence[LoadedRun]) -> dict[str, dict[str, float]] | None:

@@ -41,8 +41,10 @@ import numpy as np
 
 from softseg import __version__
 from softseg.errors import SoftsegError
-from softseg.inference import BATCH_SIZE, DEFAULT_CHECKPOINT
+from softseg.data.cases import CaseQuery
+from softseg.inference import RunOptions
 from softseg.evaluation.metrics import FINE_THRESHOLDS
+from softseg.model.heads import head_of
 
 log = logging.getLogger(__name__)
 
@@ -258,21 +260,16 @@ def choose_threshold(
     *,
     criterion: str,
     target: float | None = None,
-    split: str | None = None,
-    layout: str = "auto",
     reference_level: float = 0.5,
-    batch_size: int = BATCH_SIZE,
-    device: str | None = "auto",
-    checkpoint: str = DEFAULT_CHECKPOINT,
-    temperature: str = "auto",
-    tta: str = "none",
-    progress: bool = True,
+    query: CaseQuery = CaseQuery(),
+    options: RunOptions = RunOptions(),
 ) -> tuple[dict, dict[str, Tradeoff]]:
     """Predict the validation cases of ``data`` with ``run`` and pick one threshold per task.
 
-    ``run`` is a run folder or a folder of seeds (averaged). Cases: those of ``split`` when
-    given, else the validation ids of the run's ``split.json``. The predictions are those
-    ``softseg predict`` makes with the same ``checkpoint``, ``temperature`` and ``tta``
+    ``run`` is a run folder or a folder of seeds (averaged). Cases: those of the query's
+    ``split`` when given, else the validation ids of the run's ``split.json`` (the query's
+    ``layout`` reads ``data``). The predictions are those ``softseg predict`` makes with the
+    same ``options`` (checkpoint, temperature, tta)
     (recorded in the payload). The reference of each case and task is its soft label
     ``>= reference_level``. Returns ``(payload, tables)``: the
     ``threshold.json`` content (not written; see :func:`write_threshold_file`) and the
@@ -284,6 +281,8 @@ def choose_threshold(
     from softseg.inference.predict import check_run_channels, predict_cases, tta_record
     from softseg.inference.runs import applied_temperatures, load_models, resolve_runs
 
+    layout, split = query.layout, query.split
+    checkpoint, temperature, tta = options.checkpoint, options.temperature, options.tta
     if not (0.0 < reference_level <= 1.0):
         raise SoftsegError(f"--reference-level must be in (0, 1], got {reference_level}")
     if criterion not in CRITERIA:
@@ -305,7 +304,7 @@ def choose_threshold(
                 "dataset; give the data the run was trained on, or pass --split"
             )
         chosen_by = "the run's validation ids (split.json)"
-    loaded = load_models(run_set.run_dirs, device=device, checkpoint=checkpoint, temperature=temperature)
+    loaded = load_models(run_set.run_dirs, device=options.device, checkpoint=checkpoint, temperature=temperature)
     tasks = loaded[0].tasks
     unlabelled = [f"{c.case_id} ({t})" for c in cases for t in tasks if not c.is_labelled(t)]
     if unlabelled:
@@ -317,8 +316,8 @@ def choose_threshold(
 
     zeros = lambda: np.zeros(len(FINE_THRESHOLDS), dtype=np.int64)  # noqa: E731
     counts = {task: [zeros(), zeros(), zeros()] for task in tasks}
-    channels = loaded[0].config.task_channels  # multi-class: the maps start with the background
-    for case, prob in predict_cases(loaded, cases, batch_size, progress, tta=tta):
+    channels = head_of(loaded[0].config).task_channels()  # multi-class: the maps start with the background
+    for case, prob in predict_cases(loaded, cases, options.batch_size, options.progress, tta=tta):
         for task, task_prob in zip(tasks, prob[channels]):
             soft = np.asarray(soft_label(case, task))
             reference = soft >= np.asarray(reference_level, dtype=soft.dtype)

@@ -1,1 +1,1 @@
-"""Configuration -> run folder: config, model factory, preprocessing and augmentation, batches, the loop, runtime, DDP."""
+"""Configuration -> run folder: augmentation, batches, losses, the loop, DDP (the model itself is softseg.model)."""

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 
 class AugmentSettings(Protocol):
-    """The fields of :class:`softseg.training.config.TrainConfig` augmentation reads."""
+    """The fields of :class:`softseg.model.config.TrainConfig` augmentation reads."""
 
     translate: float  # fraction of the side, +- (both axes)
     rotate: float  # degrees, +-
@@ -171,19 +171,6 @@ def augmented_crops(
     stacked = torch.where(hflip, stacked.flip(-1), stacked)
     stacked = torch.where(vflip, stacked.flip(-2), stacked)
     return stacked[:, :channels].to(images[0].dtype), stacked[:, channels:].clamp_(0.0, 1.0)
-
-
-def as_class_distribution(labels: torch.Tensor) -> torch.Tensor:
-    """Multi-class targets ``(N, C, *spatial)`` renormalised to sum to 1 per pixel after
-    cropping and warping (bilinear weights keep the sum up to rounding); a pixel with no
-    class at all (zero padding of an image smaller than the crop) becomes background, as the
-    binary targets' padding is background."""
-    total = labels.sum(1, keepdim=True)
-    empty = total <= 1e-6
-    background = torch.zeros_like(labels)
-    background[:, :1] = 1.0
-    labels = torch.where(empty, background, labels)
-    return labels / torch.where(empty, torch.ones_like(total), total)
 
 
 def growing_batch(

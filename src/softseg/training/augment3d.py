@@ -4,7 +4,7 @@ Tensors are channels first: a volume ``(C, X, Y, Z)`` in the on-disk axis order,
 label ``(T, X, Y, Z)``, a batch of patches ``(N, C, *patch)``. ``axis`` is the through-plane
 axis (the run's ``slice_axis``); the other two are the in-plane axes, in order: "vertical"
 flip reverses the first of them and "horizontal" the second, as for a 2D slice ``(H, W)``
-of :func:`softseg.training.preprocess.volume_slices`.
+of :func:`softseg.model.preprocess.volume_slices`.
 
 The originals of the growing batch are random patches (:func:`random_patches`), a third of
 them centred on a labelled voxel (nnU-Net's foreground oversampling: a small structure
@@ -24,6 +24,8 @@ from typing import Protocol, Sequence
 import torch
 import torch.nn.functional as F
 
+from softseg.model.modes import in_plane_axes
+
 FOREGROUND_FRACTION = 1 / 3  # nnU-Net's share of patches forced onto foreground
 
 
@@ -35,12 +37,6 @@ class Augment3dSettings(Protocol):
     vflip: float
     slice_axis: int | None
     voxel_spacing: tuple[float, ...]
-
-
-def in_plane_axes(axis: int) -> tuple[int, int]:
-    """The two spatial axes other than ``axis``, in order (vertical, horizontal)."""
-    first, second = (a for a in range(3) if a != axis)
-    return first, second
 
 
 def foreground_voxels(label: torch.Tensor) -> torch.Tensor:

@@ -11,21 +11,22 @@ import random as _random
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from softseg.training.config import TrainConfig
+from softseg.model.config import TrainConfig
 from softseg.data.cases import Case, Dataset, channel_problems
 from softseg.errors import DatasetError, SoftsegError
 from softseg.training.augment import random_crops
-from softseg.training.preprocess import normalize, resize, resize_input, to_spacing, volume_slices
+from softseg.model.heads import Head, head_of
+from softseg.model.modes import mode_of
+from softseg.model.preprocess import normalize, resize, resize_input, to_spacing, volume_slices
 
 
 @dataclass(frozen=True)
 class TrainData:
     """Per-sample tensors: a 2D case is one sample, a training volume one per slice (case id
-    ``<case>:<k>``), a validation volume one whole ``(C, X, Y, Z)`` sample, normalised, not
-    resized. ``images[i]`` ``(C, H, W)`` float32 normalised (and resized);
+    ``<case>:<k>``), a validation case one whole sample (image or volume), normalised, not
+    resized. ``images[i]`` ``(C, H, W)`` float32 normalised (and, for training, resized);
     ``labels[i]`` ``(T, H, W)`` float32 in [0, 1] on the same grid (the training target for
     "soft"/"majority"/"staple"; the soft label for validation); ``raters[i][t]`` ``(R, H, W)`` float32
     rater masks (random-rater mode only); ``source_labels[i]`` the soft label on the source
@@ -39,7 +40,7 @@ class TrainData:
     raters: tuple[tuple[torch.Tensor, ...], ...] = ()
     source_labels: tuple[torch.Tensor, ...] = ()
     foreground: tuple[torch.Tensor, ...] = ()  # 3D mode: each volume's labelled voxels (n, 3)
-    classes: int = 0  # multi-class runs: C (labels are (C, ...) class distributions), else 0
+    head: Head | None = None  # the run's output head: how a random-rater sample is drawn
 
 
 def select_cases(dataset: Dataset, ids: Sequence[str], tasks: Sequence[str], role: str) -> list[Case]:
@@ -71,30 +72,6 @@ def select_cases(dataset: Dataset, ids: Sequence[str], tasks: Sequence[str], rol
     if problems:
         raise DatasetError(problems, header=f"cannot use these {role} cases")
     return cases
-
-
-def _targets(case: Case, config: TrainConfig, mode: str) -> np.ndarray:
-    """``(T, *spatial)`` per task, or for multi-class runs ``(C, *spatial)`` over the classes:
-    the class frequencies, or one-hot for the hard-label modes (random rater: drawn per step)."""
-    from softseg.data import labels
-
-    if not config.classes:
-        return np.stack([_target(case, t, mode) for t in config.tasks]).astype(np.float32)
-    if mode == "majority":
-        return labels.majority_classes(case, config.classes)
-    if mode == "staple":
-        return labels.staple_classes(case, config.classes)
-    return labels.class_distribution(case, config.classes)
-
-
-def _target(case: Case, task: str, mode: str) -> np.ndarray:
-    from softseg.data import labels
-
-    if mode == "majority":
-        return labels.majority_label(case, task)
-    if mode == "staple":
-        return labels.staple_label(case, task)
-    return labels.soft_label(case, task)
 
 
 def through_plane_axis(cases: Sequence[Case]) -> int:
@@ -129,15 +106,18 @@ def prepare(cases: Sequence[Case], config: TrainConfig, *, validation: bool = Fa
     images, targets, raters, source, ids = [], [], [], [], []
     size = (config.resize, config.resize) if config.resize is not None else None
     mode = "soft" if validation else config.label_mode
+    head, whole = head_of(config), mode_of(config).whole_training_volumes
     for case in cases:
-        label = torch.from_numpy(_targets(case, config, mode))
-        masks = _rater_masks(case, config) if mode == "random_rater" else []
+        label = torch.from_numpy(head.targets(case, config, mode))
+        masks = head.rater_masks(case, config) if mode == "random_rater" else []
         if validation:
             source.append(label)
         image = to_spacing(normalize(case.image), case.spacing, config)
         label = to_spacing(label, case.spacing, config, clamp01=True)
         masks = [to_spacing(m, case.spacing, config, clamp01=True) for m in masks]
-        if case.image.ndim == 4 and (validation or config.dims == "3d"):
+        # validation scores whole images and volumes, as prediction sees them; a 3D run's
+        # training cuts its patches per step
+        if validation or (case.image.ndim == 4 and whole):
             images.append(image)
             targets.append(label)
             ids.append(case.case_id)
@@ -152,34 +132,12 @@ def prepare(cases: Sequence[Case], config: TrainConfig, *, validation: bool = Fa
             if mode == "random_rater":
                 raters.append(tuple(resize(m, size, clamp01=True) if size else m for m in per_task))
     foreground = ()
-    if config.dims == "3d" and not validation:
+    if whole and not validation:
         from softseg.training.augment3d import foreground_voxels
 
         # multi-class: the background channel is not foreground
-        foreground = tuple(foreground_voxels(label[config.task_channels]) for label in targets)
-    return TrainData(tuple(ids), tuple(images), tuple(targets), tuple(raters), tuple(source), foreground,
-                     len(config.classes))
-
-
-def _rater_masks(case: Case, config: TrainConfig) -> list[torch.Tensor]:
-    """Per task, the ``(R, *spatial)`` float32 rater masks (random-rater mode); for a
-    multi-class run one ``(R * C, *spatial)`` tensor of the raters' one-hot class maps (rater r
-    in rows r*C .. r*C + C - 1), so one draw picks one rater for every class."""
-    if config.classes:
-        from softseg.data.labels import one_hot, rater_class_maps
-
-        maps = rater_class_maps(case, config.classes)
-        # stored flat, (R * C, *spatial), so resizing and slicing treat it like any channels
-        return [torch.from_numpy(np.concatenate([one_hot(m, len(config.classes)) for m in maps]))]
-    per_task = []
-    for task in config.tasks:
-        if task not in case.masks:
-            raise SoftsegError(
-                f"{case.case_id}: task {task} has no individual rater masks (agreement-map "
-                f"data); label_mode 'random_rater' needs them; use 'soft' or 'majority'"
-            )
-        per_task.append(torch.from_numpy(np.asarray(case.masks[task], dtype=np.float32)))
-    return per_task
+        foreground = tuple(foreground_voxels(label[head.task_channels()]) for label in targets)
+    return TrainData(tuple(ids), tuple(images), tuple(targets), tuple(raters), tuple(source), foreground, head)
 
 
 def sample_targets(
@@ -193,15 +151,7 @@ def sample_targets(
     images, labels = [], []
     for i in indices:
         if data.raters:
-            if data.classes:  # one rater's one-hot class map (C, *spatial)
-                (maps,) = data.raters[i]
-                r = int(torch.randint(0, maps.shape[0] // data.classes, (1,), generator=generator))
-                label = maps[r * data.classes:(r + 1) * data.classes]
-            else:
-                label = torch.stack([
-                    masks[int(torch.randint(0, masks.shape[0], (1,), generator=generator))]
-                    for masks in data.raters[i]
-                ])
+            label = data.head.draw_rater(data.raters[i], generator)
         else:
             label = data.labels[i]
         images.append(data.images[i])

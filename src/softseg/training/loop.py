@@ -3,7 +3,7 @@
 The step: the global batch's cases and random crops, or 3D patches (shared sampling generator), this
 process's slice, the growing batch on the model's device (the original crops + ``aug_copies``
 augmented copies drawn from the whole images), the forward pass under the run's precision,
-the run's loss (:mod:`softseg.training.losses`) in float32, backward, Adam. The learning rate
+the run's loss (:mod:`softseg.model.losses`) in float32, backward, Adam. The learning rate
 follows a cosine from ``lr`` at the first step to ``lr_min`` at the last, set per step.
 """
 
@@ -16,23 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from softseg.model.config import TrainConfig
+from softseg.model.heads import head_of
+from softseg.model.modes import mode_of
+from softseg.model.preprocess import resample
+from softseg.model.runtime import autocast, seeded_global_rng
 from softseg.training import distributed as _distributed
-from softseg.training.batches import TrainData, sample_targets
-from softseg.training.runtime import autocast, memory_format, seeded_global_rng
-from softseg.training.config import TrainConfig
-from softseg.training.augment import as_class_distribution, growing_batch, random_crops
+from softseg.training.augment import growing_batch, random_crops
 from softseg.training.augment3d import random_patches
-from softseg.training.losses import loss_function
-from softseg.training.model import output_probabilities
-from softseg.training.preprocess import (
-    predict_logits,
-    predict_logits_volume,
-    resample,
-    resize,
-    resize_input,
-    stack_slices,
-    volume_slices,
-)
+from softseg.training.batches import TrainData, sample_targets
 
 
 def lr_at(step: int, total_steps: int, lr: float, lr_min: float) -> float:
@@ -82,15 +74,26 @@ def steps_per_epoch(n_cases: int, batch_size: int, world: int = 1) -> int:
     return max(1, len(epoch_batches(list(range(n_cases)), batch_size, world)))
 
 
+def _crops(images, labels, config: TrainConfig, generator: torch.Generator, foreground):
+    return random_crops(images, labels, config.crop_size, generator)
+
+
+def _patches(images, labels, config: TrainConfig, generator: torch.Generator, foreground):
+    return random_patches(images, labels, config.patch_size, generator, foreground)
+
+
+# The training windows of each mode (softseg.model.modes.Mode.window): random crops of whole
+# images or slices, random 3D patches (foreground-oversampled) of whole volumes.
+WINDOWS = {"crop": _crops, "patch": _patches}
+
+
 def train_step(state: LoopState, data: TrainData, indices: list[int]) -> float:
     """One optimiser step on the cases ``indices`` (the global batch); returns the global loss."""
     c, device = state.config, state.device
+    mode, head = mode_of(c), head_of(c)
     source_images, source_labels = sample_targets(data, indices, state.sampler)
-    if c.dims == "3d":
-        foreground = [data.foreground[i] for i in indices] if data.foreground else []
-        images, labels = random_patches(source_images, source_labels, c.patch_size, state.sampler, foreground)
-    else:
-        images, labels = random_crops(source_images, source_labels, c.crop_size, state.sampler)
+    foreground = [data.foreground[i] for i in indices] if data.foreground else []
+    images, labels = WINDOWS[mode.window](source_images, source_labels, c, state.sampler, foreground)
     world, rank = state.dist.world, state.dist.rank
     if world > 1:
         images, labels = images[rank::world], labels[rank::world]
@@ -104,9 +107,8 @@ def train_step(state: LoopState, data: TrainData, indices: list[int]) -> float:
     seed = int(np.random.SeedSequence([c.seed, rank, state.step]).generate_state(1)[0])
     augmenter = torch.Generator().manual_seed(seed)
     images, labels = growing_batch(images, labels, sources, c.aug_copies, c, augmenter)
-    if c.classes:
-        labels = as_class_distribution(labels)
-    images = images.contiguous(memory_format=memory_format(state.precision, device, c.dims))
+    labels = head.loss_targets(labels)
+    images = images.contiguous(memory_format=mode.memory_format(state.precision, device))
 
     lr = lr_at(state.step, state.total_steps, c.lr, c.lr_min)
     for group in state.optimizer.param_groups:
@@ -117,7 +119,7 @@ def train_step(state: LoopState, data: TrainData, indices: list[int]) -> float:
     with seeded_global_rng(seed, device), autocast(state.precision, device):
         logits = state.wrapped(images)
     batch_sum = _distributed.sum_over_processes if state.dist.world > 1 else None
-    loss = loss_function(c.loss, c.dml_weight, bool(c.classes), batch_sum)(logits, labels)
+    loss = head.loss(c, batch_sum)(logits, labels)
     if state.scaler is not None:
         state.scaler.scale(loss).backward()
         state.scaler.step(state.optimizer)
@@ -153,33 +155,29 @@ def validate(state: LoopState, data: TrainData) -> tuple[float, float]:
     """Mean loss (the run's) and mean QUBIQ score over validation cases and tasks (multi-class:
     foreground classes), whole images.
 
-    Each image is predicted as in inference (padded to a multiple of 32, cropped back,
-    un-resized) and compared with its soft label on the source grid; a volume slice by slice,
-    or in the 3D mode by sliding windows, scored as one volume.
+    Each image goes through the run's mode as in inference (:meth:`softseg.model.modes.Mode.outputs`:
+    resized and padded, slice by slice, or by sliding windows) and is compared with its soft
+    label on the source grid, a volume scored as one volume.
     """
     from softseg.evaluation.metrics import qubiq_score
 
-    model = state.model
+    config, model = state.config, state.model
+    mode, head = mode_of(config), head_of(config)
     was_training = model.training
     model.eval()
     losses, scores = [], []
-    loss_fn = loss_function(state.config.loss, state.config.dml_weight, bool(state.config.classes))
+    loss_fn = head.loss(config)
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return mode.network_logits(model, batch, config, state.precision, state.device).cpu()
+
+    tasks = head.task_channels()
     for image, soft in zip(data.images, data.source_labels):
-        if state.config.dims == "3d":
-            logits = predict_logits_volume(model, image, state.config.patch_size, state.precision, state.device)
-        elif image.ndim == 4:  # a volume: its slices, predicted and stacked back in place
-            slices = [resize(predict_logits(model, resize_input(x, state.config), state.precision,
-                                            state.device).cpu(), tuple(x.shape[-2:]))
-                      for x in volume_slices(image, state.config.slice_axis)]
-            logits = stack_slices(slices, state.config.slice_axis)
-        else:
-            logits = predict_logits(model, image, state.precision, state.device).cpu()
-            logits = resize(logits, tuple(soft.shape[-2:]))
+        (logits,) = mode.outputs(forward, [image], config, state.device, clamp01=False)
         logits = resample(logits, tuple(soft.shape[1:]))  # a run's spacing undone
         losses.append(float(loss_fn(logits[None], soft[None])))
-        prob = output_probabilities(logits, state.config, dim=0)[state.config.task_channels].numpy()
-        target = soft[state.config.task_channels].numpy()
-        scores.extend(qubiq_score(p, g) for p, g in zip(prob, target))
+        prob = head.probabilities(logits, dim=0)[tasks].numpy()
+        scores.extend(qubiq_score(p, g) for p, g in zip(prob, soft[tasks].numpy()))
     model.train(was_training)
     return float(np.mean(losses)), float(np.mean(scores))
 

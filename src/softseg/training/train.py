@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from softseg import __version__
@@ -41,15 +40,14 @@ from softseg.training.loop import (
     train_epoch,
     validate,
 )
-from softseg.training.losses import soft_cross_entropy
-from softseg.training.runtime import memory_format, resolve_device, resolve_precision, seeded_global_rng
-from softseg.training.config import TrainConfig, load_config, save_config, to_dict, validate as validate_config
+from softseg.model.losses import soft_cross_entropy
+from softseg.model.runtime import resolve_device, resolve_precision, seeded_global_rng
+from softseg.model.config import TrainConfig, load_config, save_config, to_dict, validate as validate_config
 from softseg.data.cases import Dataset, check_channels
 from softseg.errors import SoftsegError
 from softseg.files import prepare_out_dir, write_text_atomic
-from softseg.training.model import load_checkpoint, model_from_config, save_checkpoint
-from softseg.training.network3d import check_patch, plan_patch
-from softseg.training.preprocess import resampled_shape
+from softseg.model.modes import mode_of, model_from_config
+from softseg.model.checkpoints import load_checkpoint, save_checkpoint
 
 __all__ = ["train", "split_ids", "soft_cross_entropy", "lr_at", "HISTORY_COLUMNS"]
 
@@ -77,7 +75,7 @@ def train(
     The result depends only on the arguments: every random draw comes from generators
     seeded by ``config.seed``, and the caller's global RNG states (torch, NumPy, Python) are
     left as they were. Process-wide settings are the caller's choice (the command line
-    calls :func:`softseg.training.runtime.keep_freed_memory`, which makes steps faster).
+    calls :func:`softseg.model.runtime.keep_freed_memory`, which makes steps faster).
     """
     run_dir = Path(run_dir)
     dist = _distributed.from_environment()
@@ -99,8 +97,7 @@ def train(
             f"{dataset.root}: {len(train_cases)} training case(s) for {dist.world} process(es); "
             f"need at least one per process; check the split / case ids"
         )
-    if config.dims == "3d":
-        _check_patch_fits(config, train_cases)
+    mode_of(config).check_training_cases(config, train_cases)
     check_channels(train_cases + val_cases, config.in_channels,
                    reason=f"in_channels = {config.in_channels} of the configuration")
     problem = None
@@ -176,65 +173,24 @@ def _resolved(config: TrainConfig, dataset: Dataset, device: torch.device) -> Tr
     channels = {c.channels for c in dataset.cases}
     in_channels = config.in_channels or (min(channels) if channels else 0)
     volumes = [c for c in dataset.cases if c.image.ndim == 4]
-    if config.dims == "3d" and len(volumes) < len(dataset.cases):
-        flat = [c.case_id for c in dataset.cases if c.image.ndim != 4]
-        raise SoftsegError(
-            f"{dataset.root}: dims 3d trains on volumes (C, X, Y, Z), but {len(flat)} case(s) are 2D "
-            f"images (e.g. {', '.join(flat[:3])}); train 2D data with --dims 2d"
-        )
-    dims = {len(c.spacing) for c in dataset.cases}
-    if config.spacing and dims != {len(config.spacing)}:
+    mode = mode_of(config)
+    mode.check_dataset(dataset.cases, dataset.root)
+    axes = {len(c.spacing) for c in dataset.cases}
+    if config.spacing and axes != {len(config.spacing)}:
         raise SoftsegError(
             f"{dataset.root}: spacing {config.spacing} has {len(config.spacing)} value(s), but the "
-            f"cases have {' and '.join(map(str, sorted(dims)))} spatial axes; give one spacing (mm) per axis"
+            f"cases have {' and '.join(map(str, sorted(axes)))} spatial axes; give one spacing (mm) per axis"
         )
     slice_axis = config.slice_axis
     if volumes and slice_axis is None:
         slice_axis = through_plane_axis(volumes)
-        what = "rotated about" if config.dims == "3d" else "cut into 2D slices along"
-        log.info("%s: volumes are %s spatial axis %d (largest spacing)", dataset.root, what, slice_axis)
+        log.info("%s: volumes are %s spatial axis %d (largest spacing)", dataset.root, mode.volume_axis, slice_axis)
     config = config.replace(
         tasks=tasks, classes=tuple(dataset.classes), in_channels=in_channels,
         precision=resolve_precision(config.precision, device),
         slice_axis=slice_axis if volumes else config.slice_axis,
     )
-    return _planned_3d(config, volumes, dataset) if config.dims == "3d" else config
-
-
-def _planned_3d(config: TrainConfig, volumes, dataset: Dataset) -> TrainConfig:
-    """The 3D mode's network spacing (the volumes' median, per axis) and patch (planned from
-    the volumes' median shape when not given), checked against the network's divisor."""
-    spacing = config.voxel_spacing or tuple(float(v) for v in config.spacing) or tuple(
-        float(np.median([c.spacing[a] for c in volumes])) for a in range(3))
-    patch = config.patch_size or plan_patch([_grid(c, config) for c in volumes], spacing)
-    if not config.patch_size:
-        log.info("%s: 3D patch %s voxels planned for spacing %s mm", dataset.root, patch,
-                 tuple(round(s, 3) for s in spacing))
-    check_patch(patch, spacing)
-    if config.encoder_weights not in ("none", "imagenet"):
-        log.warning("encoder_weights %s: ignored by the 3D U-Net, which starts from random weights",
-                    config.encoder_weights)
-    return config.replace(voxel_spacing=tuple(spacing), patch_size=tuple(int(p) for p in patch),
-                          encoder_weights="none")
-
-
-def _check_patch_fits(config: TrainConfig, cases) -> None:
-    """Every training volume must hold a whole patch (the patch is cut inside the volume)."""
-    small = [f"{c.case_id} {_grid(c, config)}" for c in cases
-             if any(n < p for n, p in zip(_grid(c, config), config.patch_size))]
-    if small:
-        after = f" after resampling to {config.spacing} mm" if config.spacing else ""
-        raise SoftsegError(
-            f"patch_size {config.patch_size}: larger than {len(small)} training volume(s){after} on "
-            f"some axis: {', '.join(small[:5])}{' ...' if len(small) > 5 else ''}; give a smaller "
-            f"--patch-size (multiples of the network's divisor)"
-        )
-
-
-def _grid(case, config: TrainConfig) -> tuple[int, ...]:
-    """The voxel grid ``case`` trains on: its own, or resampled to the run's spacing."""
-    shape = tuple(int(n) for n in case.image.shape[1:])
-    return resampled_shape(shape, case.spacing, config.spacing) if config.spacing else shape
+    return mode_of(config).plan(config, volumes, dataset.root)
 
 
 # filled in from the data and the device when a run starts: a resumed run keeps its own
@@ -277,7 +233,7 @@ def _build_state(config: TrainConfig, device, dist, n_train: int, resume: bool) 
     # On resume the weights come from last.pt: no need to fetch encoder weights again.
     with seeded_global_rng(config.seed):
         model = model_from_config(config, encoder_weights="none" if resume else config.encoder_weights)
-    model = model.to(device).to(memory_format=memory_format(config.precision, device, config.dims))
+    model = model.to(device).to(memory_format=mode_of(config).memory_format(config.precision, device))
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay
     )

@@ -1,4 +1,4 @@
-"""The U-Net of the paper (smp), its encoder weights, checkpoints, and loading trained runs.
+"""The U-Net of the paper (smp) and its encoder weights; the model a run configuration describes.
 
 The model is ``segmentation_models_pytorch.Unet`` over an EfficientNet-B0 encoder with
 decoder channels (256, 128, 64, 32, 16) and one output channel (a logit) per task. smp 0.6
@@ -24,16 +24,14 @@ import pickle
 import socket
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 from urllib.parse import urlparse
 
 import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from softseg.training.config import TrainConfig
 from softseg.errors import SoftsegError
-from softseg.files import write_with
 
 log = logging.getLogger(__name__)
 
@@ -96,33 +94,6 @@ def create_model(
         if build_channels != in_channels:
             model.encoder.set_in_channels(in_channels, pretrained=True)
     return model
-
-
-def model_from_config(config: TrainConfig, encoder_weights: str | Path | None = "none") -> nn.Module:
-    """The model a run with ``config`` trains (tasks and in_channels must be filled in, and
-    for the 3D mode patch_size and voxel_spacing; it has no pretrained weights)."""
-    if config.dims == "3d":
-        from softseg.training.network3d import create_model_3d
-
-        return create_model_3d(config.in_channels, len(config.outputs), config.patch_size,
-                               config.voxel_spacing, config.base_filters)
-    return create_model(
-        config.in_channels,
-        len(config.outputs),
-        encoder=config.encoder,
-        decoder_channels=config.decoder_channels,
-        encoder_weights=encoder_weights,
-        bn_momentum=config.bn_momentum,
-    )
-
-
-def output_probabilities(logits: torch.Tensor, config: TrainConfig, dim: int = 1) -> torch.Tensor:
-    """The model's probabilities from its logits (``dim`` is the channel axis): the softmax
-    over the classes for multi-class runs (summing to 1 per pixel), else a sigmoid per task.
-    The one place that knows which head a run has."""
-    if config.classes:
-        return torch.softmax(logits.float(), dim=dim)
-    return torch.sigmoid(logits)
 
 
 def _weights_file(encoder: str, weights: str | Path | None) -> Path | None:
@@ -270,38 +241,3 @@ def _load_encoder_state(encoder: nn.Module, state: dict[str, torch.Tensor], path
             f"state_dict of the same encoder architecture"
         )
     nn.Module.load_state_dict(encoder, state, strict=True)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
-    """``torch.save(state)`` atomically (see :mod:`softseg.files`).
-
-    ``state`` must hold only tensors and plain Python types (dicts, lists, numbers,
-    strings, None): :func:`load_checkpoint` reads weights-only.
-    """
-    write_with(path, lambda tmp: torch.save(dict(state), tmp))
-
-
-def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """A checkpoint written by :func:`save_checkpoint`, read with ``weights_only=True``.
-
-    Weights-only loading unpickles nothing but tensors and plain types, so a checkpoint
-    from someone else cannot run code here. One holding other objects is refused.
-    """
-    path = Path(path)
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError as error:
-        raise SoftsegError(f"{path}: checkpoint not found") from error
-    except pickle.UnpicklingError as error:
-        # torch raises this when the pickle asks for anything beyond tensors and plain types
-        raise SoftsegError(
-            f"{path}: the checkpoint holds objects other than tensors and plain types, which "
-            f"softseg does not load (weights-only loading: loading arbitrary pickles can run "
-            f"code); use a checkpoint written by softseg train"
-        ) from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        # torch's zip reader raises RuntimeError for a truncated or foreign file
-        raise SoftsegError(f"{path}: cannot read checkpoint ({error}); the file is damaged") from error

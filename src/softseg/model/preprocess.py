@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from softseg.training.config import TrainConfig
-from softseg.training.runtime import autocast, memory_format
+from softseg.model.config import TrainConfig
+from softseg.model.runtime import autocast, memory_format
 
 MULTIPLE = 32  # the U-Net downsamples 5 times
 

@@ -56,11 +56,11 @@ def autocast(precision: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def memory_format(precision: str, device: torch.device, dims: str = "2d") -> torch.memory_format:
-    """2D: channels_last on the CPU (about 1.4x faster in fp32 and needed for fast bf16) and
-    on the GPU under mixed precision (tensor cores); contiguous otherwise. 3D: contiguous
-    (channels_last_3d made the 3D U-Net's CPU step no faster beyond noise, about 5 %, fp32 on AVX2)."""
-    if dims == "2d" and (device.type == "cpu" or precision != "fp32"):
+def memory_format(precision: str, device: torch.device) -> torch.memory_format:
+    """The 2D network's: channels_last on the CPU (about 1.4x faster in fp32 and needed for
+    fast bf16) and on the GPU under mixed precision (tensor cores); contiguous otherwise (the
+    3D network's is its mode's, :meth:`softseg.model.modes.Mode.memory_format`)."""
+    if device.type == "cpu" or precision != "fp32":
         return torch.channels_last
     return torch.contiguous_format
 

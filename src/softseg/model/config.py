@@ -51,7 +51,7 @@ class TrainConfig:
 
     ``dims`` "2d" trains the paper's 2D network: on 2D images, or on volumes as 2D slices
     along ``slice_axis``. "3d" trains a 3D U-Net (MONAI DynUNet, see
-    :mod:`softseg.training.network3d`) on random ``patch_size`` patches of volumes; the
+    :mod:`softseg.model.network3d`) on random ``patch_size`` patches of volumes; the
     network is planned from ``patch_size`` and ``voxel_spacing`` (mm; filled in at training
     from the training volumes' median spacing, and planned there too when ``patch_size`` is
     empty), with ``base_filters`` channels at full resolution. Both modes rotate volumes about
@@ -66,7 +66,7 @@ class TrainConfig:
     classes: tuple[str, ...] = ()
     in_channels: int = 0
     label_mode: str = "soft"
-    # soft cross-entropy + the Dice semimetric loss (softseg.training.losses): on BU-BIL's 5
+    # soft cross-entropy + the Dice semimetric loss (softseg.model.losses): on BU-BIL's 5
     # folds it beat the paper's CE alone and majority vote (README, "What to expect on real
     # data"); the QUBIQ presets and `reproduce` keep the paper's "ce"
     loss: str = "ce+dml"
@@ -116,17 +116,6 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
-
-    @property
-    def outputs(self) -> tuple[str, ...]:
-        """The model's output channels by name: the classes (softmax) or the tasks (sigmoid)."""
-        return self.classes or self.tasks
-
-    @property
-    def task_channels(self) -> slice:
-        """Where ``tasks`` sit among ``outputs``: all of them, or after a multi-class run's
-        background channel."""
-        return slice(1, None) if self.classes else slice(None)
 
 
 # The seven QUBIQ 2021 2D tasks (SPEC.md table): crop size, epochs, vertical flip; then the two 3D

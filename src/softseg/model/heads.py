@@ -1,0 +1,235 @@
+"""The run's output head: what its channels mean, how they become probabilities, what the loss
+and the temperature act on. Decided once from the run's configuration (:func:`head_of`).
+
+- :class:`SigmoidTasks` (binary data): one channel per task, a sigmoid each, one temperature
+  per task; targets are the tasks' soft (or hard) labels.
+- :class:`SoftmaxClasses` (multi-class data, ``TrainConfig.classes`` set): one channel per
+  class, background first, a softmax over them, one temperature shared by the softmax; targets
+  are the raters' class distributions; ``tasks`` are the foreground classes.
+
+A new head is one class with these methods plus its entry in :data:`HEADS` and in
+:func:`head_of`; training, validation, prediction, calibration and export ask the head.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from softseg.model.losses import loss_function
+
+if TYPE_CHECKING:
+    from softseg.data.cases import Case
+    from softseg.model.config import TrainConfig
+
+
+class Head(Protocol):
+    """The interface every head implements (see the module doc)."""
+
+    name: str
+    #: how ``calibrate`` describes the temperature it fits, and what that fit minimises
+    temperature_method: str
+    temperature_objective: str
+    #: what an exported ONNX model's output holds (softseg.inference.export), up to its seed count
+    exported_values: str
+    #: one probability map per task and nothing else (what the QUBIQ submission layout holds)
+    one_map_per_task: bool
+
+    def outputs(self, config: TrainConfig) -> tuple[str, ...]:
+        """The model's output channels by name."""
+        ...
+
+    def task_channels(self) -> slice:
+        """Where the run's ``tasks`` sit among its output channels."""
+        ...
+
+    def probabilities(self, logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        """Probabilities from logits (``dim``: the channel axis)."""
+        ...
+
+    def temperature_divisor(self, temperatures: Sequence[float], spatial: int,
+                            device: torch.device | str) -> torch.Tensor:
+        """The run's temperatures shaped to divide ``(..., K, *spatial)`` logits."""
+        ...
+
+    def loss_targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """Augmented ``(N, K, *spatial)`` targets in the form the loss expects."""
+        ...
+
+    def loss(self, config: TrainConfig, batch_sum: Callable | None = None) -> Callable:
+        """The run's loss ``(logits, targets) -> scalar``; ``batch_sum`` sums over DDP processes."""
+        ...
+
+    def targets(self, case: Case, config: TrainConfig, label_mode: str) -> np.ndarray:
+        """``(K, *spatial)`` float32 training targets of ``case`` under ``label_mode`` (the
+        random-rater mode draws per step from :meth:`rater_masks`; here it is the soft label)."""
+        ...
+
+    def rater_masks(self, case: Case, config: TrainConfig) -> list[torch.Tensor]:
+        """The raters' masks a random-rater run draws from, as float32 tensors."""
+        ...
+
+    def draw_rater(self, masks: Sequence[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        """One draw of :meth:`rater_masks`: a ``(K, *spatial)`` target."""
+        ...
+
+    def fit_temperatures(self, pairs, config: TrainConfig) -> dict[str, dict]:
+        """Per task: the temperature fitted on ``(case, logits (K, *spatial))`` pairs and the
+        calibration before and after (see :mod:`softseg.model.temperature`)."""
+        ...
+
+
+class SigmoidTasks:
+    name = "sigmoid"
+    temperature_method = "sigmoid(logit / T)"
+    temperature_objective = "mean soft binary cross-entropy of sigmoid(logit / T) against the soft label"
+    one_map_per_task = True
+    exported_values = ("probabilities in [0, 1] (sigmoid of the logits divided by the temperature of "
+                       "each seed and task where listed under 'temperatures'")
+
+    def outputs(self, config: TrainConfig) -> tuple[str, ...]:
+        return tuple(config.tasks)
+
+    def task_channels(self) -> slice:
+        return slice(None)
+
+    def probabilities(self, logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        return torch.sigmoid(logits)
+
+    def temperature_divisor(self, temperatures, spatial, device):
+        return torch.tensor(list(temperatures), dtype=torch.float32, device=device).reshape(-1, *([1] * spatial))
+
+    def loss_targets(self, labels: torch.Tensor) -> torch.Tensor:
+        return labels
+
+    def loss(self, config: TrainConfig, batch_sum: Callable | None = None) -> Callable:
+        return loss_function(config.loss, config.dml_weight, False, batch_sum)
+
+    def targets(self, case: Case, config: TrainConfig, label_mode: str) -> np.ndarray:
+        from softseg.data import labels
+
+        one = {"majority": labels.majority_label, "staple": labels.staple_label}.get(label_mode, labels.soft_label)
+        return np.stack([one(case, task) for task in config.tasks]).astype(np.float32)
+
+    def rater_masks(self, case: Case, config: TrainConfig) -> list[torch.Tensor]:
+        from softseg.errors import SoftsegError
+
+        per_task = []
+        for task in config.tasks:
+            if task not in case.masks:
+                raise SoftsegError(
+                    f"{case.case_id}: task {task} has no individual rater masks (agreement-map "
+                    f"data); label_mode 'random_rater' needs them; use 'soft' or 'majority'"
+                )
+            per_task.append(torch.from_numpy(np.asarray(case.masks[task], dtype=np.float32)))
+        return per_task
+
+    def draw_rater(self, masks, generator):
+        # one rater per task, drawn from that task's own raters
+        return torch.stack([m[int(torch.randint(0, m.shape[0], (1,), generator=generator))] for m in masks])
+
+    def fit_temperatures(self, pairs, config: TrainConfig) -> dict[str, dict]:
+        from softseg.data.labels import soft_label
+        from softseg.model.temperature import fitted_entry
+
+        logits: dict[str, list[np.ndarray]] = {task: [] for task in config.tasks}
+        soft: dict[str, list[np.ndarray]] = {task: [] for task in config.tasks}
+        for case, z in pairs:
+            for index, task in enumerate(config.tasks):
+                logits[task].append(z[index].ravel())
+                soft[task].append(np.asarray(soft_label(case, task), dtype=np.float32).ravel())
+        return {task: fitted_entry(np.concatenate(logits[task]), np.concatenate(soft[task]))
+                for task in config.tasks}
+
+
+class SoftmaxClasses:
+    name = "softmax"
+    temperature_method = "softmax(logits / T), one T for all classes"
+    temperature_objective = ("mean soft cross-entropy of softmax(logits / T) against the raters' class "
+                             "distribution")
+    one_map_per_task = False  # a map per class, background included, and a label map
+    exported_values = ("probabilities in [0, 1] per class in 'classes' order, summing to 1 (softmax of the "
+                       "logits divided by each seed's temperature where listed under 'temperatures'")
+
+    def __init__(self, n_classes: int = 0):
+        self._n_classes = n_classes
+
+    def outputs(self, config: TrainConfig) -> tuple[str, ...]:
+        return tuple(config.classes)
+
+    def task_channels(self) -> slice:
+        return slice(1, None)  # after the background channel
+
+    def probabilities(self, logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        return torch.softmax(logits.float(), dim=dim)
+
+    def temperature_divisor(self, temperatures, spatial, device):
+        # every foreground class records the one shared T
+        return torch.tensor(list(temperatures)[:1], dtype=torch.float32, device=device).reshape(-1, *([1] * spatial))
+
+    def loss_targets(self, labels: torch.Tensor) -> torch.Tensor:
+        return as_class_distribution(labels)
+
+    def loss(self, config: TrainConfig, batch_sum: Callable | None = None) -> Callable:
+        return loss_function(config.loss, config.dml_weight, True, batch_sum)
+
+    def targets(self, case: Case, config: TrainConfig, label_mode: str) -> np.ndarray:
+        from softseg.data import labels
+
+        one = {"majority": labels.majority_classes, "staple": labels.staple_classes}.get(
+            label_mode, labels.class_distribution)
+        return one(case, config.classes)
+
+    def rater_masks(self, case: Case, config: TrainConfig) -> list[torch.Tensor]:
+        """One ``(R * C, *spatial)`` tensor of the raters' one-hot class maps (rater r in rows
+        r*C .. r*C + C - 1), so one draw picks one rater for every class; stored flat so that
+        resizing and slicing treat it like any channels."""
+        from softseg.data.labels import one_hot, rater_class_maps
+
+        maps = rater_class_maps(case, config.classes)
+        return [torch.from_numpy(np.concatenate([one_hot(m, len(config.classes)) for m in maps]))]
+
+    def draw_rater(self, masks, generator):
+        (flat,) = masks
+        n_classes = self._n_classes
+        r = int(torch.randint(0, flat.shape[0] // n_classes, (1,), generator=generator))
+        return flat[r * n_classes:(r + 1) * n_classes]
+
+    def fit_temperatures(self, pairs, config: TrainConfig) -> dict[str, dict]:
+        from softseg.data.labels import class_distribution
+        from softseg.model.temperature import fitted_class_entries
+
+        classes = config.classes
+        logits, dist = [], []
+        for case, z in pairs:
+            logits.append(z.reshape(len(classes), -1))
+            dist.append(class_distribution(case, classes).reshape(len(classes), -1))
+        return fitted_class_entries(np.concatenate(logits, axis=1).astype(np.float64),
+                                    np.concatenate(dist, axis=1), classes)
+
+
+def as_class_distribution(labels: torch.Tensor) -> torch.Tensor:
+    """Multi-class targets ``(N, C, *spatial)`` renormalised to sum to 1 per pixel after
+    cropping and warping (bilinear weights keep the sum up to rounding); a pixel with no
+    class at all (zero padding of an image smaller than the crop) becomes background, as the
+    binary targets' padding is background."""
+    total = labels.sum(1, keepdim=True)
+    empty = total <= 1e-6
+    background = torch.zeros_like(labels)
+    background[:, :1] = 1.0
+    labels = torch.where(empty, background, labels)
+    return labels / torch.where(empty, torch.ones_like(total), total)
+
+
+#: every head by name; :func:`head_of` picks one for a configuration
+HEADS: dict[str, type] = {SigmoidTasks.name: SigmoidTasks, SoftmaxClasses.name: SoftmaxClasses}
+
+
+def head_of(config: TrainConfig) -> Head:
+    """The head of a run: a softmax over ``config.classes`` for multi-class data, else a
+    sigmoid per task. The one place that decides it."""
+    if config.classes:
+        return SoftmaxClasses(len(config.classes))
+    return SigmoidTasks()
