@@ -7,7 +7,9 @@ import math
 import pytest
 
 from softseg.experiments.paper import PAPER_TABLE2, PAPER_TABLE3, QUBIQ_TASKS, select_tasks
-from softseg.experiments.tables import Cell, aggregate, below_diversity, write_comparison, write_paper_tables
+from softseg.experiments.cells import Cell, aggregate
+from softseg.experiments.compare.tables import below_diversity, write_comparison
+from softseg.experiments.paper_tables import write_paper_tables
 from softseg.errors import SoftsegError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: a second thread only waits
@@ -79,8 +81,8 @@ def test_comparison_side_by_side_and_diversity_verdict(tmp_path):
 
 
 def test_calibration_over_all_classes_is_averaged_over_cases_then_seeds_and_comes_last(tmp_path):
-    from softseg.experiments.compare_outputs import read_class_values
-    from softseg.experiments.tables import class_cells
+    from softseg.experiments.compare.outputs import read_class_values
+    from softseg.experiments.compare.tables import class_cells
 
     # two seeds of one method, per case: seed 0 has cases a, b; seed 1 has a and an undefined b
     seeds = [{"all classes": {"a": {"classwise_ece": 0.10, "multiclass_brier": 0.4},
@@ -437,7 +439,7 @@ def _check_per_fold_and_statistics(out, folds, methods, seeds, fraction_dir="", 
 
 
 def test_methods_are_label_and_loss():
-    from softseg.experiments.methods import Method, parse_methods
+    from softseg.experiments.compare.methods import Method, parse_methods
 
     methods, reference = parse_methods(["soft", "majority:ce+dml", "soft:ce", "staple"], "soft")
     assert [m.name for m in methods] == ["soft:ce", "majority:ce+dml", "staple:ce"]  # soft = soft:ce, once
@@ -455,7 +457,7 @@ def test_methods_are_label_and_loss():
 
 
 def test_inference_variants_reuse_the_trained_method():
-    from softseg.experiments.methods import Method, parse_methods
+    from softseg.experiments.compare.methods import Method, parse_methods
 
     methods, _ = parse_methods(["soft:ce", "soft@tta", "majority:dml@tta+ts", "soft:ce@ts"])
     assert [m.name for m in methods] == ["soft:ce", "soft:ce@tta", "majority:dml@tta+ts", "soft:ce@ts"]
@@ -469,7 +471,7 @@ def test_inference_variants_reuse_the_trained_method():
 
 
 def test_crossfit_halves_partition_seeded_and_refuse_one_case():
-    from softseg.experiments.variants import halves
+    from softseg.experiments.compare.variants import halves
 
     ids = [f"c{i}" for i in range(7)]
     a, b = halves(ids, 0, "fold0")
@@ -483,7 +485,7 @@ def test_crossfit_halves_partition_seeded_and_refuse_one_case():
 
 def test_compare_variants_predict_with_the_trained_models(tmp_path, tiny_config):
     from softseg.cli import main
-    from softseg.experiments.variants import halves
+    from softseg.experiments.compare.variants import halves
     from softseg.inference.outputs import read_record
 
     data = write_rater_folders(tmp_path / "data", patients=4)
@@ -515,7 +517,7 @@ def test_compare_variants_predict_with_the_trained_models(tmp_path, tiny_config)
 
 
 def test_fraction_subsets_nested_seeded_patient_level():
-    from softseg.experiments.fractions import check_fractions, n_patients, nested_subsets, patient_order
+    from softseg.experiments.compare.fractions import check_fractions, n_patients, nested_subsets, patient_order
 
     train = [f"p{p}_{x}" for p in range(10) for x in "ab"]
     patients = {c: c.split("_")[0] for c in train}
@@ -539,8 +541,8 @@ def test_fraction_subsets_nested_seeded_patient_level():
 
 
 def test_fractions_manifest_merges_and_refuses_another_seed(tmp_path):
-    from softseg.experiments.fractions import prepare_fractions
-    from softseg.experiments.splits import Fold
+    from softseg.experiments.compare.fractions import prepare_fractions
+    from softseg.experiments.compare.splits import Fold
 
     patients = {f"c{i}": f"c{i}" for i in range(6)}
     folds = [Fold("fold0", 0, ("c0", "c1", "c2", "c3"), ("c4", "c5"))]
@@ -583,6 +585,113 @@ def test_split_csv_every_problem_at_once_nothing_written(tmp_path, capsys):
     with pytest.raises(SoftsegError, match=r"--reference staple:ce: not among the methods"):
         compare(load_dataset(data), out, CompareOptions(methods=("soft",), reference="staple"))
     assert not out.exists()
+
+
+def test_default_methods_soft_and_majority_with_ce_and_ce_dml_against_softsegs_default():
+    from softseg.cli import build_parser
+    from softseg.experiments.compare import CompareOptions
+    from softseg.experiments.compare.methods import DEFAULT_METHODS, DEFAULT_REFERENCE, parse_methods
+    from softseg.model.config import TrainConfig
+
+    assert DEFAULT_METHODS == ("soft:ce", "soft:ce+dml", "majority:ce", "majority:ce+dml")
+    methods, reference = parse_methods(CompareOptions().methods, CompareOptions().reference)
+    assert [m.name for m in methods] == list(DEFAULT_METHODS)
+    defaults = TrainConfig()  # the reference is what `softseg train` trains by default
+    assert reference.name == DEFAULT_REFERENCE == f"{defaults.label_mode}:{defaults.loss}" == "soft:ce+dml"
+    # without --reference: the default when among the methods, else the first method
+    assert parse_methods(["majority", "soft:ce+dml"])[1].name == "soft:ce+dml"
+    assert parse_methods(["majority", "soft"])[1].name == "majority:ce"
+    parser = build_parser()
+    args = parser.parse_args(["compare", "DATA", "--out", "OUT"])
+    assert args.methods == list(DEFAULT_METHODS) and args.reference is None
+    compare_help = " ".join(parser._subparsers._group_actions[0].choices["compare"].format_help().split())
+    assert "default: soft:ce soft:ce+dml majority:ce majority:ce+dml" in compare_help
+    assert "default: soft:ce+dml" in compare_help
+
+
+def _with_partial_labels(tmp_path):
+    """The demo release (4 Training, 2 Validation, 2 unlabelled Testing cases; tasks task01 and
+    task02) with its first Training case labelled for task01 only."""
+    import dataclasses
+
+    from softseg.data.datasets import load_dataset
+    from softseg.data.synthetic import write_demo_dataset
+
+    loaded = load_dataset(write_demo_dataset(tmp_path / "demo", size=32, n_train=4, n_val=2, n_test=2)
+                          / "demo-shapes")
+    first = loaded.cases[0]
+    only = {name: {"task01": getattr(first, name)["task01"]} for name in ("masks", "raters", "n_raters")}
+    partial = dataclasses.replace(first, **only)
+    return loaded, dataclasses.replace(loaded, cases=(partial, *loaded.cases[1:]))
+
+
+def test_unlabelled_cases_never_enter_folds_fractions_or_a_fixed_split(tmp_path, caplog):
+    import logging
+
+    from softseg.experiments.compare.fractions import prepare_fractions
+    from softseg.experiments.compare.splits import plan_splits
+
+    loaded, dataset = _with_partial_labels(tmp_path)
+    ids = [c.case_id for c in dataset.cases]
+    testing = [c.case_id for c in dataset.cases if c.split == "Testing"]
+    assert testing == ["case07", "case08"] and not dataset.cases[-1].is_labelled("task01")
+    labelled = ids[1:6]  # every trained task labelled, not in the Testing split
+
+    with caplog.at_level(logging.WARNING, logger="softseg.experiments.compare.splits"):
+        plan = plan_splits(dataset, tmp_path / "out", folds=2)
+    assert sorted(c for f in plan.folds for c in f.test) == labelled
+    assert all(set(f.train) <= set(labelled) for f in plan.folds) and sorted(plan.patients) == labelled
+    assert plan.left_out == ("case01", "case07", "case08")
+    for text in (plan.note, caplog.text):
+        assert "3 of the dataset's 8 cases left out of the folds" in text
+        assert "1 with no label for task(s) task02 (case01)" in text
+        assert "2 of the Testing split with no label for task(s) task01, task02 (case07, case08)" in text
+    # the training fractions are subsets of the folds' training cases
+    subsets = prepare_fractions(tmp_path / "fractions.json", plan.folds, plan.patients, (0.5, 1.0), 0, write=False)
+    assert all(set(cases) <= set(labelled) for fold in subsets.values() for cases in fold.values())
+    # the trained tasks decide: with task01 alone the partly labelled case is in a fold again
+    plan = plan_splits(dataset, tmp_path / "out1", tasks=("task01",), folds=2)
+    assert sorted(c for f in plan.folds for c in f.test) == ids[:6] and plan.left_out == ("case07", "case08")
+
+    # a fixed split naming such a case is refused: the official split ...
+    with pytest.raises(SoftsegError, match=r"official split has 1 case\(s\) that cannot train or be tested: "
+                                           r"case01 \(no label for task\(s\) task02\)"):
+        plan_splits(dataset, tmp_path / "out2")
+    official = plan_splits(loaded, tmp_path / "out2")  # ... where Testing is simply not part of it
+    assert official.folds[0].train == tuple(ids[:4]) and official.folds[0].test == tuple(ids[4:6])
+    # ... and a CSV, every problem at once
+    split = tmp_path / "split.csv"
+    split.write_text("case,split\ncase01,train\ncase02,train\ncase03,train\ncase05,test\ncase07,test\n")
+    with pytest.raises(SoftsegError, match=r"row 2: case case01 cannot train or be tested: no label for task\(s\) "
+                                           r"task02; leave the row out; row 6: case case07 cannot train"):
+        plan_splits(dataset, tmp_path / "out3", split_csv=split)
+    with pytest.raises(SoftsegError, match="no case to cross-validate"):
+        plan_splits(dataset, tmp_path / "out4", tasks=("task03",), folds=2)
+
+
+def test_compare_folds_on_demo_data_leave_the_testing_split_out(tmp_path, caplog, tiny_config):
+    import logging
+
+    from softseg.cli import main
+
+    demo = tmp_path / "demo"
+    # 8 labelled cases, so each fold trains on 4: whole batches of 2 (tiny_config)
+    assert main(["demo-data", str(demo), "--size", "32", "--cases", "5", "3", "2"]) == 0
+    out = tmp_path / "cmp"
+    with caplog.at_level(logging.WARNING, logger="softseg.experiments.compare.splits"):
+        assert main(["compare", str(demo / "demo-shapes"), "--out", str(out), "--folds", "2", "--seeds", "0",
+                     "--methods", "majority:ce", "soft:ce+dml", "--no-progress", *TINY, *tiny_config]) == 0
+    assert "2 of the dataset's 10 cases left out of the folds" in caplog.text
+    labelled = [f"case{i:02d}" for i in range(1, 9)]  # Training and Validation; case09, case10: Testing
+    manifest = json.loads((out / "folds.json").read_text())
+    assert sorted(manifest["patients"]) == labelled
+    assert sorted(c for fold in manifest["folds"] for c in fold["test"]) == labelled
+    for method in ("majority-ce", "soft-ce+dml"):
+        assert sorted(_summary(out / method / "seed0" / "eval")["cases"]) == labelled
+    saved = json.loads((out / "compare.json").read_text())
+    assert saved["reference"] == "soft:ce+dml" and saved["left_out"] == ["case09", "case10"]
+    assert "left out of the folds" in saved["split"]
+    assert {r["reference"] for r in _csv_rows(out / "statistics.csv")} == {"soft:ce+dml"}
 
 
 def _mtimes(folder):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from softseg.experiments.statistics import (
+from softseg.experiments.compare.statistics import (
     bootstrap_ci, better, holm, pair, paired_statistics, seed_average, wilcoxon_test,
 )
 

@@ -11,7 +11,7 @@ from softseg.cli._options import (
 )
 from softseg.experiments.paper import QUBIQ_DATASETS, QUBIQ_TASKS
 from softseg.experiments.pipeline import SEEDS
-from softseg.training.config import LABEL_MODES, LOSSES
+from softseg.model.config import LABEL_MODES, LOSSES
 
 
 def register(subparsers) -> None:
@@ -32,7 +32,8 @@ def _register_demo(subparsers) -> None:
             f"split ({d.epochs} epochs, {d.crop_size}-pixel crops of {d.image_size}-pixel images, no "
             "pretrained weights), predict and evaluate its Validation split and write the HTML report. "
             "Measured on an idle 2-core AVX2-only CPU: about 1.5 minutes (training in fp32, 83 s of it); "
-            "CPUs with AVX-512 bf16 train in bf16, about 3 times faster. --dims 3d: the 3D U-Net on "
+            "CPUs with AVX-512 bf16 train in bf16, which is not always faster (training 96 s on a 2-core "
+            "Intel Xeon; the whole demo 54 s on an AMD EPYC). --dims 3d: the 3D U-Net on "
             "synthetic CT-like volumes; about 7 minutes on the same CPU (training 399 s, fp32)."
         ),
     )
@@ -99,7 +100,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
 
 def _register_compare(subparsers) -> None:
-    from softseg.experiments.methods import DEFAULT_METHODS, DEFAULT_REFERENCE, VARIANTS
+    from softseg.experiments.compare.methods import DEFAULT_METHODS, DEFAULT_REFERENCE, VARIANTS
 
     p = subparsers.add_parser(
         "compare",
@@ -114,7 +115,10 @@ def _register_compare(subparsers) -> None:
             "CI, Holm) and per-case figures (OUT/paired-<task>.png); for multi-class data also the "
             "class-wise ECE and multi-class Brier over all classes ('all classes'). Splits: the dataset's "
             "Training/Validation, --split-csv FILE, or --folds K patient-level cross-validation with "
-            "the manifest OUT/folds.json. --fractions adds runs on nested subsets of the training patients."
+            "the manifest OUT/folds.json. --fractions adds runs on nested subsets of the training patients. "
+            "By default soft labels and the majority vote, each with ce and with ce+dml "
+            f"({' '.join(DEFAULT_METHODS)}), tested against {DEFAULT_REFERENCE}, what softseg train trains "
+            "by default."
         ),
     )
     p.add_argument("data", metavar="DATA", type=Path, help="dataset folder (any layout softseg reads)")
@@ -124,11 +128,14 @@ def _register_compare(subparsers) -> None:
                         f"{', '.join(LOSSES)} (default ce); @VARIANT predicts with that method's models "
                         f"by {', '.join(VARIANTS)} (flip TTA, temperature scaling cross-fitted on the "
                         f"held-out cases); default: {' '.join(DEFAULT_METHODS)}")
-    p.add_argument("--reference", metavar="LABEL[:LOSS]", default=DEFAULT_REFERENCE,
-                   help="the method the others are tested against; must be among --methods (default: %(default)s)")
+    p.add_argument("--reference", metavar="LABEL[:LOSS]",
+                   help="the method the others are tested against; must be among --methods (default: "
+                        f"{DEFAULT_REFERENCE}, softseg's default training, when among --methods, else the first "
+                        "of --methods)")
     split = p.add_mutually_exclusive_group()
-    split.add_argument("--folds", type=int, metavar="K", help="K-fold patient-level cross-validation "
-                       "(default: the dataset's official Training/Validation split)")
+    split.add_argument("--folds", type=int, metavar="K", help="K-fold patient-level cross-validation of the "
+                       "labelled cases (the Testing split and cases without a label for a trained task are "
+                       "left out; default: the dataset's official Training/Validation split)")
     split.add_argument("--split-csv", type=Path, metavar="CSV",
                        help="a fixed split instead of the dataset's: header columns case,split with split "
                             "Training/train or Validation/test (any case); unlisted cases are left out")
@@ -156,7 +163,7 @@ def _register_compare(subparsers) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from softseg.training.config import resolve_config
+    from softseg.model.config import resolve_config
     from softseg.data.datasets import load_dataset
     from softseg.experiments.compare import CompareOptions, compare
 

@@ -2,14 +2,17 @@
 
 One formatting for people, two renderings: :func:`tables_markdown` writes tables.md and the
 report draws the same :class:`TextTable` cells as HTML, so both show the same digits.
-Percent columns are fractions x 100 with 2 decimals, distances and calibration 4 decimals,
-HD95 2 decimals; "n/a" where a value is undefined.
+Headers, units and decimals are each metric's in :mod:`softseg.evaluation.registry` (percent
+columns are fractions x 100 with 2 decimals, distances and calibration 4 decimals, HD95 2
+decimals); "n/a" where a value is undefined.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from softseg.evaluation.registry import spec
 from softseg.evaluation.result import EvaluationResult, MeanStd
 
 
@@ -25,10 +28,15 @@ class TextTable:
     rows: tuple[tuple[str, ...], ...]
 
 
-def _pm(entry: MeanStd | None, scale: float = 1.0, digits: int = 2) -> str:
-    if entry is None or entry.mean is None:
+def _pm(entry: MeanStd | None, key: str) -> str:
+    """``mean ± std`` of metric ``key`` in its display unit and decimals (evaluation.registry)."""
+    if entry is None or entry.mean is None or not math.isfinite(entry.mean):
         return "n/a"
-    return f"{entry.mean * scale:.{digits}f} ± {entry.std * scale:.{digits}f}"
+    return f"{spec(key).format(entry.mean)} ± {spec(key).format(entry.std)}"
+
+
+def _labels(*keys: str) -> tuple[str, ...]:
+    return tuple(spec(k).label for k in keys)
 
 
 def paper_tables(result: EvaluationResult) -> list[TextTable]:
@@ -36,18 +44,19 @@ def paper_tables(result: EvaluationResult) -> list[TextTable]:
     one row per task. An HD95 mm column appears when any task has physical spacing."""
     tasks = result.tasks
     has_mm = any(s.table2.hd95_mm is not None for s in tasks.values())
-    mm_head = ("HD95 mm",) if has_mm else ()
+    mm_head = _labels("hd95_mm") if has_mm else ()
     table2 = TextTable(
         "Table 2: prediction ≥ t against soft label ≥ t, t = 0.1 … 0.9", 2,
         "Mean over cases at each threshold, then mean ± std over the 9 thresholds (the "
         "paper's form). HD95 leaves out undefined rows (exactly one mask empty), counted in "
         "the last column.",
-        ("Task", "Cases", "Dice %", "Precision %", "Recall %", "HD95 px", *mm_head,
-         "GT area %", "HD95 undefined"),
+        ("Task", "Cases", *_labels("dice", "precision", "recall", "hd95"), *mm_head,
+         *_labels("gt_area_frac"), "HD95 undefined"),
         tuple(
-            (task, str(s.n_cases), _pm(s.table2.dice, 100), _pm(s.table2.precision, 100),
-             _pm(s.table2.recall, 100), _pm(s.table2.hd95),
-             *((_pm(s.table2.hd95_mm),) if has_mm else ()), _pm(s.table2.gt_area_frac, 100),
+            (task, str(s.n_cases), _pm(s.table2.dice, "dice"), _pm(s.table2.precision, "precision"),
+             _pm(s.table2.recall, "recall"), _pm(s.table2.hd95, "hd95"),
+             *((_pm(s.table2.hd95_mm, "hd95_mm"),) if has_mm else ()),
+             _pm(s.table2.gt_area_frac, "gt_area_frac"),
              f"{s.hd95_undefined} of {s.hd95_rows} ({s.hd95_undefined_cases} cases)")
             for task, s in tasks.items()
         ),
@@ -55,31 +64,31 @@ def paper_tables(result: EvaluationResult) -> list[TextTable]:
     over_cases = TextTable(
         "Table 2 over cases", 3,
         "Each case's mean over the 9 thresholds, then mean ± std over cases.",
-        ("Task", "Dice %", "Precision %", "Recall %", "HD95 px", *mm_head),
+        ("Task", *_labels("dice", "precision", "recall", "hd95"), *mm_head),
         tuple(
-            (task, _pm(t.dice, 100), _pm(t.precision, 100), _pm(t.recall, 100), _pm(t.hd95),
-             *((_pm(t.hd95_mm),) if has_mm else ()))
+            (task, _pm(t.dice, "dice"), _pm(t.precision, "precision"), _pm(t.recall, "recall"),
+             _pm(t.hd95, "hd95"), *((_pm(t.hd95_mm, "hd95_mm"),) if has_mm else ()))
             for task, t in ((task, s.table2_over_cases) for task, s in tasks.items())
         ),
     )
     table3 = TextTable(
         "Table 3: prediction ≥ 0.5 against each rater", 2,
         "d = 1 − IoU, d(∅, ∅) = 0; mean ± std over cases.",
-        ("Task", "D²_GED", "E[1−IoU(y,ŷ)]", "E[1−IoU(y,y′)]", "E[Dice(y,ŷ)] %"),
+        ("Task", *_labels("ged2", "pred_rater_dist", "rater_diversity", "expected_dice")),
         tuple(
             (task, s.table3_note or "n/a", "n/a", "n/a", "n/a") if s.table3 is None else
-            (task, _pm(s.table3.ged2, 1, 4), _pm(s.table3.pred_rater_dist, 1, 4),
-             _pm(s.table3.rater_diversity, 1, 4), _pm(s.table3.expected_dice, 100))
+            (task, _pm(s.table3.ged2, "ged2"), _pm(s.table3.pred_rater_dist, "pred_rater_dist"),
+             _pm(s.table3.rater_diversity, "rater_diversity"), _pm(s.table3.expected_dice, "expected_dice"))
             for task, s in tasks.items()
         ),
     )
     calibration = TextTable(
         "QUBIQ score and calibration", 2,
         "Mean ± std over cases; pooled ECE over every pixel of every case.",
-        ("Task", "QUBIQ %", "ECE", "ECE pooled", "Brier"),
+        ("Task", *_labels("qubiq", "ece", "ece_pooled", "brier")),
         tuple(
-            (task, _pm(s.qubiq, 100), _pm(s.calibration.ece, 1, 4),
-             f"{s.calibration.ece_pooled:.4f}", _pm(s.calibration.brier, 1, 4))
+            (task, _pm(s.qubiq, "qubiq"), _pm(s.calibration.ece, "ece"),
+             spec("ece_pooled").format(s.calibration.ece_pooled), _pm(s.calibration.brier, "brier"))
             for task, s in tasks.items()
         ),
     )
@@ -98,11 +107,11 @@ def class_table(result: EvaluationResult) -> TextTable:
         "classes of each class's ECE) and the multi-class Brier score (sum over classes, in "
         "[0, 2]), mean ± std over cases; pooled ECE over every pixel of every case, per class "
         "and their mean.",
-        ("Classes", "Cases", "Class-wise ECE", "Class-wise ECE pooled", "Multi-class Brier",
-         *(f"ECE {name} pooled" for name in c.classes)),
-        ((", ".join(c.classes), str(c.n_cases), _pm(c.classwise_ece, 1, 4),
-          f"{c.classwise_ece_pooled:.4f}", _pm(c.brier, 1, 4),
-          *(f"{c.ece_by_class_pooled[name]:.4f}" for name in c.classes)),),
+        ("Classes", "Cases", spec("classwise_ece").label, f"{spec('classwise_ece').label} pooled",
+         spec("multiclass_brier").label, *(f"{spec('ece').name} {name} pooled" for name in c.classes)),
+        ((", ".join(c.classes), str(c.n_cases), _pm(c.classwise_ece, "classwise_ece"),
+          spec("classwise_ece").format(c.classwise_ece_pooled), _pm(c.brier, "multiclass_brier"),
+          *(spec("ece_pooled").format(c.ece_by_class_pooled[name]) for name in c.classes)),),
     )
 
 

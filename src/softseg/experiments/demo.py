@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from softseg.experiments import pipeline as steps
 from softseg.files import prepare_out_dir, write_json_atomic
-from softseg.training.config import resolve_config
+from softseg.model.config import resolve_config
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,8 @@ def demo(out: Path, settings: DemoSettings = DemoSettings(), *, overwrite: bool 
         **({"dims": "3d", "patch_size": settings.patch_size, "base_filters": settings.base_filters}
            if settings.dims == "3d" else {}),
     }).replace(seed=settings.seed)
-    run_dir = steps.train(config, dataset, out / "run" / f"seed{settings.seed}", train_ids, val_ids, progress=progress)
+    run_dir = steps.train_or_resume(config, dataset, out / "run" / f"seed{settings.seed}", train_ids, val_ids,
+                                    progress=progress)
     done("train")
 
     step("predict")
@@ -143,7 +144,8 @@ def demo(out: Path, settings: DemoSettings = DemoSettings(), *, overwrite: bool 
     done("predict")
 
     step("evaluate")
-    eval_dir = steps.evaluate(out / "predictions", dataset, val_ids, out / "eval", progress=progress)
+    eval_dir = steps.evaluate_predictions(out / "predictions", dataset, val_ids, out / "eval",
+                                          progress=progress)
     done("evaluate")
 
     step("report")

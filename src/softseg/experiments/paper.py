@@ -5,8 +5,9 @@ Values are kept in the paper's display units: Dice, precision, recall and E[Dice
 HD95 in pixels, the Table 3 distances as fractions. The paper's "±" is the spread over the
 nine thresholds (Table 2) and over cases (Table 3).
 
-Metric keys match the evaluation folder's column names (``metrics.csv`` / ``cases.csv``):
-our own values arrive as fractions and are multiplied by :data:`METRICS` ``scale`` for display.
+Metric keys match the evaluation folder's column names (``metrics.csv`` / ``cases.csv``) and
+:mod:`softseg.evaluation.registry`: our own values arrive as fractions and are shown as the
+registry says (percent metrics x 100).
 """
 
 from __future__ import annotations
@@ -14,49 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from softseg.errors import SoftsegError
-from softseg.training.config import task_name
+from softseg.evaluation.registry import specs
+from softseg.model.config import task_name
 
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """How one table column is named, scaled from our native unit and printed."""
-
-    key: str
-    label: str
-    scale: float  # ours * scale -> the paper's unit (percent metrics: 100)
-    digits: int
-    lower_is_better: bool = False
-
-
-TABLE2 = (
-    MetricSpec("dice", "Dice %", 100.0, 2),
-    MetricSpec("precision", "Precision %", 100.0, 2),
-    MetricSpec("recall", "Recall %", 100.0, 2),
-    MetricSpec("hd95", "HD95 px", 1.0, 2, lower_is_better=True),
-)
-TABLE3 = (
-    MetricSpec("ged2", "D²_GED", 1.0, 4, lower_is_better=True),
-    MetricSpec("pred_rater_dist", "E[1−IoU(y,ŷ)]", 1.0, 4, lower_is_better=True),
-    MetricSpec("rater_diversity", "E[1−IoU(y,y′)]", 1.0, 4),
-    MetricSpec("expected_dice", "E[Dice(y,ŷ)] %", 100.0, 2),
-)
-CALIBRATION = (
-    MetricSpec("qubiq", "QUBIQ %", 100.0, 2),
-    MetricSpec("ece", "ECE", 1.0, 4, lower_is_better=True),
-    MetricSpec("brier", "Brier", 1.0, 4, lower_is_better=True),
-)
-# Dice at the 0.5 operating point (prediction >= 0.5 against soft label >= 0.5, the majority
-# vote): the Dice of compare's statistics, since Table 2's Dice (the mean over t = 0.1 ... 0.9)
-# is per case the QUBIQ score itself.
-DICE_AT_HALF = MetricSpec("dice_at_0.5", "Dice@0.5 %", 100.0, 2)
-# Multi-class data only: the softmax against the class distribution over all classes,
-# background included (classes.csv of an evaluation; softseg.evaluation.metrics.class_calibration).
-ALL_CLASSES = "all classes"  # the row group of these metrics; no class name has a space
-CLASS_CALIBRATION = (
-    MetricSpec("classwise_ece", "Class-wise ECE", 1.0, 4, lower_is_better=True),
-    MetricSpec("multiclass_brier", "Multi-class Brier", 1.0, 4, lower_is_better=True),
-)
-METRICS = {m.key: m for m in TABLE2 + TABLE3 + CALIBRATION + (DICE_AT_HALF,) + CLASS_CALIBRATION}
+# The columns of the paper's tables; each metric's label, unit, decimals and direction are
+# its entry in softseg.evaluation.registry.
+TABLE2 = specs("dice", "precision", "recall", "hd95")
+TABLE3 = specs("ged2", "pred_rater_dist", "rater_diversity", "expected_dice")
+CALIBRATION = specs("qubiq", "ece", "brier")  # not the paper's; compare shows them after Tables 2 and 3
 
 
 @dataclass(frozen=True)
@@ -70,7 +36,7 @@ class QubiqTask:
     @property
     def key(self) -> str:
         """The task's one name (folders, ``--tasks``, its preset in
-        :data:`softseg.training.config.PRESETS`): ``brain-tumor-task02``."""
+        :data:`softseg.model.config.PRESETS`): ``brain-tumor-task02``."""
         return f"{self.dataset}-{self.task}"
 
 

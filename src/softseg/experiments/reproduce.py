@@ -28,9 +28,10 @@ from softseg.errors import SoftsegError
 from softseg.experiments import pipeline as steps
 from softseg.experiments.paper import QUBIQ_TASKS, QubiqTask, select_tasks
 from softseg.experiments.qubiq_release import locate_all
-from softseg.experiments.tables import Cell, cells, write_paper_tables
+from softseg.experiments.cells import Cell, cells
+from softseg.experiments.paper_tables import write_paper_tables
 from softseg.files import prepare_out_dir, write_json_atomic
-from softseg.training.config import TrainConfig, resolve_config
+from softseg.model.config import TrainConfig, resolve_config
 
 __all__ = ["reproduce", "ReproduceOptions"]
 
@@ -150,11 +151,11 @@ def _reproduce_task(
         pred_dir, eval_dir = task_dir / "predictions" / f"seed{seed}", task_dir / "eval" / f"seed{seed}"
         if not (eval_dir / "summary.json").is_file():
             if not (pred_dir / "predictions.json").is_file():
-                steps.train(_reproduce_config(task, seed, options), dataset, run_dir, train_ids, val_ids,
-                            progress=progress)
+                steps.train_or_resume(_reproduce_config(task, seed, options), dataset, run_dir, train_ids,
+                                      val_ids, progress=progress)
                 steps.predict_cases([run_dir], dataset.select(case_ids=val_ids).cases, pred_dir,
                                     progress=progress)
-            steps.evaluate(pred_dir, dataset, val_ids, eval_dir, progress=progress)
+            steps.evaluate_predictions(pred_dir, dataset, val_ids, eval_dir, progress=progress)
         per_seed[str(seed)] = steps.task_values(steps.read_summary(eval_dir), task.task)
     result = {"task": task.key, "label": task.label, "seeds": list(seeds), "per_seed": per_seed}
     write_json_atomic(task_dir / RESULT_FILE, result)

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from softseg.errors import SoftsegError
+from softseg.evaluation.registry import spec
 from softseg.files import atomic_path, temp_folder
 from softseg.report import figures as figures
 from softseg.report import html as markup
@@ -135,8 +136,8 @@ def _calibration_section(evaluation, pngs: dict[str, bytes], tasks) -> str:
         data = figures.reliability_data(calibration.reliability)
         name = _save(pngs, f"reliability_{task}.png",
                      figures.reliability_diagram(task, data, ece, brier))
-        scores = ", ".join(f"{label} {value:.4f}" for label, value
-                           in (("ECE", ece), ("Brier", brier)) if finite(value))
+        scores = ", ".join(f"{spec(key).name} {spec(key).format(value)}" for key, value
+                           in (("ece", ece), ("brier", brier)) if finite(value))
         items.append(markup.figure(
             pngs[name], f"{task}: reliability diagram",
             f"{calibration.n_bins} bins of predicted probability, as summary.json gives them; a "

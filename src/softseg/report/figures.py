@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from softseg.evaluation.metrics import THRESHOLDS
+from softseg.evaluation.registry import spec
 from softseg.evaluation.result import Reliability
 from softseg.evaluation.rows import Columns
 from softseg.report.examples import Example
@@ -104,11 +105,8 @@ def reliability_diagram(task: str, data: Mapping[str, np.ndarray], ece: float | 
     share.set_ylabel("pixels per bin (log)", color="#777777")
     axes.set_zorder(share.get_zorder() + 1)
     axes.patch.set_visible(False)
-    scores = []
-    if finite(ece):
-        scores.append(f"ECE {ece:.4f}")
-    if finite(brier):
-        scores.append(f"Brier {brier:.4f}")
+    scores = [f"{spec(key).name} {spec(key).format(value)}" for key, value in (("ece", ece), ("brier", brier))
+              if finite(value)]
     axes.set_title(f"{task}: reliability" + (f" ({', '.join(scores)})" if scores else ""))
     axes.set_xlabel("mean predicted probability in bin")
     axes.set_ylabel("mean soft label in bin")

@@ -12,6 +12,7 @@ import json
 import math
 from typing import Sequence
 
+from softseg.evaluation.registry import ALL_CLASSES, spec
 from softseg.evaluation.result import MeanStd, Table3
 from softseg.evaluation.tables import TextTable, paper_tables
 from softseg.report.assets import CSS, JS
@@ -53,17 +54,17 @@ def headline(evaluation: Evaluation) -> str:
     cards = []
     for task, entry in evaluation.result.tasks.items():
         stats = [
-            ("QUBIQ score", entry.qubiq),
-            ("Dice at t = 0.5 (mean over cases)", entry.table2_by_threshold.at("dice", 0.5)),
-            ("ECE", entry.calibration.ece),
-            ("D²_GED", None if entry.table3 is None else entry.table3.ged2),
+            (spec("qubiq").long_name, entry.qubiq),
+            (f"{spec('dice_at_0.5').long_name} (mean over cases)", entry.table2_by_threshold.at("dice", 0.5)),
+            (spec("ece").long_name, entry.calibration.ece),
+            (spec("ged2").long_name, None if entry.table3 is None else entry.table3.ged2),
         ]
         cards.append(_card(task, stats, _verdict(entry.table3)))
     classes = evaluation.result.classes
     if classes is not None:
-        cards.append(_card(f"all classes ({', '.join(classes.classes)})",
-                           [("class-wise ECE", classes.classwise_ece),
-                            ("multi-class Brier", classes.brier)]))
+        cards.append(_card(f"{ALL_CLASSES} ({', '.join(classes.classes)})",
+                           [(spec("classwise_ece").long_name, classes.classwise_ece),
+                            (spec("multiclass_brier").long_name, classes.brier)]))
     return f'<div class="cards">{"".join(cards)}</div>'
 
 

@@ -2,13 +2,15 @@
 with paired statistics against a reference and, optionally, smaller training sets.
 
 A composition of the library's steps (:mod:`softseg.experiments.pipeline`); nothing here
-trains, predicts or measures by itself. Split planning lives in
-:mod:`~softseg.experiments.splits`, the training fractions in
-:mod:`~softseg.experiments.fractions`, the statistics in :mod:`~softseg.experiments.statistics`
-and the files written from them in :mod:`~softseg.experiments.compare_outputs`. Every finished
-step leaves a file that a rerun with ``resume=True`` skips over, and an interrupted training
-resumes from its last checkpoint; a rerun with other methods or fractions reuses every run
-already finished.
+trains, predicts or measures by itself. The methods are parsed in
+:mod:`~softseg.experiments.compare.methods`, the split planned in
+:mod:`~softseg.experiments.compare.splits`, the training fractions in
+:mod:`~softseg.experiments.compare.fractions`, the statistics computed in
+:mod:`~softseg.experiments.compare.statistics`, the side-by-side tables written by
+:mod:`~softseg.experiments.compare.tables` and the other files by
+:mod:`~softseg.experiments.compare.outputs`. Every finished step leaves a file that a rerun
+with ``resume=True`` skips over, and an interrupted training resumes from its last
+checkpoint; a rerun with other methods or fractions reuses every run already finished.
 
 Conventions stated in the outputs:
 
@@ -27,18 +29,19 @@ from typing import Sequence
 from tqdm import tqdm
 
 from softseg.data.cases import Dataset
-from softseg.experiments import compare_outputs as files
+from softseg.evaluation.registry import ALL_CLASSES
 from softseg.experiments import pipeline as steps
-from softseg.experiments.fractions import FULL, check_fractions, fraction_folder, prepare_fractions
-from softseg.experiments.methods import DEFAULT_METHODS, DEFAULT_REFERENCE, Method, parse_methods
-from softseg.experiments.splits import SplitPlan, plan_splits, save_plan
-from softseg.experiments.paper import ALL_CLASSES
-from softseg.experiments.statistics import CLASS_METRICS, paired_statistics
-from softseg.experiments.tables import class_cells, cells, write_comparison
-from softseg.experiments.variants import predict_crossfitted
+from softseg.experiments.cells import cells
+from softseg.experiments.compare import outputs as files
+from softseg.experiments.compare.fractions import FULL, check_fractions, fraction_folder, prepare_fractions
+from softseg.experiments.compare.methods import DEFAULT_METHODS, Method, parse_methods
+from softseg.experiments.compare.splits import SplitPlan, plan_splits, save_plan
+from softseg.experiments.compare.statistics import CLASS_METRICS, paired_statistics
+from softseg.experiments.compare.tables import class_cells, write_comparison
+from softseg.experiments.compare.variants import predict_crossfitted
 from softseg.files import prepare_out_dir, write_json_atomic
 from softseg.inference.outputs import PREDICTIONS_FILE, read_record
-from softseg.training.config import TrainConfig
+from softseg.model.config import TrainConfig
 
 __all__ = ["compare", "CompareOptions"]
 
@@ -49,8 +52,10 @@ class CompareOptions:
     procedure for all methods (its ``label_mode``, ``loss`` and ``seed`` are set per run)."""
 
     config: TrainConfig = TrainConfig()
-    methods: tuple[str, ...] = DEFAULT_METHODS  # LABEL[:LOSS] each (softseg.experiments.methods)
-    reference: str = DEFAULT_REFERENCE  # the method the others are tested against
+    methods: tuple[str, ...] = DEFAULT_METHODS  # LABEL[:LOSS][@VARIANT] each (compare.methods)
+    # the method the others are tested against; None: softseg's default method (soft:ce+dml)
+    # when among the methods, else the first of them
+    reference: str | None = None
     seeds: tuple[int, ...] = steps.SEEDS
     folds: int | None = None  # None: a fixed split (split_csv, or the dataset's own)
     run_folds: tuple[int, ...] | None = None  # only these folds of the K (default: all)
@@ -82,15 +87,19 @@ def compare(
 
     With ``run_folds`` (a subset of the K folds) the evaluation and result are named after
     the folds run: ``eval-fold0/``, ``result-fold0.json``. Every problem with the options
-    is raised (:class:`SoftsegError`) before anything is written.
+    is raised (:class:`SoftsegError`) before anything is written. Cases that cannot train or
+    be tested (no label for a trained task) never enter folds or fractions
+    (:func:`~softseg.experiments.compare.splits.plan_splits`).
     """
     methods, reference = parse_methods(options.methods, options.reference)
     seeds = steps.check_seeds(options.seeds)
     fractions = check_fractions(options.fractions)
     out = prepare_out_dir(Path(out), overwrite=None, resume=resume, what="compare", create=False)
+    tasks = tuple(options.config.tasks or dataset.tasks)
     plan = plan_splits(
-        dataset, out, folds=options.folds, run_folds=options.run_folds, split_seed=options.split_seed,
-        group_regex=options.group_regex, patients_csv=options.patients_csv, split_csv=options.split_csv,
+        dataset, out, tasks=tasks, folds=options.folds, run_folds=options.run_folds,
+        split_seed=options.split_seed, group_regex=options.group_regex, patients_csv=options.patients_csv,
+        split_csv=options.split_csv,
     )
     manifest = out / "fractions.json"
     if len(fractions) > 1:
@@ -99,13 +108,12 @@ def compare(
     save_plan(out, plan)
     subsets = (prepare_fractions(manifest, plan.folds, plan.patients, fractions, options.split_seed)
                if len(fractions) > 1 else {f.name: {FULL: f.train} for f in plan.folds})
-    tasks = tuple(options.config.tasks or dataset.tasks)
     write_json_atomic(out / "compare.json", {
         "data": str(Path(dataset.root).resolve()),
         "methods": [{"name": m.name, "folder": m.folder, "label_mode": m.label_mode, "loss": m.loss,
                      "variant": m.variant, "models": m.trained.folder} for m in methods],
         "reference": reference.name, "seeds": list(seeds), "fractions": list(fractions),
-        "split": plan.note, "config": _config_dict(options.config),
+        "split": plan.note, "left_out": list(plan.left_out), "config": _config_dict(options.config),
     })
     results, eval_dirs = {}, {}
     jobs = [(m, s, f) for m in methods for s in seeds for f in reversed(fractions)]
@@ -194,14 +202,14 @@ def _compare_one(
         tested += test_ids
         if (eval_dir / "summary.json").is_file() or _fold_predicted(pred_dir, test_ids):
             continue
-        steps.train(config, dataset, run_dir, train_ids, test_ids, progress=progress)
+        steps.train_or_resume(config, dataset, run_dir, train_ids, test_ids, progress=progress)
         if method.temperature:
             predict_crossfitted(dataset, run_dir, test_ids, pred_dir, fold=name, split_seed=split_seed,
                                 tta=method.tta, progress=progress)
         else:
             steps.predict_cases([run_dir], dataset.select(case_ids=list(test_ids)).cases, pred_dir,
                                 tta=method.tta, progress=progress)
-    steps.evaluate(pred_dir, dataset, tested, eval_dir, progress=progress)
+    steps.evaluate_predictions(pred_dir, dataset, tested, eval_dir, progress=progress)
     summary = steps.read_summary(eval_dir)
     result = {task: steps.task_values(summary, task) for task in tasks}
     write_json_atomic(seed_dir / f"result{tag}.json", result)
@@ -214,6 +222,6 @@ def _fold_predicted(pred_dir: Path, test_ids: Sequence[str]) -> bool:
 
 
 def _config_dict(config: TrainConfig) -> dict:
-    from softseg.training.config import to_dict
+    from softseg.model.config import to_dict
 
     return to_dict(config)

@@ -73,7 +73,7 @@ def prepare_fractions(
     """Per fold name, per fraction, the training case ids; saved in ``path`` (merged with the
     fractions and folds an earlier run saved there, which must agree).
 
-    ``folds`` are :class:`softseg.experiments.splits.Fold` (name, index, train). With
+    ``folds`` are :class:`softseg.experiments.compare.splits.Fold` (name, index, train). With
     ``write=False`` only the check against a saved manifest is made.
     """
     path = Path(path)

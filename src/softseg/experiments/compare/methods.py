@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from softseg.errors import SoftsegError
-from softseg.training.config import LABEL_MODES, LOSSES, TrainConfig
+from softseg.model.config import LABEL_MODES, LOSSES, TrainConfig
 
-DEFAULT_METHODS = ("soft:ce", "majority:ce", "random_rater:ce", "staple:ce")
-DEFAULT_REFERENCE = "soft:ce"
+# Soft labels against the majority vote, each with the paper's loss and with softseg's default
+# (CE + Dice semimetric loss); the reference is what `softseg train` trains by default.
+DEFAULT_METHODS = ("soft:ce", "soft:ce+dml", "majority:ce", "majority:ce+dml")
+DEFAULT_REFERENCE = f"{TrainConfig.label_mode}:{TrainConfig.loss}"
 DEFAULT_LOSS = "ce"
 VARIANTS = ("tta", "ts", "tta+ts")
 
@@ -29,8 +31,8 @@ VARIANTS = ("tta", "ts", "tta+ts")
 class Method:
     """One way of training: which label the network sees and which loss it minimises."""
 
-    label_mode: str  # one of training.config.LABEL_MODES
-    loss: str  # one of training.config.LOSSES
+    label_mode: str  # one of model.config.LABEL_MODES
+    loss: str  # one of model.config.LOSSES
     variant: str = ""  # "" (predict as trained) or one of VARIANTS
 
     @property
@@ -77,12 +79,13 @@ def _parse_one(spec: str) -> Method | str:
     return "; ".join(f"{spec!r}: {w}" for w in wrong) if wrong else Method(label, loss, variant)
 
 
-def parse_methods(specs: Sequence[str], reference: str = DEFAULT_REFERENCE) -> tuple[tuple[Method, ...], Method]:
+def parse_methods(specs: Sequence[str], reference: str | None = None) -> tuple[tuple[Method, ...], Method]:
     """The distinct methods of ``specs`` in order, and the reference among them.
 
     Each spec is ``LABEL[:LOSS]``; ``soft`` and ``soft:ce`` are the same method. Every wrong
     spec is reported at once, with the valid label modes and losses; the reference must be
-    one of the methods. Raises :class:`SoftsegError`.
+    one of the methods. ``reference=None`` picks :data:`DEFAULT_REFERENCE` when it is among
+    the methods, else the first method. Raises :class:`SoftsegError`.
     """
     parsed = [_parse_one(s) for s in specs]
     problems = [p for p in parsed if isinstance(p, str)]
@@ -96,6 +99,9 @@ def parse_methods(specs: Sequence[str], reference: str = DEFAULT_REFERENCE) -> t
             + "; ".join(problems)
         )
     methods = tuple(dict.fromkeys(p for p in parsed if isinstance(p, Method)))
+    if reference is None:
+        default = _parse_one(DEFAULT_REFERENCE)
+        return methods, default if default in methods else methods[0]
     ref = _parse_one(reference)
     if isinstance(ref, str):
         raise SoftsegError(f"--reference: {ref}")

@@ -3,8 +3,10 @@ statistics, training fractions and their figures.
 
 Per-case values come from each evaluation's ``cases.csv`` (through
 :func:`softseg.evaluation.rows.read_rows`); the statistics are computed by
-:mod:`softseg.experiments.statistics`, the figures drawn by :mod:`softseg.report.comparison`.
-CSV and JSON hold native units (fractions); the Markdown shows the tables' display units.
+:mod:`softseg.experiments.compare.statistics`, the figures drawn by
+:mod:`softseg.report.comparison`. CSV and JSON hold native units (fractions); the Markdown and
+the figures show each metric as :mod:`softseg.evaluation.registry` says (label, display unit,
+decimals, which direction is better).
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from softseg.errors import DatasetError, SoftsegError
+from softseg.evaluation.registry import ALL_CLASSES, better_sentence, spec
 from softseg.evaluation.rows import CLASSES_FILE, csv_text, read_class_rows, read_rows
-from softseg.experiments.paper import ALL_CLASSES
-from softseg.experiments.paper import METRICS as SPECS
-from softseg.experiments.statistics import (
+from softseg.experiments.compare.statistics import (
     ALPHA, CI_METHOD, CLASS_METRICS, CONFIDENCE, METRICS, N_RESAMPLES, CaseValues, PairedComparison,
 )
 from softseg.files import write_bytes_atomic, write_json_atomic, write_text_atomic
@@ -68,8 +69,8 @@ def read_case_values(eval_dir: Path, tasks: Sequence[str], metrics: Sequence[str
 
 def read_class_values(eval_dir: Path) -> CaseValues:
     """Per case, the calibration over all classes of a multi-class evaluation (classes.csv), as
-    the one task :data:`~softseg.experiments.paper.ALL_CLASSES` with the metrics
-    :data:`~softseg.experiments.statistics.CLASS_METRICS`. Raises :class:`SoftsegError` naming
+    the one task :data:`~softseg.evaluation.registry.ALL_CLASSES` with the metrics
+    :data:`~softseg.experiments.compare.statistics.CLASS_METRICS`. Raises :class:`SoftsegError` naming
     the file when it is missing or unreadable."""
     try:
         table = read_class_rows(eval_dir)
@@ -100,7 +101,7 @@ def per_fold_rows(
     """One row per run, fold and task: the fold's held-out cases found in the run's
     evaluation (``n_cases``) and the mean over them of each of the task's metrics
     (:func:`task_metrics`; defined values only). ``folds`` are
-    :class:`softseg.experiments.splits.Fold`."""
+    :class:`softseg.experiments.compare.splits.Fold`."""
     rows = []
     for (method, fraction, seed), values in case_values.items():
         for fold in folds:
@@ -146,8 +147,8 @@ def conventions(reference: str, seed: int) -> str:
         f"bootstrap CI, {N_RESAMPLES:,} resamples, seed {seed}] and the two-sided Wilcoxon signed-rank p, "
         f"Holm-adjusted over the methods within each task and metric; **bold** = Holm p < {ALPHA:g}; "
         "Dice@0.5 (prediction ≥ 0.5 against soft label ≥ 0.5) and QUBIQ (mean Dice over t = 0.1…0.9, "
-        "also Table 2's Dice) in percentage points, higher is better; lower ECE and E[1−IoU(y,ŷ)] is better"
-        f"; over {ALL_CLASSES} (multi-class data), lower class-wise ECE and multi-class Brier is better."
+        f"also Table 2's Dice) in percentage points; {better_sentence(METRICS)}; over {ALL_CLASSES} "
+        f"(multi-class data), {better_sentence(CLASS_METRICS)}."
     )
 
 
@@ -165,10 +166,10 @@ def _signed(value: float, digits: int) -> str:
 
 
 def _cell(c: PairedComparison) -> str:
-    spec = SPECS[c.metric]
-    digits = spec.digits
-    diff = _signed(c.mean_difference * spec.scale, digits)
-    ci = f"[{_signed(c.ci_low * spec.scale, digits)}, {_signed(c.ci_high * spec.scale, digits)}]"
+    shown = spec(c.metric)
+    digits = shown.digits
+    diff = _signed(c.mean_difference * shown.scale, digits)
+    ci = f"[{_signed(c.ci_low * shown.scale, digits)}, {_signed(c.ci_high * shown.scale, digits)}]"
     p = "p n/a" if not math.isfinite(c.p_holm) else f"Holm p {c.p_holm:.3g}"
     text = f"{diff} {ci}, {p}"
     if c.significant:
@@ -191,7 +192,7 @@ def statistics_markdown(
         if not here:
             continue
         metrics = list(dict.fromkeys(c.metric for c in here))
-        header = ["Method", "pairs"] + [f"Δ {SPECS[m].label}" for m in metrics]
+        header = ["Method", "pairs"] + [f"Δ {spec(m).label}" for m in metrics]
         out += [f"## {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for method in dict.fromkeys(c.method for c in here):
             mine = {c.metric: c for c in here if c.method == method}
@@ -224,13 +225,13 @@ def write_paired_figures(out: Path, comparisons: Sequence[PairedComparison], tas
     for task in tasks:
         grid = []
         for metric in CLASS_METRICS if task == ALL_CLASSES else PLOTTED:
-            scale = SPECS[metric].scale  # drawn in the tables' display units
+            shown = spec(metric)  # drawn in the tables' display units
             grid.append([
                 PairedPanel(
-                    metric=SPECS[metric].label, method=c.method, reference=c.reference,
-                    reference_values=c.reference_values * scale, method_values=c.method_values * scale,
-                    means=(c.row()["reference_mean"] * scale, c.row()["method_mean"] * scale),
-                    higher_is_better=not SPECS[metric].lower_is_better,
+                    metric=shown.label, method=c.method, reference=c.reference,
+                    reference_values=c.reference_values * shown.scale, method_values=c.method_values * shown.scale,
+                    means=(c.row()["reference_mean"] * shown.scale, c.row()["method_mean"] * shown.scale),
+                    higher_is_better=shown.higher_is_better,
                     caption="Δ " + _cell(c).replace("**", ""),
                 )
                 for c in comparisons if c.task == task and c.metric == metric
@@ -257,14 +258,14 @@ def write_fraction_figures(out: Path, rows: Sequence[dict], tasks: Sequence[str]
             series = []
             for method in dict.fromkeys(r["method"] for r in mine):
                 fractions = sorted({r["fraction"] for r in mine if r["method"] == method})
-                per = [[r[metric] * SPECS[metric].scale for r in mine if r["method"] == method and r["fraction"] == f]
+                per = [[r[metric] * spec(metric).scale for r in mine if r["method"] == method and r["fraction"] == f]
                        for f in fractions]
                 finite = [np.asarray(v, dtype=np.float64)[np.isfinite(v)] for v in per]
                 series.append(FractionSeries(
                     method, fractions, [float(v.mean()) if v.size else math.nan for v in finite],
                     [float(v.std()) if v.size else math.nan for v in finite],
                 ))
-            panels[SPECS[metric].label] = series
+            panels[spec(metric).label] = series
         paths[task] = Path(out) / f"fractions-{file_stem(task)}.png"
         write_bytes_atomic(paths[task], png_bytes(fractions_figure(f"{task}: training fraction", panels)))
     return paths
@@ -280,14 +281,15 @@ def fractions_markdown(rows: Sequence[dict], figures: Mapping[str, Path]) -> str
     for task, path in figures.items():
         mine = [r for r in rows if r["task"] == task]
         fractions = sorted({r["fraction"] for r in mine})
-        header = ["Method"] + [f"{f:g}: Dice@0.5 % / ECE" for f in fractions]
+        dice, ece = spec("dice_at_0.5"), spec("ece")
+        header = ["Method"] + [f"{f:g}: {dice.label} / {ece.label}" for f in fractions]
         out += [f"## {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for method in dict.fromkeys(r["method"] for r in mine):
             line = [method]
             for f in fractions:
                 here = [r for r in mine if r["method"] == method and r["fraction"] == f]
-                dice, ece = _nanmean([r["dice_at_0.5"] for r in here]), _nanmean([r["ece"] for r in here])
-                line.append("n/a" if not here else f"{100 * dice:.2f} / {ece:.4f}")
+                means = [_nanmean([r[m.key] for r in here]) for m in (dice, ece)]
+                line.append("n/a" if not here else f"{dice.format(means[0])} / {ece.format(means[1])}")
             out.append("| " + " | ".join(line) + " |")
         out += ["", f"Figure: [{path.name}]({path.name})", ""]
     return "\n".join(out)

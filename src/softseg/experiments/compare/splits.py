@@ -2,6 +2,12 @@
 Training/Validation split, a fixed split from a CSV file (any layout), or patient-level k-fold
 cross-validation (:mod:`softseg.experiments.folds`).
 
+Only cases labelled for every trained task can train or be tested. K-fold (and so the
+training fractions, subsets of its folds) leaves the others out, and the dataset's Testing
+split too (QUBIQ's unlabelled challenge cases), saying how many in a warning and in the plan's
+note; a fixed split that names such a case is refused, since the user or the dataset asked
+for it explicitly.
+
 Planning reads (the dataset, the CSV files, a manifest saved by an earlier run) and writes
 nothing, so every problem is found before the output folder is touched; :func:`save_plan`
 then writes the manifest a resumed run must keep: ``folds.json`` or ``split.json``.
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -20,10 +27,13 @@ from softseg.errors import SoftsegError
 from softseg.experiments.folds import FoldManifest, patient_map, planned_folds, write_manifest
 from softseg.files import write_json_atomic
 
+log = logging.getLogger(__name__)
+
 SPLIT_FORMAT = "softseg-split/1"
 # values of a split CSV's "split" column, compared case-insensitively
 TRAIN_VALUES = ("training", "train")
 TEST_VALUES = ("validation", "test")
+HELD_BACK_SPLIT = "Testing"  # the dataset's own test set (QUBIQ: unlabelled); never in folds
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class SplitPlan:
     complete: bool  # False when only some folds of a k-fold split are run (--run-folds)
     manifest: FoldManifest | None = None  # k-fold only
     fixed: Mapping[str, object] | None = None  # fixed split only: what split.json holds
+    left_out: tuple[str, ...] = ()  # k-fold: the dataset's cases in no fold (unlabelled, Testing)
 
     @property
     def tag(self) -> str:
@@ -58,6 +69,7 @@ def plan_splits(
     dataset: Dataset,
     out: Path,
     *,
+    tasks: Sequence[str] | None = None,
     folds: int | None = None,
     run_folds: Sequence[int] | None = None,
     split_seed: int = 0,
@@ -67,19 +79,37 @@ def plan_splits(
 ) -> SplitPlan:
     """The comparison's split: ``--folds K`` (patients grouped by ``group_regex`` or
     ``patients_csv``), ``--split-csv FILE``, or else the dataset's Training/Validation split.
-    A manifest saved in ``out`` by an earlier run is read back and must agree. Writes nothing;
-    raises :class:`SoftsegError`."""
+
+    ``tasks`` are the trained tasks (default: the dataset's); a case without a label for one
+    of them cannot train or be tested. K-fold leaves such cases out, and the dataset's Testing
+    split, with a warning; a fixed split naming one is refused. Patients are found among the
+    cases that may enter the split only. A manifest saved in ``out`` by an earlier run is read
+    back and must agree. Writes nothing; raises :class:`SoftsegError`."""
     out = Path(out)
-    ids = [c.case_id for c in dataset.cases]
+    tasks = tuple(tasks or dataset.tasks)
     if split_csv is not None and folds is not None:
         raise SoftsegError("--split-csv and --folds both given; choose a fixed split or cross-validation")
     if run_folds is not None and folds is None:
         raise SoftsegError("--run-folds selects folds of --folds K; give --folds too")
-    patients, grouping = patient_map(ids, group_regex=group_regex, mapping_csv=patients_csv)
+    unlabelled = _unlabelled(dataset, tasks)
+    labelled = [c.case_id for c in dataset.cases if c.case_id not in unlabelled]
     if folds is not None:
-        return _kfold_plan(out, ids, patients, grouping, folds, run_folds, split_seed)
+        reasons = {c.case_id: _why_left_out(c.split == HELD_BACK_SPLIT, unlabelled.get(c.case_id))
+                   for c in dataset.cases if c.case_id in unlabelled or c.split == HELD_BACK_SPLIT}
+        usable = [c for c in labelled if c not in reasons]
+        if not usable:
+            raise SoftsegError(
+                f"{dataset.root}: no case to cross-validate: none outside the {HELD_BACK_SPLIT} split is labelled "
+                f"for every trained task ({', '.join(tasks)}); check the data (softseg check) or choose the "
+                "tasks to train (--config with tasks: [...])"
+            )
+        patients, grouping = patient_map(usable, group_regex=group_regex, mapping_csv=patients_csv)
+        return _kfold_plan(out, usable, patients, grouping, folds, run_folds, split_seed, reasons)
+    patients, grouping = patient_map(labelled, group_regex=group_regex, mapping_csv=patients_csv)
     if split_csv is not None:
-        train, test = read_split_csv(Path(split_csv), ids, patients if grouping != "case id" else None)
+        ids = [c.case_id for c in dataset.cases]
+        train, test = read_split_csv(Path(split_csv), ids, patients if grouping != "case id" else None,
+                                     unlabelled=unlabelled)
         source = str(Path(split_csv).resolve())
         left_out = len(ids) - len(train) - len(test)
         note = (f"fixed split from {Path(split_csv).name}: {len(train)} training, {len(test)} test cases"
@@ -93,6 +123,13 @@ def plan_splits(
                 f"{len(test)} Validation cases); pass --folds K for patient-level cross-validation "
                 "or --split-csv FILE for a fixed split"
             )
+        missing = [f"{c} ({unlabelled[c]})" for c in train + test if c in unlabelled]
+        if missing:
+            raise SoftsegError(
+                f"{dataset.root}: the official split has {len(missing)} case(s) that cannot train or be tested: "
+                + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+                + "; label them, or pass --split-csv FILE without them, or --folds K (which leaves them out)"
+            )
         source = "official"
         note = f"official split: {len(train)} Training, {len(test)} Validation cases"
     fixed = {"format": SPLIT_FORMAT, "source": source, "train": list(train), "test": list(test)}
@@ -101,10 +138,40 @@ def plan_splits(
     return SplitPlan((Fold("run", 0, train, test),), used, note, True, fixed=fixed)
 
 
+def _unlabelled(dataset: Dataset, tasks: Sequence[str]) -> dict[str, str]:
+    """Case id -> "no label for task(s) ..." for each case lacking a label of ``tasks``."""
+    found = {}
+    for case in dataset.cases:
+        missing = [t for t in tasks if not case.is_labelled(t)]
+        if missing:
+            found[case.case_id] = f"no label for task(s) {', '.join(missing)}"
+    return found
+
+
+def _why_left_out(held_back: bool, unlabelled: str | None) -> str:
+    """"of the Testing split", "with no label for task(s) ...", or both."""
+    return " ".join(filter(None, (f"of the {HELD_BACK_SPLIT} split" if held_back else "",
+                                  f"with {unlabelled}" if unlabelled else "")))
+
+
+def _left_out_note(reasons: Mapping[str, str], n_cases: int) -> str:
+    """One sentence on the cases left out of the folds, by reason with a few case ids each."""
+    by_reason: dict[str, list[str]] = {}
+    for case, reason in reasons.items():
+        by_reason.setdefault(reason, []).append(case)
+    parts = [f"{len(cases)} {reason} ({', '.join(cases[:5])}{' ...' if len(cases) > 5 else ''})"
+             for reason, cases in by_reason.items()]
+    return (f"{len(reasons)} of the dataset's {n_cases} cases left out of the folds, since they cannot "
+            f"train or be tested: " + "; ".join(parts))
+
+
 def _kfold_plan(
     out: Path, ids: list[str], patients: Mapping[str, str], grouping: str, k: int,
-    run_folds: Sequence[int] | None, split_seed: int,
+    run_folds: Sequence[int] | None, split_seed: int, left_out: Mapping[str, str] | None = None,
 ) -> SplitPlan:
+    """The folds of ``ids`` (only the cases that may enter folds); ``left_out`` maps each
+    other case of the dataset to why it is not in any fold."""
+    left_out = dict(left_out or {})
     manifest = planned_folds(out / "folds.json", patients, k, split_seed, grouping)
     chosen = list(range(manifest.k)) if run_folds is None else sorted(set(run_folds))
     bad = [f for f in chosen if not 0 <= f < manifest.k]
@@ -119,7 +186,12 @@ def _kfold_plan(
         f"(patients by {manifest.grouping}; split seed {manifest.seed}; manifest folds.json{which}); held-out "
         "predictions of the folds pooled, then evaluated"
     )
-    return SplitPlan(folds, dict(manifest.patients), note, len(chosen) == manifest.k, manifest=manifest)
+    if left_out:
+        sentence = _left_out_note(left_out, len(ids) + len(left_out))
+        log.warning("--folds %d: %s", manifest.k, sentence)
+        note += f" ({sentence})"
+    return SplitPlan(folds, dict(manifest.patients), note, len(chosen) == manifest.k, manifest=manifest,
+                     left_out=tuple(left_out))
 
 
 def save_plan(out: Path, plan: SplitPlan) -> None:
@@ -150,17 +222,21 @@ def _check_saved_split(path: Path, fixed: Mapping[str, object]) -> None:
 
 
 def read_split_csv(
-    path: Path, case_ids: Sequence[str], patients: Mapping[str, str] | None = None
+    path: Path, case_ids: Sequence[str], patients: Mapping[str, str] | None = None, *,
+    unlabelled: Mapping[str, str] | None = None,
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Training and test case ids (in ``case_ids`` order) of a CSV with header columns ``case``
     (or ``case_id``) and ``split``; split values ``Training``/``train`` or
     ``Validation``/``test``, case-insensitive. Cases of ``case_ids`` the file does not list are
     left out. With ``patients`` (case -> patient), no patient may be on both sides.
+    ``unlabelled`` maps the cases that cannot train or be tested to why (no label for a
+    trained task); a row naming one is a problem.
 
     Every problem is reported at once, by row (row 1 is the header): unknown case ids,
-    unknown split values, cases listed twice, no training or no test case.
+    unlabelled cases, unknown split values, cases listed twice, no training or no test case.
     Raises :class:`SoftsegError`.
     """
+    unlabelled = unlabelled or {}
     accepted = "Training/train or Validation/test (any case)"
     if not path.is_file():
         raise SoftsegError(f"{path}: split CSV not found; expected a file with columns case,split")
@@ -185,6 +261,10 @@ def read_split_csv(
             first_row[case] = row_number
             if case not in known:
                 problems.append(f"row {row_number}: unknown case id {case!r} (not in the dataset)")
+            elif case in unlabelled:
+                problems.append(f"row {row_number}: case {case} cannot train or be tested: {unlabelled[case]}; "
+                                "leave the row out")
+                continue
             if value.lower() in TRAIN_VALUES:
                 side[case] = "train"
             elif value.lower() in TEST_VALUES:

@@ -18,8 +18,8 @@ Pure functions on numbers (no files). The conventions, stated once:
   Dice over t = 0.1 ... 0.9, which is also Table 2's Dice), ECE and E[1−IoU(y, ŷ)].
   Multi-class data add, over all classes at once (:data:`CLASS_METRICS`), the class-wise
   ECE and the multi-class Brier score.
-* **Better**: higher Dice and QUBIQ, lower ECE, E[1−IoU(y, ŷ)] (``pred_rater_dist``),
-  class-wise ECE and multi-class Brier.
+* **Better**: each metric's direction in :mod:`softseg.evaluation.registry`: higher Dice and
+  QUBIQ, lower ECE, E[1−IoU(y, ŷ)] (``pred_rater_dist``), class-wise ECE and multi-class Brier.
 """
 
 from __future__ import annotations
@@ -34,14 +34,13 @@ import numpy as np
 from scipy import stats as _scipy
 
 from softseg.data.cases import natural_key
+from softseg.evaluation.registry import spec
 
 # Dice at t = 0.5, not Table 2's Dice: that is the mean of Dice over t = 0.1 ... 0.9, which per
 # case is the QUBIQ score, so testing both would test one number twice.
 METRICS = ("dice_at_0.5", "qubiq", "ece", "pred_rater_dist")
 # multi-class data: over all classes at once (one row group, not per class)
 CLASS_METRICS = ("classwise_ece", "multiclass_brier")
-HIGHER_IS_BETTER = {"dice_at_0.5": True, "dice": True, "qubiq": True, "ece": False, "pred_rater_dist": False,
-                    "classwise_ece": False, "multiclass_brier": False}
 N_RESAMPLES = 10_000
 CI_METHOD = "percentile"
 CONFIDENCE = 0.95
@@ -172,7 +171,7 @@ class PairedComparison:
             "reference_mean": _mean(self.reference_values), "mean_difference": self.mean_difference,
             "ci_low": self.ci_low, "ci_high": self.ci_high, "wilcoxon_statistic": self.statistic,
             "p_value": self.p_value, "p_holm": self.p_holm, "significant": self.significant,
-            "higher_is_better": HIGHER_IS_BETTER[self.metric], "better": self.better, "note": self.note,
+            "higher_is_better": spec(self.metric).higher_is_better, "better": self.better, "note": self.note,
         }
 
 
@@ -189,7 +188,13 @@ def paired_statistics(
 ) -> list[PairedComparison]:
     """Every non-reference method of ``per_seed`` (method -> one :data:`CaseValues` per seed)
     against ``reference``, per task and metric, in that order (tasks, metrics, methods).
-    The bootstrap of every comparison uses a generator seeded by ``seed``."""
+    The bootstrap of every comparison uses a generator seeded by ``seed``. Each metric needs a
+    direction in :mod:`softseg.evaluation.registry` (ValueError otherwise: which side a
+    difference favours would be meaningless)."""
+    undirected = [m for m in metrics if not spec(m).better]
+    if undirected:
+        raise ValueError(f"metric(s) {undirected}: no better direction in evaluation.registry; "
+                         "paired statistics need one")
     others = [m for m in per_seed if m != reference]
     out: list[PairedComparison] = []
     for task in tasks:
@@ -210,7 +215,7 @@ def paired_statistics(
                     task=task, metric=metric, method=method, reference=reference, cases=cases,
                     method_values=values, reference_values=ref, mean_difference=mean, ci_low=low,
                     ci_high=high, statistic=statistic, p_value=p,
-                    better=better(mean, HIGHER_IS_BETTER[metric]), note=note,
+                    better=better(mean, spec(metric).higher_is_better), note=note,
                 ))
             adjusted = holm([f["p_value"] for f in found])
             out += [PairedComparison(**f, p_holm=a) for f, a in zip(found, adjusted)]

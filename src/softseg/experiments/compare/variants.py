@@ -51,7 +51,7 @@ def predict_crossfitted(
     a, b = halves(test_ids, split_seed, fold)
     entry = {"halves": [a, b], "fitted_on_other_half": []}
     for predict, fit in ((a, b), (b, a)):
-        temperatures = steps.fit_temperature(run_dir, dataset.select(case_ids=fit).cases, progress=progress)
+        temperatures = steps.fitted_temperatures(run_dir, dataset.select(case_ids=fit).cases, progress=progress)
         entry["fitted_on_other_half"].append(temperatures)
         steps.predict_cases([run_dir], dataset.select(case_ids=predict).cases, pred_dir, tta=tta,
                             temperature=list(temperatures.values()), progress=progress)
