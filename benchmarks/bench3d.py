@@ -1,4 +1,8 @@
-"""The 3D mode's benchmarks, run by ``train_throughput.py --dims 3d`` and ``predict_speed.py --dims 3d``.
+"""The 3D mode's benchmarks, run by ``train_throughput.py --dims 3d`` and ``predict_speed.py --dims 3d``,
+or both at once by this script::
+
+    python benchmarks/bench3d.py           # both, with the settings of docs/training.md's 3D table
+    python benchmarks/bench3d.py --quick   # both as a smoke run (tiny volumes, 1 round): seconds
 
 Training: softseg's 3D step (``softseg.training.loop.train_step``: drawing the batch,
 random patches of pre-loaded normalised volumes with foreground oversampling, the growing
@@ -6,7 +10,7 @@ batch with 3D augmentation, forward, soft cross-entropy, backward, Adam) against
 over the same DynUNet on one fixed batch of patches of the same size (forward,
 BCE-with-logits, backward, Adam).
 
-Prediction: :func:`softseg.inference.predict.predict_folder` on NIfTI volumes (reading,
+Prediction: :func:`softseg.predict_folder` on NIfTI volumes (reading,
 normalising, sliding windows, sigmoid, writing float32 NIfTI and a mask) against MONAI's
 ``sliding_window_inference`` alone over the same network, window, overlap and blending, on
 the volumes already in memory and normalised.
@@ -29,8 +33,7 @@ SPACING = (0.8, 0.8, 2.5)
 
 
 def _volumes(n: int, shape: tuple[int, int, int]):
-    from softseg.data.cases import Case
-    from softseg.data.io import Geometry
+    from softseg import Case, io
 
     rng = np.random.default_rng(0)
     grids = np.meshgrid(*(np.arange(s) * sp for s, sp in zip(shape, SPACING)), indexing="ij")
@@ -40,13 +43,13 @@ def _volumes(n: int, shape: tuple[int, int, int]):
         distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grids, centre)))
         masks = np.stack([distance < 12 * f for f in (0.9, 1.1)])
         image = (masks[0] + rng.normal(0, 0.3, shape)).astype(np.float32)[None]
-        cases.append(Case(f"v{i}", image, SPACING, Geometry("nifti", shape), Path("x.nii.gz"),
+        cases.append(Case(f"v{i}", image, SPACING, io.Geometry("nifti", shape), Path("x.nii.gz"),
                           masks={"task01": masks}, raters={"task01": ("a", "b")}, n_raters={"task01": 2}))
     return cases
 
 
 def _config(args, precision: str = "fp32"):
-    from softseg.training.config import TrainConfig
+    from softseg import TrainConfig
 
     return TrainConfig(dims="3d", tasks=("task01",), in_channels=1, epochs=1000, batch_size=args.batch,
                        aug_copies=args.copies, patch_size=tuple(args.patch), voxel_spacing=SPACING,
@@ -73,7 +76,7 @@ def softseg_step(args):
 
 
 def bare_step(args):
-    from softseg.training.model import model_from_config
+    from softseg.model.modes import model_from_config
 
     torch.manual_seed(0)
     model = model_from_config(_config(args))  # MONAI's DynUNet as softseg plans it
@@ -120,26 +123,26 @@ def train_3d(args) -> None:
 
 
 def _write_run(root: Path, args) -> Path:
-    from softseg.training.config import save_config, to_dict
-    from softseg.training.model import model_from_config, save_checkpoint
+    """A run folder of the benchmark's DynUNet, as ``softseg train`` writes it (benchmarks/_runs.py),
+    trained for one step on one volume of one patch."""
+    from _runs import trained_run
 
-    config = _config(args)
-    torch.manual_seed(0)
-    model = model_from_config(config)
-    run = root / "run" / "seed0"
-    (run / "checkpoints").mkdir(parents=True)
-    save_config(config, run / "config.json")
-    save_checkpoint({"model": model.state_dict(), "config": to_dict(config)}, run / "checkpoints" / "last.pt")
-    return run
+    return trained_run(root / "run" / "seed0", _config(args), _volumes(1, tuple(args.patch))[0])
+
+
+def _zscore(image: np.ndarray) -> torch.Tensor:
+    """A one-channel ``(1, X, Y, Z)`` volume as a float32 tensor with mean 0 and std 1."""
+    x = torch.as_tensor(image, dtype=torch.float32)
+    return (x - x.mean()) / x.std().clamp_min(1e-8)
 
 
 def predict_3d(args) -> None:
     from monai.inferers import sliding_window_inference
 
-    from softseg.data import io
-    from softseg.inference.predict import predict_folder
-    from softseg.inference.runs import load_run
-    from softseg.training.preprocess import SLIDING_BATCH, SLIDING_OVERLAP, SLIDING_SIGMA, normalize
+    from _runs import predict
+    from softseg import io, load_run
+    # the window settings softseg predicts with: the bare side uses the same
+    from softseg.model.preprocess import SLIDING_BATCH, SLIDING_OVERLAP, SLIDING_SIGMA
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -149,7 +152,7 @@ def predict_3d(args) -> None:
         for case in _volumes(args.count, tuple(args.volume)):
             io.write_array(folder / f"{case.case_id}.nii.gz", (case.image[0] * 100).astype(np.int16))
         model = load_run(run, device="cpu").model
-        inputs = [normalize(io.read_image(p)[0])[None] for p in sorted(folder.iterdir())]
+        inputs = [_zscore(io.read_image(p)[0])[None] for p in sorted(folder.iterdir())]
 
         def bare():
             with torch.no_grad():
@@ -161,7 +164,7 @@ def predict_3d(args) -> None:
 
         def softseg():
             calls["n"] += 1
-            predict_folder([run], folder, root / f"out{calls['n']}", masks=[0.5], device="cpu", progress=False)
+            predict(run, folder, root / f"out{calls['n']}")
 
         print(f"# 3D predict: {args.count} volumes {tuple(args.volume)}, window {tuple(args.patch)}, overlap "
               f"{SLIDING_OVERLAP}, Gaussian, DynUNet base {args.filters} filters, fp32, "
@@ -180,3 +183,27 @@ def add_arguments(parser, *, predict: bool) -> None:
     parser.add_argument("--volume", type=int, nargs=3, default=(160, 160, 48) if predict else (96, 96, 32),
                         help="3d: volume shape (voxels)")
     parser.add_argument("--filters", type=int, default=32, help="3d: DynUNet base filters (nnU-Net: 32)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Both 3D comparisons through their scripts' own options (the import is deferred: both
+    scripts import this module)."""
+    import argparse
+
+    import predict_speed
+    import train_throughput
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run in seconds: both scripts' --quick with --dims 3d; figures not meaningful")
+    args = parser.parse_args(argv)
+    if args.quick:
+        train_throughput.main(["--dims", "3d", "--quick"])
+        predict_speed.main(["--dims", "3d", "--quick"])
+    else:  # the commands of docs/training.md's "3D speed and memory" table
+        train_throughput.main(["--dims", "3d", "--rounds", "2", "--steps", "1", "--warmup", "1"])
+        predict_speed.main(["--dims", "3d", "--images", "1", "--rounds", "2", "--volume", "128", "128", "48"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,15 +1,16 @@
 """Inference speed: `softseg predict` (files in, files out) against a bare ``model(x)`` loop.
 
 For each image size, the same N grey images (PNG, or NIfTI with ``--format nifti``) are
-predicted with the same untrained U-Net (EfficientNet-B0, the paper's model; weights do not
-change the model's speed):
+predicted with the same U-Net (EfficientNet-B0, the paper's model) from a run folder that
+``softseg train`` wrote after one step (``benchmarks/_runs.py``: weights do not change the
+model's speed, and the run holds what a real run holds; prediction loads ``last.pt``):
 
 * bare: the images already in memory, normalised, padded and in the model's memory format;
   only ``model(x)`` is timed, one image per call, under the precision softseg picks on this
   machine (bf16 + channels_last on a CPU with bf16, AMP on a GPU, else fp32). Two models:
   the checkpoint's model as a user would load it (the reference of the target), and
   softseg's inference model (BatchNorm folded into the convolutions, the same function);
-* softseg: :func:`softseg.inference.predict.predict_folder` on the folder, timed as a whole: loading the
+* softseg: :func:`softseg.predict_folder` on the folder, timed as a whole: loading the
   model, reading the files, normalising, padding, the model, sigmoid, cropping, and writing
   probability maps (16-bit PNG or float32 NIfTI) plus a 0.5 mask.
 
@@ -18,14 +19,14 @@ them alike; medians over the rounds are printed, and one line per ratio that sta
 ``ratio`` (the median of the per-round ratios). The target is softseg predict at least 0.9x
 the bare loop over the checkpoint's model. The last ratio, against the bare loop over the
 same folded model, is what files and the pipeline around the model cost. Both sides run
-with malloc keeping freed memory (:func:`softseg.training.runtime.keep_freed_memory`, which
+with malloc keeping freed memory (:func:`softseg.model.runtime.keep_freed_memory`, which
 softseg sets when it loads a run). Writing runs on a background thread, so the ratios
 depend on a core being free for it. softseg is measured at batch 1, as the bare loop, and
 at its default batch size. Run it on an idle machine::
 
     python benchmarks/predict_speed.py                 # 256x256 and 480x480, 64 images each
     python benchmarks/predict_speed.py --format nifti  # the same with .nii.gz in and out
-    python benchmarks/predict_speed.py --quick         # smoke run: 64x64, 4 images
+    python benchmarks/predict_speed.py --quick         # smoke run: 64x64, 4 images, 1 round
     python benchmarks/predict_speed.py --dims 3d --images 2 --rounds 3   # volumes: see bench3d.py
 """
 
@@ -44,25 +45,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def make_run(root: Path, precision: str) -> Path:
-    import torch
+    """A run folder as ``softseg train`` writes it (``benchmarks/_runs.py``), of the paper's
+    model with one task and one grey channel at ``precision``."""
+    from _runs import disc_cases, trained_run
+    from softseg import TrainConfig
 
-    from softseg.training.config import TrainConfig, save_config, to_dict
-    from softseg.training.model import model_from_config, save_checkpoint
-
-    config = TrainConfig(tasks=("task01",), in_channels=1, encoder_weights="none",
-                         precision=precision)
-    torch.manual_seed(0)
-    model = model_from_config(config)
-    run = root / "run" / "seed0"
-    (run / "checkpoints").mkdir(parents=True)
-    save_config(config, run / "config.json")
-    save_checkpoint({"model": model.state_dict(), "config": to_dict(config)},
-                    run / "checkpoints" / "best.pt")
-    return run
+    config = TrainConfig(tasks=("task01",), in_channels=1, encoder_weights="none", precision=precision)
+    return trained_run(root / "run" / "seed0", config, disc_cases(1, 64)[0])
 
 
 def make_images(folder: Path, size: int, count: int, fmt: str) -> None:
-    from softseg.data import io
+    from softseg import io
 
     rng = np.random.default_rng(size)
     folder.mkdir(parents=True)
@@ -84,13 +77,15 @@ def checkpoint_model(run: Path, device: str):
     saved weights, eval mode, in the memory format softseg uses. Returns (model, precision)."""
     import torch
 
-    from softseg.training.runtime import memory_format, resolve_precision
-    from softseg.training.config import load_config
-    from softseg.training.model import model_from_config
+    from softseg.model.checkpoints import load_checkpoint
+    from softseg.model.config import load_config
+    from softseg.model.modes import model_from_config
+    from softseg.model.runtime import memory_format, resolve_precision
 
     config = load_config(run / "config.json")
     model = model_from_config(config)
-    model.load_state_dict(torch.load(run / "checkpoints" / "best.pt", weights_only=False)["model"])
+    # the checkpoint softseg predicts with by default (softseg.inference.DEFAULT_CHECKPOINT)
+    model.load_state_dict(load_checkpoint(run / "checkpoints" / "last.pt")["model"])
     precision = resolve_precision(config.precision, torch.device(device))
     fmt = memory_format(precision, torch.device(device))
     return model.to(device).to(memory_format=fmt).eval(), precision
@@ -98,34 +93,38 @@ def checkpoint_model(run: Path, device: str):
 
 def inference_model(run: Path, device: str):
     """softseg's own inference model (:func:`softseg.inference.runs.load_run`: BatchNorm folded)."""
-    from softseg.training.runtime import resolve_precision
-    from softseg.inference.runs import load_run
+    from softseg import load_run
+    from softseg.model.runtime import resolve_precision
 
     loaded = load_run(run, device=device)
     return loaded.model, resolve_precision(loaded.config.precision, loaded.device)
 
 
 def prepared_inputs(folder: Path, precision: str, device: str) -> list:
-    """Every image of ``folder`` read, normalised, padded and in the model's memory format."""
+    """Every image of ``folder`` read, normalised (z-score), zero-padded to multiples of 32
+    (the U-Net downsamples 5 times) and in the model's memory format: a user's own loop."""
     import torch
+    import torch.nn.functional as F
 
-    from softseg.data import io
-    from softseg.training.runtime import memory_format
-    from softseg.training.preprocess import normalize, pad_to_multiple
+    from softseg import io
+    from softseg.model.runtime import memory_format
 
     fmt = memory_format(precision, torch.device(device))
-    return [
-        pad_to_multiple(normalize(io.read_image(path)[0]).to(device))[None].contiguous(
-            memory_format=fmt)
-        for path in image_files(folder)
-    ]
+    inputs = []
+    for path in image_files(folder):
+        x = torch.as_tensor(io.read_image(path)[0], dtype=torch.float32)
+        x = (x - x.mean()) / x.std().clamp_min(1e-8)
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, -w % 32, 0, -h % 32))
+        inputs.append(x.to(device)[None].contiguous(memory_format=fmt))
+    return inputs
 
 
 def bare_seconds(model, precision: str, inputs: list, device: str) -> float:
     """Seconds of one pass of ``model(x)`` over ``inputs``, one image per call."""
     import torch
 
-    from softseg.training.runtime import autocast
+    from softseg.model.runtime import autocast
 
     device = torch.device(device)
     with torch.no_grad():
@@ -143,24 +142,23 @@ def bare_seconds(model, precision: str, inputs: list, device: str) -> float:
 
 def predict_seconds(run: Path, folder: Path, out: Path, device: str, batch_size: int) -> float:
     """Seconds of the whole `softseg predict` call, files in and out."""
-    from softseg.inference.predict import predict_folder
+    from _runs import predict
 
     start = time.perf_counter()
-    predict_folder([run], folder, out, masks=[0.5], device=device, batch_size=batch_size,
-            progress=False)
+    predict(run, folder, out, device=device, batch_size=batch_size)
     return time.perf_counter() - start
 
 
 def load_seconds(run: Path, device: str) -> float:
-    """Seconds :func:`softseg.inference.runs.load_models` takes: a one-off cost of every predict call."""
-    from softseg.inference.runs import load_models
+    """Seconds :func:`softseg.inference.runs.load_run` takes: a one-off cost of every predict call."""
+    from softseg import load_run
 
     start = time.perf_counter()
-    load_models([run], device=device)
+    load_run(run, device=device)
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 480])
     parser.add_argument("--images", type=int, default=64,
@@ -175,14 +173,15 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", help="auto (default), fp32, bf16, amp")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 64x64, 4 images, 1 repeat")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run in seconds: 64x64, 4 images, 1 round (3d: tiny volumes); figures not meaningful")
     parser.add_argument("--dims", choices=("2d", "3d"), default="2d",
                         help="3d: softseg predict on NIfTI volumes against MONAI's sliding_window_inference "
                              "(benchmarks/bench3d.py; --images volumes, --rounds)")
     import bench3d
 
     bench3d.add_arguments(parser, predict=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.images, args.rounds = [64], 4, 1
     if args.dims == "3d":
@@ -195,18 +194,16 @@ def main() -> None:
             torch.set_num_threads(args.threads)
         return bench3d.predict_3d(args)
 
-    import inspect
-
     import torch
 
-    from softseg.training.runtime import resolve_precision
-    from softseg.inference.predict import predict_folder
+    from softseg.inference import BATCH_SIZE
+    from softseg.model.runtime import resolve_precision
 
-    batch_size = args.batch_size or inspect.signature(predict_folder).parameters["batch_size"].default
+    batch_size = args.batch_size or BATCH_SIZE
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from softseg.training.runtime import keep_freed_memory
+    from softseg.model.runtime import keep_freed_memory
 
     # softseg's load_run sets this for its process; set here it applies to both sides alike
     keep_freed_memory()

@@ -9,7 +9,7 @@ BCE-with-logits, backward, Adam step; no augmentation, no data.
 
 Both see ``batch * (1 + copies)`` samples of ``size x size`` per step (8 -> 32 by default).
 Configurations are measured in interleaved rounds so machine load affects them alike. Both
-loops run with malloc keeping freed memory (:func:`softseg.training.runtime.keep_freed_memory`,
+loops run with malloc keeping freed memory (:func:`softseg.model.runtime.keep_freed_memory`,
 which ``softseg train`` sets for its process): with glibc's defaults both were measured
 1.4-2x slower, from page faults that come and go with where allocations land.
 
@@ -17,7 +17,7 @@ Targets on a 2-core AVX-512 CPU at 256 x 256: softseg >= 0.9x the bare loop at t
 precision; softseg's CPU default (bf16 autocast + channels_last) >= 2x the bare fp32 loop.
 
     python benchmarks/train_throughput.py            # full: 256 px, a few minutes on 2 cores
-    python benchmarks/train_throughput.py --quick    # smoke run: 64 px, seconds
+    python benchmarks/train_throughput.py --quick    # smoke run: 64 px, 1 step, seconds
     python benchmarks/train_throughput.py --dims 3d --rounds 2 --steps 2 --warmup 1   # see bench3d.py
 """
 
@@ -26,43 +26,25 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 
-def _cases(n: int, size: int):
-    from softseg.data.cases import Case
-    from softseg.data.io import Geometry
-
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    cases = []
-    for i in range(n):
-        c, r = rng.uniform(0.3, 0.7, 2) * size, rng.uniform(0.1, 0.25) * size
-        masks = np.stack([np.hypot(yy - c[0], xx - c[1]) < r * s for s in (0.9, 1.0, 1.1)])
-        image = (masks[1] + rng.normal(0, 0.3, (size, size))).astype(np.float32)[None]
-        cases.append(Case(f"c{i:02d}", image, (1.0, 1.0), Geometry("png", (size, size)), Path("x.png"),
-                          masks={"task01": masks}, raters={"task01": ("a", "b", "c")},
-                          n_raters={"task01": 3}))
-    return cases
-
-
 def softseg_step(precision: str, args):
     """A closure running one softseg training step (batch of ``args.batch`` originals)."""
+    from _runs import disc_cases
+    from softseg import TrainConfig
     from softseg.training import train as train_module
-    from softseg.training.distributed import Dist
     from softseg.training.batches import prepare
+    from softseg.training.distributed import Dist
     from softseg.training.loop import train_step
-    from softseg.training.config import TrainConfig
 
     config = TrainConfig(
         tasks=("task01",), in_channels=1, epochs=1000, batch_size=args.batch, aug_copies=args.copies,
         crop_size=args.size, encoder_weights="none", precision=precision, device="cpu",
     )
-    data = prepare(_cases(args.batch * 2, args.size), config)
+    data = prepare(disc_cases(args.batch * 2, args.size), config)
     state = train_module._build_state(config, torch.device("cpu"), Dist(), len(data.images), False)
     state.wrapped.train()
     order = list(range(len(data.images)))
@@ -104,7 +86,7 @@ def bare_step(precision: str, args):
     return step
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8, help="originals per step (grows by copies)")
@@ -113,14 +95,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration and round")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 64 px, batch 2, 1 round")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run in seconds: 64 px, batch 2, 1 round of 1 step (3d: tiny patches); "
+                             "figures not meaningful")
     parser.add_argument("--dims", choices=("2d", "3d"), default="2d",
                         help="3d: softseg's 3D step against a bare loop over the same DynUNet "
                              "(benchmarks/bench3d.py; --batch defaults to 2 there)")
     import bench3d
 
     bench3d.add_arguments(parser, predict=False)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.size, args.batch, args.rounds, args.steps, args.warmup = 64, 2, 1, 1, 1
     if args.threads:
@@ -132,7 +116,7 @@ def main() -> None:
             args.volume, args.patch, args.filters = (48, 48, 16), (32, 32, 8), 8
         return bench3d.train_3d(args)
 
-    from softseg.training.runtime import cpu_supports_bf16, keep_freed_memory, resolve_precision
+    from softseg.model.runtime import cpu_supports_bf16, keep_freed_memory, resolve_precision
 
     # softseg's train sets this for its process; set here it applies to both loops alike
     keep_freed_memory()

@@ -12,7 +12,7 @@ from softseg.cli._options import LAYOUT_CHOICES
 from softseg.data.cases import LAYOUTS
 from softseg.experiments.demo import DEMO_3D, DemoSettings
 from softseg.inference import BATCH_SIZE
-from softseg.training.config import TrainConfig
+from softseg.model.config import TrainConfig
 
 LONG_COMMANDS = ("train", "predict", "calibrate", "threshold", "evaluate", "demo", "compare", "reproduce")
 MEMORY_COMMANDS = ("train", "predict", "calibrate", "threshold", "export", "demo", "compare", "reproduce")
@@ -65,14 +65,24 @@ def test_commands_that_train_or_predict_tune_memory_and_the_others_do_not():
         assert parser.get_default("keep_memory") is (True if name in MEMORY_COMMANDS else None), name
 
 
-def test_demo_help_states_the_time_the_readme_measured():
+def test_demo_help_and_readme_state_what_docs_measurements_records():
     import re
     from pathlib import Path
 
+    root = Path(__file__).parents[1]
     text = " ".join(_commands()["demo"].format_help().split())
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    train_2d = re.search(r"time: data \d+ s, train (\d+) s", readme).group(1)
-    train_3d = re.search(r"\(training (\d+) s; `time softseg demo --dims 3d`", readme).group(1)
+    page = (root / "docs" / "measurements.md").read_text()
+    first_screen = (root / "README.md").read_text().split("\n## ", 1)[0]
+    printed = page.split("$ time softseg demo --out softseg-demo\n", 1)[1].split("```", 1)[0]
+    train_2d = re.search(r"^time: data \d+ s, train (\d+) s", printed, re.M).group(1)
+    demo_2d, train_row = re.search(r"demo \*\*(\d+) s\*\* on an idle machine, \*\*(\d+) s\*\* of it", page).groups()
+    train_3d = re.search(r"training (\d+) s \(the CE \+ DML default\)[^|]*\| `time softseg demo --dims 3d`", page).group(1)
+    assert train_row == train_2d
+    # the README's AVX2 fp32 rows: the numbers the demo printed, and its times
+    assert f"| demo {demo_2d} s ({train_2d} s training) |" in first_screen
+    for task in ("task01", "task02"):
+        numbers = re.search(rf"^{task}\s+(.+)$", printed, re.M).group(1).split()
+        assert f"| {task} | {' | '.join(numbers)} |" in first_screen, task
     assert f"training in fp32, {train_2d} s of it" in text and "AVX-512 bf16" in text
     assert f"training {train_3d} s, fp32" in text
 

@@ -73,8 +73,12 @@ def test_the_cycle_finder_finds_one():
 
 
 def test_training_does_not_import_inference_and_data_imports_no_later_step():
+    # the model core is shared by training and inference: it imports neither, and inference
+    # imports nothing from training (the network, its mode and head live in softseg.model)
     later = {"softseg.data": ("training", "inference", "evaluation", "report", "experiments", "cli"),
+             "softseg.model": ("training", "inference", "evaluation.evaluate", "report", "experiments", "cli"),
              "softseg.training": ("inference", "evaluation.evaluate", "report", "experiments", "cli"),
+             "softseg.inference": ("training", "report", "experiments", "cli"),
              "softseg.evaluation": ("inference", "report", "experiments", "cli"),
              "softseg.report": ("experiments", "cli")}
     for name, path in MODULES.items():
@@ -113,17 +117,98 @@ def test_architecture_page_lists_every_module_in_its_room():
     page = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text()
     tree = page.split("```", 2)[1]
     rooms: dict[str, set[str]] = {}
-    room = ""
+    folders: list[tuple[int, str]] = []  # (indent, name) of the folders the next line sits in
     for line in tree.splitlines():
         entry = line.strip().split(" ")[0]
-        if line.startswith("  ") and not line.startswith("    ") and entry.endswith("/"):
-            room = entry.rstrip("/")
-        elif line.startswith("  ") and entry.endswith(".py"):
-            indent = len(line) - len(line.lstrip())
-            rooms.setdefault(room if indent > 2 else "", set()).add(entry)
+        indent = len(line) - len(line.lstrip())
+        if not line.startswith("  ") or not entry.endswith(("/", ".py")):
+            continue
+        folders = [(i, name) for i, name in folders if i < indent]  # a subfolder is indented deeper
+        if entry.endswith("/"):
+            folders.append((indent, entry.rstrip("/")))
+        else:
+            rooms.setdefault("/".join(name for _, name in folders), set()).add(entry)
     for path in MODULES.values():
         relative = path.relative_to(PACKAGE)
         if relative.name == "__init__.py" and len(ast.parse(path.read_text()).body) == 1:
             continue  # a room's docstring only: the room's own line describes it
-        where = relative.parts[0] if len(relative.parts) > 1 else ""
+        where = "/".join(relative.parts[:-1])  # its room, and subfolder within it
         assert relative.name in rooms.get(where, set()), f"docs/architecture.md does not list {relative}"
+
+
+# The benchmarks (benchmarks/*.py; benchmarks/_*.py are their helpers) follow the package's
+# loading and exception rules, and each has a --quick form that .ci/run runs after the tests.
+ROOT = PACKAGE.parents[1]
+BENCHMARK_FILES = sorted((ROOT / "benchmarks").glob("*.py"))
+BENCHMARKS = [p for p in BENCHMARK_FILES if not p.name.startswith("_")]
+
+
+def _unsafe_loads_and_broad_excepts(tree: ast.AST) -> list[str]:
+    """``torch.load`` calls without ``weights_only=True`` and handlers of ``Exception``,
+    ``BaseException`` or everything, as ``line: what``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+            value = {k.arg: k.value for k in node.keywords}.get("weights_only")
+            if not (isinstance(value, ast.Constant) and value.value is True):
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "torch" and any(
+                alias.name == "load" for alias in node.names):
+            found.append(f"{node.lineno}: from torch import load (call torch.load(..., weights_only=True))")
+        elif isinstance(node, ast.ExceptHandler) and (
+                node.type is None or ast.unparse(node.type) in ("Exception", "BaseException")):
+            found.append(f"{node.lineno}: except {ast.unparse(node.type) if node.type else ''}".rstrip())
+    return sorted(found, key=lambda problem: int(problem.split(":")[0]))
+
+
+def _has_quick_option(tree: ast.AST) -> bool:
+    """Whether a script adds a ``--quick`` command-line option and runs when executed."""
+    adds = any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "add_argument"
+               and any(isinstance(a, ast.Constant) and a.value == "--quick" for a in n.args)
+               for n in ast.walk(tree))
+    runs = any(isinstance(n, ast.If) and ast.unparse(n.test) in ("__name__ == '__main__'", "'__main__' == __name__")
+               for n in getattr(tree, "body", []))
+    return adds and runs
+
+
+def test_there_are_benchmarks_to_check():
+    assert {"metrics_speed.py", "predict_speed.py", "train_throughput.py"} <= {p.name for p in BENCHMARKS}
+
+
+@pytest.mark.parametrize("path", BENCHMARK_FILES, ids=lambda p: p.name)
+def test_benchmarks_load_weights_only_and_catch_narrowly(path):
+    problems = _unsafe_loads_and_broad_excepts(ast.parse(path.read_text()))
+    assert not problems, f"{path.name}: " + "; ".join(problems)
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.name)
+def test_every_benchmark_has_a_quick_form(path):
+    assert _has_quick_option(ast.parse(path.read_text())), (
+        f"{path.name}: .ci/run runs `python {path.relative_to(ROOT)} --quick`; add that option "
+        f"(tiny sizes, one repeat, the same ratio lines) and an `if __name__ == \"__main__\":` block")
+
+
+def test_the_benchmark_checks_find_what_they_look_for():
+    bad = ast.parse("import torch\ntry:\n    torch.load(p, weights_only=False)\n    torch.load(p)\n"
+                    "except Exception:\n    pass\ntry:\n    pass\nexcept:\n    pass\n")
+    assert [line.split(":")[0] for line in _unsafe_loads_and_broad_excepts(bad)] == ["3", "4", "5", "9"]
+    good = ast.parse("import torch\ntry:\n    torch.load(p, map_location=f(x), weights_only=True)\n"
+                     "except (OSError, ValueError):\n    pass\n")
+    assert _unsafe_loads_and_broad_excepts(good) == []
+    script = "import argparse\np = argparse.ArgumentParser()\np.add_argument({flag!r}, action='store_true')\n"
+    main = "if __name__ == '__main__':\n    p.parse_args()\n"
+    assert _has_quick_option(ast.parse(script.format(flag="--quick") + main))
+    assert not _has_quick_option(ast.parse(script.format(flag="--fast") + main))
+    assert not _has_quick_option(ast.parse(script.format(flag="--quick")))
+
+
+def test_ci_runs_the_readme_test_command_then_every_benchmark_quick():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    assert block[0].startswith("# 1.") and block[2].startswith("# 2."), "README's set-up commands come first"
+    test_command = block[3]
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert test_command in ci, ".ci/run must run README's set-up command 2 verbatim"
+    after = "\n".join(ci[ci.index(test_command) + 1:])
+    assert re.search(r"for (\w+) in benchmarks/\*\.py\b.*?python \"\$\1\" --quick", after, re.S), (
+        ".ci/run must run every benchmarks/*.py with --quick after the tests")
