@@ -33,6 +33,7 @@ _EXPORTS = {
     # data: files -> cases -> soft labels
     "Case": "softseg.data.cases",
     "Dataset": "softseg.data.cases",
+    "CaseQuery": "softseg.data.cases",
     "load_dataset": "softseg.data.datasets",
     "scan_dataset": "softseg.data.datasets",
     "find_qubiq_datasets": "softseg.data.datasets",
@@ -43,10 +44,13 @@ _EXPORTS = {
     "random_rater_label": "softseg.data.labels",
     "write_soft_labels": "softseg.data.labels",
     "write_demo_dataset": "softseg.data.synthetic",
-    # training: configuration -> run folder
+    # the model core: configuration, the run's mode and output head
     "TrainConfig": "softseg.model.config",
     "preset": "softseg.model.config",
     "resolve_config": "softseg.model.config",
+    "mode_of": "softseg.model.modes",
+    "head_of": "softseg.model.heads",
+    # training: configuration -> run folder
     "split_ids": "softseg.training.batches",
     "train": "softseg.training.train",
     "keep_freed_memory": "softseg.model.runtime",
@@ -56,6 +60,8 @@ _EXPORTS = {
     "LoadedRun": "softseg.inference.runs",
     "predict_images": "softseg.inference.arrays",
     "predict_folder": "softseg.inference.predict",
+    "RunOptions": "softseg.inference",
+    "PredictOutputs": "softseg.inference.outputs",
     "calibrate": "softseg.inference.calibration",
     "choose_threshold": "softseg.inference.thresholds",
     "export_onnx": "softseg.inference.export",

@@ -77,7 +77,8 @@ def _on_source_grids(maps: list[torch.Tensor], images: list[np.ndarray], *, clam
 
 def _logits(run: LoadedRun, flip: tuple[int, ...] = ()) -> Forward:
     """The run's logits of whole model inputs seen through ``flip`` (a view of
-    :data:`FLIP_NAMES`), flipped back so that every pixel stays where it was."""
+    :data:`FLIP_NAMES`), flipped back so that every pixel stays where it was; on the run's
+    device (2D modes) or the CPU (3D)."""
     mode, precision = mode_of(run.config), resolve_precision(run.config.precision, run.device)
     dims = mode.flip_dims(run.config, flip)
 

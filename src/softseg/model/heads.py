@@ -7,8 +7,9 @@ and the temperature act on. Decided once from the run's configuration (:func:`he
   class, background first, a softmax over them, one temperature shared by the softmax; targets
   are the raters' class distributions; ``tasks`` are the foreground classes.
 
-A new head is one class with these methods plus its entry in :data:`HEADS` and in
-:func:`head_of`; training, validation, prediction, calibration and export ask the head.
+A new head is one class with these methods plus its entry in :data:`HEADS` (the head there
+that ``claims`` a configuration is its head); training, validation, prediction,
+calibration and export ask the head.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ class Head(Protocol):
     """The interface every head implements (see the module doc)."""
 
     name: str
+
+    @staticmethod
+    def claims(config: TrainConfig) -> bool:
+        """Whether a run with ``config`` has this head."""
+        ...
+
     #: how ``calibrate`` describes the temperature it fits, and what that fit minimises
     temperature_method: str
     temperature_objective: str
@@ -88,6 +95,13 @@ class SigmoidTasks:
     one_map_per_task = True
     exported_values = ("probabilities in [0, 1] (sigmoid of the logits divided by the temperature of "
                        "each seed and task where listed under 'temperatures'")
+
+    def __init__(self, config: TrainConfig | None = None):
+        pass  # nothing of the configuration to keep
+
+    @staticmethod
+    def claims(config: TrainConfig) -> bool:
+        return not config.classes
 
     def outputs(self, config: TrainConfig) -> tuple[str, ...]:
         return tuple(config.tasks)
@@ -153,8 +167,12 @@ class SoftmaxClasses:
     exported_values = ("probabilities in [0, 1] per class in 'classes' order, summing to 1 (softmax of the "
                        "logits divided by each seed's temperature where listed under 'temperatures'")
 
-    def __init__(self, n_classes: int = 0):
-        self._n_classes = n_classes
+    def __init__(self, config: TrainConfig | None = None):
+        self._n_classes = len(config.classes) if config is not None else 0
+
+    @staticmethod
+    def claims(config: TrainConfig) -> bool:
+        return bool(config.classes)
 
     def outputs(self, config: TrainConfig) -> tuple[str, ...]:
         return tuple(config.classes)
@@ -223,13 +241,12 @@ def as_class_distribution(labels: torch.Tensor) -> torch.Tensor:
     return labels / torch.where(empty, torch.ones_like(total), total)
 
 
-#: every head by name; :func:`head_of` picks one for a configuration
-HEADS: dict[str, type] = {SigmoidTasks.name: SigmoidTasks, SoftmaxClasses.name: SoftmaxClasses}
+#: every head by name; exactly one claims any configuration
+HEADS: dict[str, type] = {cls.name: cls for cls in (SoftmaxClasses, SigmoidTasks)}
 
 
 def head_of(config: TrainConfig) -> Head:
-    """The head of a run: a softmax over ``config.classes`` for multi-class data, else a
-    sigmoid per task. The one place that decides it."""
-    if config.classes:
-        return SoftmaxClasses(len(config.classes))
-    return SigmoidTasks()
+    """The head of a run, the one place that decides it: the one of :data:`HEADS` that
+    claims ``config`` (a softmax over ``config.classes`` for multi-class data, else a sigmoid
+    per task)."""
+    return next(cls(config) for cls in HEADS.values() if cls.claims(config))

@@ -10,7 +10,8 @@
 
 "Run the model over whole images" is :meth:`Mode.outputs`, the one path that validation,
 predict, calibrate, threshold and export take. A new mode is one class with the methods of
-:class:`Mode` plus its entry in :data:`MODES` and :func:`mode_of`.
+:class:`Mode` plus its entry in :data:`MODES` (the mode there that ``claims`` a configuration
+is its mode).
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ class Mode(Protocol):
     whole_training_volumes: bool
     #: what the mode does with a volume about its through-plane axis (for the log)
     volume_axis: str
+
+    @staticmethod
+    def claims(config: TrainConfig) -> bool:
+        """Whether a run with ``config`` runs in this mode."""
+        ...
 
     def check_dataset(self, cases: Sequence[Case], root: Path) -> None:
         """Raise SoftsegError when this mode cannot train on ``cases``."""
@@ -178,6 +184,10 @@ class _Planar:
 class Image2D(_Planar):
     name = "image"
 
+    @staticmethod
+    def claims(config):
+        return config.dims == "2d" and config.slice_axis is None
+
     def check_image(self, index, image, config):
         _check_channels(index, image, config)
         if image.ndim == 4:
@@ -190,6 +200,10 @@ class Image2D(_Planar):
 
 class Slices2D(_Planar):
     name = "slices"
+
+    @staticmethod
+    def claims(config):
+        return config.dims == "2d" and config.slice_axis is not None  # a 2D run trained on volumes
 
     def check_image(self, index, image, config):
         _check_channels(index, image, config)
@@ -206,6 +220,10 @@ class Volume3D:
     window = "patch"
     whole_training_volumes = True
     volume_axis = "rotated about"
+
+    @staticmethod
+    def claims(config):
+        return config.dims == "3d"
 
     def check_dataset(self, cases, root):
         flat = [c.case_id for c in cases if c.image.ndim != 4]
@@ -284,16 +302,18 @@ class Volume3D:
         )
 
 
-#: every mode by name; :func:`mode_of` picks one for a configuration
-MODES: dict[str, type] = {m.name: m for m in (Image2D, Slices2D, Volume3D)}
+#: every mode by name; exactly one claims any valid configuration
+MODES: dict[str, type] = {m.name: m for m in (Volume3D, Slices2D, Image2D)}
 
 
 def mode_of(config: TrainConfig) -> Mode:
-    """The mode of a run: the 3D network for ``dims`` "3d", slices for a 2D run trained on
-    volumes (it has a ``slice_axis``), whole 2D images otherwise. The one place that decides it."""
-    if config.dims == "3d":
-        return Volume3D()
-    return Slices2D() if config.slice_axis is not None else Image2D()
+    """The mode of a run, the one place that decides it: the one of :data:`MODES` that
+    claims ``config`` (the 3D network for ``dims`` "3d", slices for a 2D run trained on
+    volumes, which has a ``slice_axis``, whole 2D images otherwise)."""
+    mode = next((cls() for cls in MODES.values() if cls.claims(config)), None)
+    if mode is None:
+        raise SoftsegError(f"dims {config.dims!r}: no mode runs it; expected one of 2d, 3d")
+    return mode
 
 
 def model_from_config(config: TrainConfig, encoder_weights: str | Path | None = "none") -> torch.nn.Module:
