@@ -128,6 +128,17 @@ def test_epoch_batches_keep_partial_batches_that_every_process_can_share():
     assert epoch_batches(list(range(9)), 4, world=2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert epoch_batches(list(range(3)), 8, world=2) == [[0, 1, 2]]
     assert steps_per_epoch(9, 4) == 3 and steps_per_epoch(9, 4, world=2) == 2
+    # without augmented copies a process needs two cases: batch norm cannot train on one
+    assert epoch_batches(list(range(9)), 4, per_process=2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert steps_per_epoch(10, 4, per_process=2) == 3
+
+
+def test_training_without_augmented_copies_on_an_odd_number_of_cases(tmp_path):
+    # 5 cases in batches of 4: a last batch of one case crashed batch norm with aug_copies 0
+    ds = make_dataset(6, size=32)
+    run = train(TINY.replace(epochs=1, aug_copies=0), ds, tmp_path / "r", ids(ds, slice(0, 5)),
+                ids(ds, slice(5, 6)), progress=False)
+    assert np.isfinite(float(history(run)[-1]["train_loss"]))
 
 
 def test_label_modes_give_the_documented_targets():

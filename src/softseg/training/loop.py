@@ -61,17 +61,24 @@ class LoopState:
         return self.config.precision
 
 
-def epoch_batches(order: list[int], batch_size: int, world: int = 1) -> list[list[int]]:
+def epoch_batches(order: list[int], batch_size: int, world: int = 1, per_process: int = 1) -> list[list[int]]:
     """Consecutive global batches of ``order``; a last partial batch is kept unless it has
-    fewer cases than processes (a process would get none)."""
+    fewer than ``per_process`` cases for each process (see :func:`smallest_share`)."""
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if len(batches) > 1 and len(batches[-1]) < world:
+    if len(batches) > 1 and len(batches[-1]) < world * per_process:
         batches.pop()
     return batches
 
 
-def steps_per_epoch(n_cases: int, batch_size: int, world: int = 1) -> int:
-    return max(1, len(epoch_batches(list(range(n_cases)), batch_size, world)))
+def smallest_share(config: TrainConfig) -> int:
+    """The fewest cases a process's share of a batch may hold: one when augmented copies
+    grow it, else two, since batch norm cannot train on a single sample (it crashed on a last
+    batch of one with ``aug_copies`` 0)."""
+    return 1 if config.aug_copies > 0 else 2
+
+
+def steps_per_epoch(n_cases: int, batch_size: int, world: int = 1, per_process: int = 1) -> int:
+    return max(1, len(epoch_batches(list(range(n_cases)), batch_size, world, per_process)))
 
 
 def _crops(images, labels, config: TrainConfig, generator: torch.Generator, foreground):
@@ -137,7 +144,7 @@ def train_epoch(state: LoopState, data: TrainData, progress: bool = True) -> flo
 
     c = state.config
     order = torch.randperm(len(data.images), generator=state.sampler).tolist()
-    batches = epoch_batches(order, c.batch_size, state.dist.world)
+    batches = epoch_batches(order, c.batch_size, state.dist.world, smallest_share(c))
     state.wrapped.train()
     losses = []
     bar = tqdm(

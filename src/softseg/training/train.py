@@ -36,6 +36,7 @@ from softseg.training.loop import (
     lr_at,
     restore_rng_states,
     rng_states,
+    smallest_share,
     steps_per_epoch,
     train_epoch,
     validate,
@@ -242,7 +243,7 @@ def _build_state(config: TrainConfig, device, dist, n_train: int, resume: bool) 
         config=config, model=model, wrapped=_distributed.wrap(model, dist, device),
         optimizer=optimizer, scaler=scaler, device=device, dist=dist,
         sampler=torch.Generator().manual_seed(config.seed),
-        steps_per_epoch=steps_per_epoch(n_train, config.batch_size, dist.world),
+        steps_per_epoch=steps_per_epoch(n_train, config.batch_size, dist.world, smallest_share(config)),
     )
 
 
