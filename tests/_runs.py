@@ -12,12 +12,14 @@ from softseg.model.modes import model_from_config
 from softseg.model.checkpoints import save_checkpoint
 
 
-def make_run(run_dir: Path, in_channels: int = 1, tasks=("task01", "task02"), seed: int = 0) -> Path:
+def make_run(run_dir: Path, in_channels: int = 1, tasks=("task01", "task02"), seed: int = 0,
+             classes=()) -> Path:
     """A run folder with an untrained model whose logits are spread out (head weights x 20),
     so its probabilities cover [0, 1] rather than sitting near 0.5; ``best.pt`` and
-    ``last.pt`` hold the same weights."""
+    ``last.pt`` hold the same weights. ``classes`` (background first; ``tasks`` then the
+    foreground classes) makes a multi-class (softmax) run."""
     config = TrainConfig(tasks=tuple(tasks), in_channels=in_channels, encoder_weights="none",
-                         precision="fp32", seed=seed)
+                         precision="fp32", seed=seed, classes=tuple(classes))
     torch.manual_seed(seed)
     model = model_from_config(config)
     with torch.no_grad():

@@ -19,6 +19,7 @@ from softseg.cli._options import (
     keep_memory,
     run_options,
 )
+from softseg.errors import SoftsegError
 from softseg.inference import BATCH_SIZE
 
 
@@ -64,6 +65,11 @@ def _register_predict(subparsers) -> None:
     parser.add_argument("--run-threshold", action=argparse.BooleanOptionalAction, default=True,
                         help="also write masks at the operating threshold stored by "
                         "'softseg threshold' in the run (default: yes)")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also write per-pixel entropy maps <task>_entropy (nats; a multi-class run: "
+                        "classes_entropy over all classes); with several runs (seeds) also the mutual "
+                        "information <task>_mi (the seeds' disagreement) and the expected entropy "
+                        "<task>_expected_entropy, which add up to the entropy")
     parser.add_argument("--qubiq", action="store_true",
                         help="write the QUBIQ submission layout OUT/<dataset>/<case>/<task>.nii.gz")
     add_temperature(parser)
@@ -77,7 +83,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from softseg.inference.predict import PredictOutputs, predict_folder
 
     outputs = PredictOutputs(std=args.std, masks=tuple(args.masks), use_run_threshold=args.run_threshold,
-                             qubiq=args.qubiq)
+                             qubiq=args.qubiq, uncertainty=args.uncertainty)
     path = predict_folder(args.runs, args.input, args.out, query=case_query(args), outputs=outputs,
                           options=run_options(args), overwrite=args.overwrite)
     summary = json.loads(path.read_text())
@@ -85,6 +91,9 @@ def run_predict(args: argparse.Namespace) -> int:
     if summary["run_threshold"]:
         chosen = ", ".join(f"{t} {v:g}" for t, v in summary["run_threshold"]["tasks"].items())
         print(f"masks at the run's operating threshold: {chosen}")
+    if summary.get("uncertainty"):
+        written = summary["uncertainty"]
+        print(f"uncertainty maps ({written['unit']}, {written['models']} model(s)): {', '.join(written['maps'])}")
     if summary["temperatures"]:
         print("temperatures applied: " + "; ".join(
             f"{Path(run).name} " + ", ".join(f"{t} {v:.4g}" for t, v in temps.items())
@@ -136,7 +145,12 @@ def _register_threshold(subparsers) -> None:
         ">= --reference-level), pick the threshold meeting the requirement with the best value "
         "of the other measure (ties: the higher threshold) and store it in RUN/threshold.json. "
         "The maps are those 'softseg predict' makes with the same --checkpoint (default last), "
-        "--temperature and --tta; pass the same options to both.",
+        "--temperature and --tta; pass the same options to both. With --risk the threshold comes "
+        "with a guarantee for new images like the calibration cases: --risk fnr --alpha A "
+        "(conformal risk control: the expected false-negative rate of the next image, averaged "
+        "over its raters, is at most A) or --risk fdr --alpha A --delta D (Learn-then-Test: "
+        "with probability 1 - D the expected false-discovery rate is at most A); the cases must "
+        "be cases the run did not train on (docs/prediction.md, 'Thresholds with a guarantee').",
     )
     parser.add_argument("run", type=Path, metavar="RUN", help="run folder or folder of seeds")
     parser.add_argument("data", type=Path, metavar="DATA", help="the dataset folder")
@@ -146,6 +160,13 @@ def _register_threshold(subparsers) -> None:
     goal.add_argument("--target-precision", type=float, metavar="P",
                       help="precision of at least P, then the best recall")
     goal.add_argument("--max-f1", action="store_true", help="the best F1")
+    goal.add_argument("--risk", choices=("fnr", "fdr"), default=None,
+                      help="a threshold with a guarantee on new images: fnr (conformal risk control) "
+                      "or fdr (Learn-then-Test); give --alpha (and --delta for fdr)")
+    parser.add_argument("--alpha", type=float, default=None, metavar="A",
+                        help="with --risk: the risk level, e.g. 0.1")
+    parser.add_argument("--delta", type=float, default=None, metavar="D",
+                        help="with --risk fdr: the probability that the guarantee fails, e.g. 0.1")
     parser.add_argument("--split", default=None,
                         help="cases of this split (default: the run's validation ids in split.json)")
     add_layout(parser)
@@ -164,7 +185,11 @@ def run_threshold(args: argparse.Namespace) -> int:
     from softseg.inference.thresholds import choose_threshold, format_tradeoff
     from softseg.inference.run_files import check_can_store, write_threshold_file
 
-    if args.max_f1:
+    if (args.alpha is not None or args.delta is not None) and args.risk is None:
+        raise SoftsegError("--alpha and --delta go with --risk fnr|fdr; drop them or add --risk")
+    if args.risk is not None:
+        criterion, target = f"risk_{args.risk}", args.alpha
+    elif args.max_f1:
         criterion, target = "max_f1", None
     elif args.target_recall is not None:
         criterion, target = "target_recall", args.target_recall
@@ -172,8 +197,8 @@ def run_threshold(args: argparse.Namespace) -> int:
         criterion, target = "target_precision", args.target_precision
     check_can_store(args.run, args.overwrite)  # fail before minutes of prediction, not after
     payload, tables = choose_threshold(
-        args.run, args.data, criterion=criterion, target=target, reference_level=args.reference_level,
-        query=case_query(args), options=run_options(args),
+        args.run, args.data, criterion=criterion, target=target, delta=args.delta,
+        reference_level=args.reference_level, query=case_query(args), options=run_options(args),
     )
     path = write_threshold_file(args.run, payload, overwrite=args.overwrite)
     goal = criterion.replace("_", " ") + ("" if target is None else f" {target:g}")
@@ -181,6 +206,9 @@ def run_threshold(args: argparse.Namespace) -> int:
     for task, point in payload["tasks"].items():
         print(f"\n{task}: threshold {point['threshold']:.2f}  precision {point['precision']:.4f}  "
               f"recall {point['recall']:.4f}  F1 {point['f1']:.4f}")
+        if "risk" in point:
+            print(f"guarantee: {point['risk']['guarantee']}; calibration risk "
+                  f"{point['risk']['calibration_risk']:.4f}")
         print(format_tradeoff(tables[task], chosen=point["threshold"], every=args.every))
     print(f"\nstored in {path}; 'softseg predict' writes masks at it by default")
     return 0

@@ -138,10 +138,12 @@ def class_names(path: Path, labels: Any) -> tuple[str, ...]:
             )
         elif isinstance(value, bool) or not isinstance(value, int):
             problems.append(f"{name!r}: expected an integer value, found {value!r}")
-        elif not _CLASS_NAME.fullmatch(name) or name == io.LABEL_MAP or "_std" in name or "_mask-" in name:
+        elif (not _CLASS_NAME.fullmatch(name) or name == io.LABEL_MAP or "_std" in name or "_mask-" in name
+              or name.endswith(tuple(f"_{kind}" for kind in io.UNCERTAINTY_MAPS))):
             problems.append(
                 f"{name!r}: expected a class name usable as a file name (letters, digits, '-', '.', "
-                "'_'; not 'label-map', '_std' or '_mask-', which prediction files use)"
+                "'_'; not 'label-map', '_std' or '_mask-', nor ending in '_entropy' or '_mi', which "
+                "prediction files use)"
             )
     if problems:
         raise SoftsegError(f"{where}: " + "; ".join(problems))

@@ -23,6 +23,9 @@ Conventions
   "P" (palette) is converted to RGB for images; for masks its indices are read.
 * Probability maps on disk: float32 NIfTI with the source affine and header, or 16-bit
   grey PNG with value ``round(p * 65535)``. Binary masks: uint8 NIfTI 0/1, or 8-bit PNG 0/255.
+  Maps of values in [0, upper] (uncertainty maps in nats, upper = ln K): float32 NIfTI holding
+  the values themselves, or 16-bit grey PNG with value ``round(v / upper * 65535)``; the
+  reader is told ``upper`` (the prediction record holds it).
 * Files are written atomically (temporary file in the same folder, then rename) and an
   existing file is never replaced unless ``overwrite=True``.
 """
@@ -51,6 +54,11 @@ SUPPORTED = "NIfTI (.nii, .nii.gz) or PNG (.png)"
 # The file stem of a multi-class prediction's label map (argmax class values), beside the class
 # maps: written by inference, skipped as a task by evaluation, refused as a class name.
 LABEL_MAP = "label-map"
+
+# The endings of a prediction's uncertainty maps' stems: <task>_entropy, <task>_mi,
+# <task>_expected_entropy (softseg.inference.uncertainty): written by inference, skipped as
+# tasks by evaluation, refused as the end of a class name.
+UNCERTAINTY_MAPS = ("entropy", "mi", "expected_entropy")
 
 # Largest last axis that can be channels rather than slices (4 = QUBIQ brain-tumor MRI).
 MAX_CHANNELS_LAST = 4
@@ -241,7 +249,19 @@ def read_probability(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     largest value of their bit depth (255 for 8-bit, 65535 for 16-bit). Raises
     SoftsegError for NaN/inf, values outside [0, 1], colour PNGs or unreadable files.
     """
+    return read_map(path)
+
+
+def read_map(path: str | os.PathLike, *, upper: float = 1.0) -> tuple[np.ndarray, Geometry]:
+    """Read a map of values in [0, ``upper``] written by :func:`write_map` with that ``upper``
+    (default 1: a probability map, as :func:`read_probability`).
+
+    NIfTI values are taken as stored and must lie in [0, upper] (compared in float32, the
+    precision of the map); PNG values are divided by the largest value of their bit depth and
+    multiplied by ``upper``. Raises SoftsegError like :func:`read_probability`.
+    """
     path = Path(path)
+    what = "probabilities" if upper == 1.0 else "values"
     if file_format(path) == "png":
         data, geometry = _load_png(path)
         if data.ndim != 2:
@@ -255,18 +275,24 @@ def read_probability(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
             array = data.astype(np.float32)
         else:
             scale = 65535.0 if geometry.bit_depth == 16 else 255.0
-            array = (data.astype(np.float64) / scale).astype(np.float32)
+            array = (data.astype(np.float64) / scale * upper).astype(np.float32)
     else:
         data, geometry, _ = _load_nifti(path)
         array = _squeeze_trailing(np.asarray(data, dtype=np.float32))
     if not np.isfinite(array).all():
-        raise SoftsegError(f"{path}: expected finite probabilities in [0, 1], found NaN or inf")
+        raise SoftsegError(f"{path}: expected finite {what} in [0, {upper:g}], found NaN or inf")
     low, high = _value_range(array)
-    if low < 0.0 or high > 1.0:
+    if low < 0.0 or high > _upper32(upper):
         raise SoftsegError(
-            f"{path}: expected probabilities in [0, 1], found values in [{low:g}, {high:g}]"
+            f"{path}: expected {what} in [0, {upper:g}], found values in [{low:g}, {high:g}]"
         )
     return array, geometry
+
+
+def _upper32(upper: float) -> float:
+    """The largest value a float32 map of values in [0, ``upper``] holds: float32(upper),
+    which may lie above ``upper`` (float32(ln 2) > ln 2)."""
+    return float(np.float32(upper))
 
 
 def _value_range(array: np.ndarray) -> tuple[float, float]:
@@ -298,17 +324,21 @@ def _disk_array(array: np.ndarray, geometry: Geometry, path: Path) -> np.ndarray
 
 
 def write_map(
-    path: str | os.PathLike, array: np.ndarray, geometry: Geometry, *, overwrite: bool = False
+    path: str | os.PathLike, array: np.ndarray, geometry: Geometry, *, overwrite: bool = False,
+    upper: float = 1.0,
 ) -> Path:
     """Write a ``(*spatial)`` map in the layout of its source file.
 
     A bool array is a binary mask: uint8 0/1 NIfTI or 8-bit 0/255 PNG. A uint8 array is a
     label map of class values, stored as they are (uint8 NIfTI, 8-bit PNG). Any other array is a
-    probability map in [0, 1]: float32 NIfTI, or 16-bit grey PNG with value
-    ``round(p * 65535)``. NIfTI outputs carry the source affine and header (data type and
-    shape updated). The format follows ``path``'s suffix, which must match
+    map of values in [0, ``upper``] (default 1: a probability map): float32 NIfTI holding the
+    values, or 16-bit grey PNG with value ``round(v / upper * 65535)`` (``round(p * 65535)``
+    for probabilities; read it back with :func:`read_map` and the same ``upper``). NIfTI
+    outputs carry the source affine and header (data type and shape updated; display window
+    [0, upper]). The format follows ``path``'s suffix, which must match
     ``geometry.format``. Raises SoftsegError if the file exists and ``overwrite`` is False,
-    for values outside [0, 1] or NaN, or a shape that does not fit the geometry.
+    for values outside [0, upper] (compared in float32) or NaN, or a shape that does not fit
+    the geometry.
     """
     path = Path(path)
     fmt = file_format(path)
@@ -323,11 +353,11 @@ def write_map(
     if not (is_mask or is_labels):
         array = array.astype(np.float32)
         if not np.isfinite(array).all():
-            raise SoftsegError(f"{path}: map has NaN or inf values; expected values in [0, 1]")
+            raise SoftsegError(f"{path}: map has NaN or inf values; expected values in [0, {upper:g}]")
         low, high = _value_range(array)
-        if low < 0.0 or high > 1.0:
+        if low < 0.0 or high > _upper32(upper):
             raise SoftsegError(
-                f"{path}: expected map values in [0, 1], found [{low:g}, {high:g}]"
+                f"{path}: expected map values in [0, {upper:g}], found [{low:g}, {high:g}]"
             )
     data = _disk_array(array, geometry, path)
 
@@ -338,9 +368,9 @@ def write_map(
         image = nib.Nifti1Image(out, affine, header)
         image.set_data_dtype(out.dtype)
         # The source may carry intensity scaling and a display window for its intensities;
-        # a map is stored as-is and displayed over [0, 1] (a label map over its class values).
+        # a map is stored as-is and displayed over [0, upper] (a label map over its class values).
         image.header.set_slope_inter(None, None)
-        image.header["cal_min"], image.header["cal_max"] = 0.0, float(out.max(initial=0)) if is_labels else 1.0
+        image.header["cal_min"], image.header["cal_max"] = 0.0, float(out.max(initial=0)) if is_labels else float(upper)
         write_bytes_atomic(path, nifti_bytes(image, path.name.lower().endswith(".gz")), overwrite=overwrite)
     else:
         if data.ndim != 2:
@@ -350,7 +380,8 @@ def write_map(
         elif is_mask:
             grey = np.where(data, 255, 0).astype(np.uint8)
         else:
-            grey = np.round(data.astype(np.float64) * 65535).astype(np.uint16)
+            # float32(upper) may lie a rounding step above upper: that is the top value too
+            grey = np.round(np.minimum(data.astype(np.float64) / upper, 1.0) * 65535).astype(np.uint16)
         encoded = encode_grey_png(grey)
         write_bytes_atomic(path, encoded, overwrite=overwrite)
     return path

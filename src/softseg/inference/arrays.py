@@ -6,7 +6,8 @@ then the run's mode over the whole image (:meth:`softseg.model.modes.Mode.output
 and padded, slice by slice, or by sliding windows), the run's temperature (logits / T, when
 the run has one) and its head's activation (:mod:`softseg.model.heads`), back onto the
 source grid, so every pixel of the source grid gets a probability. Runs are averaged in
-probability space.
+probability space (:func:`predict_images`); :func:`predict_ensemble` also returns each run's
+maps, for the uncertainty maps.
 
 Test-time augmentation (``tta="flip"``) predicts each image also flipped, with the flips the
 run was trained with (see :func:`tta_flips`), un-flips each prediction and averages the
@@ -123,15 +124,44 @@ def predict_images(
     ``slice_axis`` (the slices of several volumes share forward passes), or with 3D runs
     (dims 3d) by sliding windows (:func:`softseg.model.preprocess.predict_logits_volume`).
     """
+    return _ensemble(loaded_runs, images, tta, spacings, each_run=False)[0]
+
+
+def predict_ensemble(
+    loaded_runs: Sequence[LoadedRun], images: Sequence[np.ndarray], tta: str = "none",
+    spacings: Sequence[Sequence[float]] | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The ensemble's maps and each run's, from one pass: ``(means, per_run)``.
+
+    ``means[i]`` is exactly :func:`predict_images`' map of image i; ``per_run[i]`` is
+    ``(M, T, *spatial)`` float32, run m's map of image i on its source grid (its temperature
+    and test-time views applied), which is ``predict_images([runs[m]], ...)``'s. Their mean
+    over runs is ``means[i]`` up to float rounding (the mean is taken before the resampling
+    back from a run's ``spacing``, and is exact without one). For the uncertainty maps
+    (:mod:`softseg.inference.uncertainty`).
+    """
+    return _ensemble(loaded_runs, images, tta, spacings, each_run=True)
+
+
+def _ensemble(loaded_runs, images, tta, spacings, *, each_run: bool):
+    """The runs' mean maps on the source grids and, with ``each_run``, every run's there too
+    (stacked per image); the one path of :func:`predict_images` and :func:`predict_ensemble`."""
     runs = list(loaded_runs)
     check_runs_compatible(runs)
     images = [np.asarray(image) for image in images]
     inputs = _inputs(runs[0], images, spacings)  # the same for every run
     totals: list[torch.Tensor] | None = None
+    kept: list[list[torch.Tensor]] = []
     for run in runs:
         maps = mode_of(run.config).outputs(_probabilities(run, tta), inputs, run.config, run.device, clamp01=True)
+        if each_run:
+            kept.append(maps)
         totals = maps if totals is None else [a + b for a, b in zip(totals, maps)]
-    return _on_source_grids([total / len(runs) for total in totals], images, clamp01=True)
+    means = _on_source_grids([total / len(runs) for total in totals], images, clamp01=True)
+    if not each_run:
+        return means, None
+    on_grids = [_on_source_grids(maps, images, clamp01=True) for maps in kept]
+    return means, [np.stack(per_image) for per_image in zip(*on_grids)]
 
 
 def predict_source_logits(run: LoadedRun, images: Sequence[np.ndarray],

@@ -6,12 +6,18 @@ One probability map per case and task, plus the optional side outputs::
     OUT/<case_id>/<task>.png               16-bit grey, value round(p * 65535) (PNG input)
     OUT/<case_id>/<task>_std.<ext>         sqrt(p (1 - p)), with ``std=True``
     OUT/<case_id>/<task>_mask-0.50.<ext>   p >= 0.50: uint8 0/1 NIfTI or 8-bit 0/255 PNG
+    OUT/<case_id>/<task>_entropy.<ext>     with ``uncertainty``: the entropy in nats; with
+    OUT/<case_id>/<task>_mi.<ext>          several runs also the mutual information and the
+    OUT/<case_id>/<task>_expected_entropy.<ext>   expected entropy (softseg.inference.uncertainty)
     OUT/predictions.json                   the record: runs, input, thresholds, cases, files
 
 A multi-class run writes one map per class instead (``<class>.<ext>``, background included,
-summing to 1 per pixel; ``<class>_std`` with ``std=True``; masks per foreground class) and
+summing to 1 per pixel; ``<class>_std`` with ``std=True``; masks per foreground class),
 ``OUT/<case_id>/label-map.<ext>``: per pixel the most probable class's value (ties to the
-lower value), uint8 NIfTI or 8-bit PNG holding 0, 1, 2, ...
+lower value), uint8 NIfTI or 8-bit PNG holding 0, 1, 2, ..., and with ``uncertainty`` the
+categorical maps over all classes ``classes_entropy.<ext>`` (``classes_mi``,
+``classes_expected_entropy``). Uncertainty maps are float32 NIfTI in nats, or 16-bit PNG
+holding ``round(value / ln K * 65535)`` (K = 2, or the number of classes; the record says).
 
 In the QUBIQ submission layout the maps are ``OUT/<dataset>/<case_id>/<task>.nii.gz`` and the
 record ``OUT/predictions-<dataset>-<tasks>.json`` (several runs may fill one submission).
@@ -37,6 +43,7 @@ from softseg.data.cases import QUBIQ_SPLITS, Case, Dataset
 from softseg.data.io import Geometry
 from softseg.errors import SoftsegError
 from softseg.files import write_json_atomic
+from softseg.inference import uncertainty
 
 PREDICTIONS_FILE = "predictions.json"
 
@@ -95,14 +102,19 @@ def case_outputs(
     thresholds: Mapping[str, Sequence[float]] | None = None,
     folder: str | None = None,
     classes: Sequence[str] = (),
-) -> list[tuple[Path, np.ndarray]]:
-    """What to write for one case: ``(relative path, (*spatial) array)`` pairs.
+    per_run: np.ndarray | None = None,
+) -> list[tuple]:
+    """What to write for one case: ``(relative path, (*spatial) array)`` pairs, and
+    ``(relative path, array, upper)`` triples for maps in [0, upper] other than probabilities.
 
     ``probability`` is ``(T, *spatial)`` float32 in [0, 1], tasks in ``tasks`` order, on the
     case's grid; for a multi-class run (``classes``) ``(C, *spatial)`` in ``classes`` order,
     and the label map is added. ``thresholds[task]`` lists the mask thresholds of that task. Masks are bool
     (``p >= t``), which :func:`io.write_map` stores as binary masks. ``folder`` replaces
     ``case.case_id`` as the case's sub-folder (QUBIQ layout: ``<dataset>/<case_id>``).
+    ``per_run``: the ensemble's maps ``(M, T or C, *spatial)`` whose mean is ``probability``;
+    with it the uncertainty maps of :func:`uncertainty.uncertainty_maps` are added (nats, upper
+    ln K; the entropy alone when M = 1), per task or, for classes, one set over all of them.
     """
     names = tuple(classes) or tuple(tasks)
     if probability.shape != (len(names), *case.spatial_shape):
@@ -111,6 +123,8 @@ def case_outputs(
             f"({len(names)} {'classes' if classes else 'tasks'}, *{case.spatial_shape}); the model and "
             "the image disagree"
         )
+    if per_run is not None and (per_run.ndim != probability.ndim + 1 or per_run.shape[1:] != probability.shape):
+        raise SoftsegError(f"{case.case_id}: the runs' maps {per_run.shape} are not (M, *{probability.shape})")
     suffix = io.map_suffix(case.geometry)
     base = Path(folder if folder is not None else case.case_id)
     thresholds = thresholds or {}
@@ -122,11 +136,24 @@ def case_outputs(
         outputs.append((base / f"{task}{suffix}", prob))
         if std:
             outputs.append((base / f"{task}_std{suffix}", std_map(prob)))
+        if per_run is not None and not classes:
+            outputs += _uncertainty_outputs(base, task, per_run[:, index], suffix, categorical=False)
         for t in thresholds.get(task, ()):
             # compared at the map's own precision, like metrics.py and thresholds.py
             mask = prob >= np.asarray(t, dtype=prob.dtype)
             outputs.append((base / f"{task}_mask-{threshold_label(t)}{suffix}", mask))
+    if per_run is not None and classes:
+        outputs += _uncertainty_outputs(base, uncertainty.ALL_CLASSES, per_run, suffix, categorical=True)
     return outputs
+
+
+def _uncertainty_outputs(base: Path, name: str, per_run: np.ndarray, suffix: str,
+                         *, categorical: bool) -> list[tuple[Path, np.ndarray, float]]:
+    """The uncertainty maps of one task (``per_run`` (M, *spatial)) or of all classes
+    (``(M, C, *spatial)``), with their maximum ln K."""
+    top = uncertainty.max_entropy(per_run.shape[1] if categorical else 2)
+    maps = uncertainty.uncertainty_maps(per_run, categorical=categorical)
+    return [(base / uncertainty.uncertainty_file(name, kind, suffix), array, top) for kind, array in maps.items()]
 
 
 def submission_name(dataset: Dataset) -> str:
@@ -163,7 +190,8 @@ def write_in_background(
     overwrite: bool,
     window: int,
 ) -> list[str]:
-    """Write every case's ``(geometry, [(relative path, array), ...])`` under ``out_dir``.
+    """Write every case's ``(geometry, [(relative path, array[, upper]), ...])`` under
+    ``out_dir`` (``upper``: see :func:`io.write_map`; 1 when left out).
 
     Files are written by one writer thread while ``outputs`` (a generator that predicts)
     computes the next case: gzip/PNG encoding releases the GIL, so the two overlap. At most
@@ -174,9 +202,9 @@ def write_in_background(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="softseg-write") as writer:
         pending: deque[Future] = deque()
         for geometry, files in outputs:
-            for relative, array in files:
-                pending.append(writer.submit(
-                    io.write_map, out_dir / relative, array, geometry, overwrite=overwrite))
+            for relative, array, *upper in files:
+                pending.append(writer.submit(io.write_map, out_dir / relative, array, geometry,
+                                             overwrite=overwrite, upper=upper[0] if upper else 1.0))
                 written.append(relative.as_posix())
             while len(pending) > window * len(files):
                 pending.popleft().result()
@@ -200,13 +228,15 @@ def record_path(out_dir: Path, tasks: Sequence[str], submission: str | None = No
 class PredictOutputs:
     """What ``softseg predict`` writes beside the probability maps: ``std`` maps
     sqrt(p(1-p)), binary ``masks`` at thresholds in (0, 1], the run's stored operating
-    threshold (``use_run_threshold``), or instead the QUBIQ submission layout (``qubiq``:
-    probability maps only)."""
+    threshold (``use_run_threshold``), ``uncertainty`` maps (the entropy in nats; with several
+    runs also the mutual information and expected entropy, :mod:`softseg.inference.uncertainty`),
+    or instead the QUBIQ submission layout (``qubiq``: probability maps only)."""
 
     std: bool = False
     masks: Sequence[float] = ()
     use_run_threshold: bool = True
     qubiq: bool = False
+    uncertainty: bool = False
 
 
 @dataclass(frozen=True)
@@ -214,12 +244,13 @@ class CaseFiles:
     """The files written per case once resolved: ``thresholds[task]`` the mask thresholds,
     ``run_threshold`` ``{"file", "tasks": {task: t}}`` when the run's stored operating
     threshold was applied (else None), ``submission`` the QUBIQ dataset name of the
-    submission layout (else None)."""
+    submission layout (else None), ``uncertainty`` the uncertainty maps."""
 
     std: bool = False
     thresholds: Mapping[str, Sequence[float]] | None = None
     run_threshold: Mapping[str, Any] | None = None
     submission: str | None = None
+    uncertainty: bool = False
 
 
 def prediction_record(
@@ -231,6 +262,7 @@ def prediction_record(
     written: CaseFiles,
     files: Sequence[str],
     applied: Mapping[str, Any],
+    uncertainty: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ``predictions.json``, the same for ``softseg predict`` and experiments.
 
@@ -239,7 +271,8 @@ def prediction_record(
     than a folder it read). ``written``: what was written per case (:class:`CaseFiles`;
     its thresholds per task). ``applied``: ``checkpoint``; ``temperatures`` ``{run: {task:
     T}}`` the logits were divided by (None: none); ``tta`` ``{"mode", "views": {run: [view
-    names]}}`` (None is recorded as mode "none").
+    names]}}`` (None is recorded as mode "none"). ``uncertainty``: what
+    :func:`uncertainty.uncertainty_record` says of the uncertainty maps written (None: none).
     """
     temperatures, tta = applied.get("temperatures"), applied.get("tta")
     thresholds = written.thresholds or {}
@@ -256,6 +289,7 @@ def prediction_record(
         "format": sorted({case.geometry.format for case in cases}),
         "layout_written": "qubiq" if written.submission is not None else "cases",
         "std": written.std,
+        "uncertainty": None if uncertainty is None else dict(uncertainty),
         "mask_thresholds": {task: list(values) for task, values in thresholds.items()},
         "run_threshold": None if written.run_threshold is None else dict(written.run_threshold),
         "temperatures": None if temperatures is None else {r: dict(t) for r, t in temperatures.items()},

@@ -26,7 +26,7 @@ from softseg.data.cases import Case, CaseQuery, check_channels
 from softseg.errors import SoftsegError
 from softseg.inference import BATCH_SIZE, RunOptions
 from softseg.files import prepare_out_dir
-from softseg.inference.arrays import FLIP_NAMES, predict_images, tta_flips
+from softseg.inference.arrays import FLIP_NAMES, predict_ensemble, predict_images, tta_flips
 from softseg.inference.inputs import load_input
 from softseg.inference.outputs import (
     PREDICTIONS_FILE,
@@ -45,6 +45,7 @@ from softseg.inference.outputs import (
     write_in_background,
     write_record,
 )
+from softseg.inference.uncertainty import ALL_CLASSES, uncertainty_record
 from softseg.model.heads import head_of
 from softseg.inference.runs import (
     LoadedRun,
@@ -71,16 +72,31 @@ def predict_cases(
     images at a time, averaged over ``loaded_runs`` (see :func:`softseg.inference.arrays.predict_images`).
 
     Logs a warning when a run's ``best`` checkpoint predicts its own validation cases."""
+    for case, prob, _ in _predicted(loaded_runs, cases, batch_size, progress, tta, each_run=False):
+        yield case, prob
+
+
+def _predicted(
+    loaded_runs: Sequence[LoadedRun], cases: Sequence[Case], batch_size: int, progress: bool, tta: str,
+    *, each_run: bool,
+) -> Iterator[tuple[Case, np.ndarray, np.ndarray | None]]:
+    """:func:`predict_cases` with, when ``each_run``, every run's maps ``(M, T, *spatial)``
+    too (:func:`softseg.inference.arrays.predict_ensemble`; one run: its map is the mean)."""
     if batch_size < 1:
         raise SoftsegError(f"--batch-size must be at least 1, got {batch_size}")
     warn_best_on_validation(loaded_runs, [case.case_id for case in cases], "predicting")
+    several = each_run and len(loaded_runs) > 1
     with tqdm(total=len(cases), desc="predict", unit="image", disable=not progress) as bar:
         for start in range(0, len(cases), batch_size):
             batch = cases[start : start + batch_size]
-            maps = predict_images(loaded_runs, [case.image for case in batch], tta=tta,
-                                  spacings=[case.spacing for case in batch])
-            for case, prob in zip(batch, maps):
-                yield case, np.asarray(prob, dtype=np.float32)
+            images, spacings = [case.image for case in batch], [case.spacing for case in batch]
+            if several:
+                maps, per_run = predict_ensemble(loaded_runs, images, tta=tta, spacings=spacings)
+            else:
+                maps = predict_images(loaded_runs, images, tta=tta, spacings=spacings)
+                per_run = [prob[None] if each_run else None for prob in maps]
+            for case, prob, runs in zip(batch, maps, per_run):
+                yield case, np.asarray(prob, dtype=np.float32), runs
             bar.update(len(batch))
 
 
@@ -129,9 +145,11 @@ def write_predictions(
     record of :func:`outputs.prediction_record` (``source``, ``options.checkpoint`` and
     ``written.run_threshold`` are recorded as given, the runs' temperatures and
     ``options.tta`` as applied; see :func:`softseg.inference.arrays.predict_images`).
-    ``written.thresholds[task]``: mask thresholds (default none). ``written.submission``: the
-    QUBIQ submission layout under that dataset name; then only the files this call would
-    replace are refused, not a non-empty folder. ``options.batch_size`` images a step.
+    ``written.thresholds[task]``: mask thresholds (default none). ``written.uncertainty``:
+    also the runs' uncertainty maps (:mod:`softseg.inference.uncertainty`), recorded under
+    ``uncertainty``. ``written.submission``: the QUBIQ submission layout under that dataset
+    name; then only the files this call would replace are refused, not a non-empty folder.
+    ``options.batch_size`` images a step.
 
     A non-empty ``out_dir`` is refused unless ``overwrite`` (files of the same names are
     replaced) or ``resume`` (the folder is continued: its record keeps the cases written
@@ -143,6 +161,9 @@ def write_predictions(
     tasks = loaded[0].tasks
     submission, tta, batch_size = written.submission, options.tta, options.batch_size
     check_run_channels(cases, loaded[0])
+    if submission is not None and written.uncertainty:
+        raise SoftsegError("the QUBIQ submission layout holds probability maps only; predict the "
+                           "uncertainty maps without --qubiq into another folder")
     if submission is not None and not head_of(loaded[0].config).one_map_per_task:
         raise SoftsegError(
             f"{loaded[0].run_dir}: a multi-class run; the QUBIQ submission layout holds one binary "
@@ -162,10 +183,12 @@ def write_predictions(
     def folder(case: Case) -> str | None:
         return None if submission is None else f"{submission}/{case.case_id}"
 
+    classes = loaded[0].config.classes
     outputs = (
         (case.geometry, case_outputs(case, prob, tasks, std=written.std, thresholds=per_task, folder=folder(case),
-                                     classes=loaded[0].config.classes))
-        for case, prob in predict_cases(loaded, cases, batch_size, options.progress, tta=tta)
+                                     classes=classes, per_run=per_run))
+        for case, prob, per_run in _predicted(loaded, cases, batch_size, options.progress, tta,
+                                              each_run=written.uncertainty)
     )
     # at most two batches of results wait for the writer thread
     files = write_in_background(out_dir, outputs, overwrite=overwrite, window=2 * batch_size)
@@ -174,6 +197,8 @@ def write_predictions(
         written=CaseFiles(written.std, per_task, written.run_threshold, submission), files=files,
         applied={"checkpoint": options.checkpoint, "temperatures": applied_temperatures(loaded),
                  "tta": tta_record(loaded, tta)},
+        uncertainty=None if not written.uncertainty else uncertainty_record(
+            len(loaded), [ALL_CLASSES] if classes else tasks, len(classes) or 2, categorical=bool(classes)),
     )
     return write_record(path, merge_records(earlier, record))
 
@@ -195,17 +220,18 @@ def predict_folder(
     :class:`~softseg.inference.outputs.PredictOutputs` for ``outputs``: ``masks`` are
     thresholds in (0, 1] for binary masks ``p >= t``; the operating threshold stored in the
     run(s) by ``softseg threshold`` is added unless ``use_run_threshold`` is False; ``qubiq``
-    is the QUBIQ submission layout (NIfTI input, probability maps only). ``options``: see
-    :class:`~softseg.inference.RunOptions`. Refuses a non-empty ``out_dir`` (with ``qubiq``:
+    is the QUBIQ submission layout (NIfTI input, probability maps only); ``uncertainty`` adds
+    the entropy maps (and, with several runs, mutual information and expected entropy).
+    ``options``: see :class:`~softseg.inference.RunOptions`. Refuses a non-empty ``out_dir`` (with ``qubiq``:
     any submission file it would replace) unless ``overwrite``. Returns the path of the
     record (``predictions.json``).
     """
     out_dir = Path(out_dir)
     std, qubiq, layout, split = outputs.std, outputs.qubiq, query.layout, query.split
     masks = check_thresholds(outputs.masks)
-    if qubiq and (std or masks):
+    if qubiq and (std or masks or outputs.uncertainty):
         raise SoftsegError(
-            "--qubiq writes a submission (probability maps only); drop --std/--masks, or "
+            "--qubiq writes a submission (probability maps only); drop --std/--masks/--uncertainty, or "
             "predict again without --qubiq into another folder for those"
         )
     if not qubiq:
@@ -232,6 +258,7 @@ def predict_folder(
             "tasks": {t: stored["tasks"][t]["threshold"] for t in stored["tasks"]},
         },
         submission=submission_name(dataset) if qubiq else None,
+        uncertainty=outputs.uncertainty,
     )
     return write_predictions(
         loaded, dataset.cases, out_dir,

@@ -223,13 +223,23 @@ def validation_ids(run_dir: str | Path, way_out: str = "choose the cases explici
     Raises SoftsegError, ending with ``way_out``, when the file is missing or holds no list
     of ids under ``val``.
     """
+    return _split_ids(run_dir, "val", "validation", way_out)
+
+
+def training_ids(run_dir: str | Path, way_out: str = "choose the cases explicitly") -> list[str]:
+    """The training case ids recorded in ``run_dir/split.json``; SoftsegError as
+    :func:`validation_ids`."""
+    return _split_ids(run_dir, "train", "training", way_out)
+
+
+def _split_ids(run_dir: str | Path, key: str, what: str, way_out: str) -> list[str]:
     path = Path(run_dir) / SPLIT_FILE
     try:
-        ids = json.loads(path.read_text())["val"]
+        ids = json.loads(path.read_text())[key]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SoftsegError(f"{path}: cannot read the validation case ids ({error}); {way_out}") from error
+        raise SoftsegError(f"{path}: cannot read the {what} case ids ({error}); {way_out}") from error
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise SoftsegError(f"{path}: 'val' must be a list of case ids, found {str(ids)[:100]}; {way_out}")
+        raise SoftsegError(f"{path}: '{key}' must be a list of case ids, found {str(ids)[:100]}; {way_out}")
     return list(ids)
 
 

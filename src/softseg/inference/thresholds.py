@@ -23,6 +23,9 @@ a number, on validation data:
   confident operating point). A requirement that no threshold meets raises
   :class:`SoftsegError` naming the best value achievable, never a silent fallback.
 
+The criteria ``risk_fnr`` and ``risk_fdr`` instead choose a threshold with a guarantee on new
+images (:mod:`softseg.inference.risk`); the trade-off table is reported for them too.
+
 The pure functions come first; :func:`choose_threshold` runs the model on a dataset's
 validation cases (see docs/prediction.md). The ``threshold.json`` of a run is written and
 read by :mod:`softseg.inference.runs`.
@@ -44,11 +47,15 @@ from softseg.errors import SoftsegError
 from softseg.data.cases import CaseQuery
 from softseg.inference import RunOptions
 from softseg.evaluation.metrics import FINE_THRESHOLDS
+from softseg.inference.risk import RiskControl, control, losses_of, risk_summary
 from softseg.model.heads import head_of
 
 log = logging.getLogger(__name__)
 
 CRITERIA = ("target_recall", "target_precision", "max_f1")
+# with a guarantee (softseg.inference.risk): conformal risk control of the false-negative rate,
+# Learn-then-Test of the false-discovery rate; their target is the risk level alpha
+RISK_CRITERIA = {"risk_fnr": "fnr", "risk_fdr": "fdr"}
 
 
 @dataclass(frozen=True)
@@ -260,6 +267,7 @@ def choose_threshold(
     *,
     criterion: str,
     target: float | None = None,
+    delta: float | None = None,
     reference_level: float = 0.5,
     query: CaseQuery = CaseQuery(),
     options: RunOptions = RunOptions(),
@@ -275,6 +283,11 @@ def choose_threshold(
     ``threshold.json`` content (not written; see :func:`write_threshold_file`) and the
     trade-off table of every task. Raises SoftsegError when a case is missing or unlabelled,
     or when no threshold meets the requirement for some task.
+
+    ``criterion`` "risk_fnr" (``target`` = alpha) or "risk_fdr" (``target`` = alpha, ``delta``)
+    chooses with a guarantee (:mod:`softseg.inference.risk`) from the raters' own masks; the
+    calibration cases must then be cases no run trained on (with the other criteria, such
+    cases are only warned about: the measures are optimistic on them).
     """
     from softseg.data.datasets import load_dataset
     from softseg.data.labels import soft_label
@@ -285,8 +298,12 @@ def choose_threshold(
     checkpoint, temperature, tta = options.checkpoint, options.temperature, options.tta
     if not (0.0 < reference_level <= 1.0):
         raise SoftsegError(f"--reference-level must be in (0, 1], got {reference_level}")
-    if criterion not in CRITERIA:
-        raise SoftsegError(f"unknown criterion {criterion!r}; expected one of {', '.join(CRITERIA)}")
+    if criterion not in (*CRITERIA, *RISK_CRITERIA):
+        raise SoftsegError(f"unknown criterion {criterion!r}; expected one of "
+                           f"{', '.join((*CRITERIA, *RISK_CRITERIA))}")
+    risk = RISK_CRITERIA.get(criterion)
+    if risk == "fdr" and delta is None:
+        raise SoftsegError("--risk fdr needs --delta, the probability that the guarantee fails (e.g. 0.1)")
     run_set = resolve_runs([run])
     dataset = load_dataset(data, layout=layout)
     if split is not None:
@@ -313,6 +330,16 @@ def choose_threshold(
             f"{', '.join(unlabelled[:10])}; choose labelled cases (e.g. --split Validation)"
         )
     check_run_channels(cases, loaded[0])
+    _check_unseen(run_set.run_dirs, [c.case_id for c in cases], refuse=risk is not None)
+    if risk is not None:
+        no_masks = sorted({f"{c.case_id} ({t})" for c in cases for t in tasks if t not in c.masks})
+        if no_masks:
+            raise SoftsegError(
+                f"{len(no_masks)} case/task(s) have no individual rater masks ({', '.join(no_masks[:5])}): "
+                "the risk is each rater's false-negative or false-discovery rate; agreement maps alone "
+                "do not give it; calibrate on data with rater masks"
+            )
+    losses: dict[str, list[np.ndarray]] = {task: [] for task in tasks}
 
     zeros = lambda: np.zeros(len(FINE_THRESHOLDS), dtype=np.int64)  # noqa: E731
     counts = {task: [zeros(), zeros(), zeros()] for task in tasks}
@@ -323,12 +350,19 @@ def choose_threshold(
             reference = soft >= np.asarray(reference_level, dtype=soft.dtype)
             for total, part in zip(counts[task], pooled_counts([task_prob], [reference])):
                 total += part
+            if risk is not None:
+                losses[task].append(losses_of(risk, [task_prob], [case.masks[task]], FINE_THRESHOLDS)[0])
     tables: dict[str, Tradeoff] = {}
     points: dict[str, OperatingPoint] = {}
+    controls: dict[str, RiskControl] = {}
     for task in tasks:
         tables[task] = tradeoff_from_counts(*counts[task], FINE_THRESHOLDS, len(cases))
         try:
-            points[task] = pick_threshold(tables[task], criterion, target)
+            if risk is None:
+                points[task] = pick_threshold(tables[task], criterion, target)
+            else:
+                controls[task] = control(risk, np.stack(losses[task]), FINE_THRESHOLDS, target, delta)
+                points[task] = point_at(tables[task], criterion, target, controls[task].threshold)
         except SoftsegError as error:
             raise SoftsegError(f"{task}: {error}") from None
 
@@ -352,7 +386,8 @@ def choose_threshold(
         "checkpoint": checkpoint,
         "temperatures": applied_temperatures(loaded),
         "tta": tta_record(loaded, tta),
-        "tasks": {task: {k: v for k, v in asdict(p).items() if k not in ("criterion", "target")}
+        "tasks": {task: {**{k: v for k, v in asdict(p).items() if k not in ("criterion", "target")},
+                         **({"risk": controls[task].entry()} if task in controls else {})}
                   for task, p in points.items()},
         "tradeoff": {
             task: {
@@ -364,4 +399,31 @@ def choose_threshold(
             for task, table in tables.items()
         },
     }
+    if risk is not None:
+        payload.update(risk_summary(risk, target, delta, len(cases), len(tasks)))
     return payload, tables
+
+
+def point_at(table: Tradeoff, criterion: str, target: float | None, threshold: float) -> OperatingPoint:
+    """The :class:`OperatingPoint` of the trade-off table's row at ``threshold`` (one of its
+    thresholds): what a threshold chosen otherwise (risk control) measures on these cases."""
+    index = int(np.argmin(np.abs(table.thresholds - threshold)))
+    return OperatingPoint(criterion, target, float(table.thresholds[index]), float(table.precision[index]),
+                          float(table.recall[index]), float(table.f1[index]))
+
+
+def _check_unseen(run_dirs: Sequence[Path], case_ids: Sequence[str], *, refuse: bool) -> None:
+    """Calibration cases must be cases the runs did not train on: a model fits its training
+    cases, so what it measures there is optimistic and no guarantee follows from them."""
+    from softseg.inference.runs import training_ids
+
+    seen = sorted({i for run in run_dirs for i in training_ids(run, "the run's training cases are unknown")}
+                  & set(case_ids))
+    if not seen:
+        return
+    message = (f"{len(seen)} of the {len(case_ids)} cases were training cases of the run(s) "
+               f"({', '.join(seen[:5])}{' ...' if len(seen) > 5 else ''})")
+    if refuse:
+        raise SoftsegError(f"{message}; risk control needs cases the model never trained on: use its "
+                           "validation cases (the default) or a held-out split")
+    log.warning("%s; the measures on them are optimistic", message)

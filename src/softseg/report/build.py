@@ -11,8 +11,9 @@ tables.md by :mod:`softseg.evaluation.tables`), the slider's precision/recall fr
 Contents: a headline card per task (QUBIQ score, Dice at t = 0.5, ECE, D²_GED), Tables 2 and
 3 with their conventions and the count of undefined HD95s, Dice/precision/recall against the
 threshold, the reliability diagram, the training curves (with ``run``), and for a few cases
-per task (best, median, worst by QUBIQ score) the paper's Figure 2 and a confidence slider
-that redraws the predicted mask at any threshold 0.01 … 0.99.
+per task (best, median, worst by QUBIQ score) the paper's Figure 2, the uncertainty maps
+beside the probability map where ``softseg predict --uncertainty`` wrote them, and a
+confidence slider that redraws the predicted mask at any threshold 0.01 … 0.99.
 """
 
 from __future__ import annotations
@@ -164,9 +165,27 @@ def _examples_section(examples: list[Example], pngs: dict[str, bytes], first: in
             f"{example.qubiq:.3f}</h3>"
             + markup.figure(pngs[name], f"Figure 2 for {example.case_id}",
                             f"Thresholds 0.1 … 0.9{note}.", name)
+            + _uncertainty_figure(example, pngs)
             + markup.viewer(example, _encode_png(example.image), _encode_png(levels), index)
             + "</div>")
     return "".join(parts)
+
+
+def _uncertainty_figure(example: Example, pngs: dict[str, bytes]) -> str:
+    """The probability map beside the uncertainty maps `softseg predict --uncertainty` wrote
+    for this case; nothing where there are none."""
+    if not example.uncertainty:
+        return ""
+    name = _save(pngs, f"uncertainty_{example.task}_{example.case_id}.png", figures.uncertainty_panels(example))
+    several = "mi" in example.uncertainty
+    over = " over all classes (background included), the same for every class" if example.over_classes else ""
+    caption = (f"Per-pixel entropy of the prediction{over} in nats (natural log; 0 where it is certain, "
+               f"ln K = {example.max_nats:.3f} at its most uncertain)"
+               + (", split into the mutual information (how much the seeds disagree: epistemic) and the "
+                  "expected entropy (the seeds' own uncertainty: aleatoric), which add up to it"
+                  if several else "; one model, so no split into mutual information and expected entropy")
+               + ". Read from the predictions folder" + (f" ({example.note})." if example.note else "."))
+    return markup.figure(pngs[name], f"uncertainty maps of {example.case_id}", caption, name)
 
 
 def _save(pngs: dict[str, bytes], name: str, figure) -> str:

@@ -2,16 +2,19 @@
 
 Cases are chosen by their QUBIQ score in cases.csv (best, median, worst, ...). Images come
 from the dataset (``datasets.scan_dataset``, ``labels.soft_label``) and predictions from the
-files summary.json records (``io.read_probability``); nothing here computes a metric. The
-arrays are only prepared for display: one 2-D slice, oriented for the screen, cropped to
-the structure.
+files summary.json records (``io.read_probability``), with the uncertainty maps beside them
+where ``softseg predict --uncertainty`` wrote them (its predictions.json says so and gives
+their maximum, ``io.read_map``); nothing here computes a metric. The arrays are only
+prepared for display: one 2-D slice, oriented for the screen, cropped to the structure.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +23,8 @@ from softseg.data import io
 from softseg.data import labels
 from softseg.errors import DatasetError, SoftsegError
 from softseg.evaluation.metrics import FINE_THRESHOLDS  # the slider's positions; curves.csv's grid
+from softseg.inference.outputs import PREDICTIONS_FILE, read_record
+from softseg.inference.uncertainty import ALL_CLASSES, uncertainty_file
 from softseg.report.inputs import Evaluation
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,10 @@ class Example:
     [0, 1] on the same grid (the soft label and the predicted probability). ``curves`` maps
     "precision"/"recall"/"dice" to 99 values (NaN where curves.csv has none) at thresholds
     0.01 … 0.99, read from curves.csv. ``rank`` says why the case was chosen ("best", ...).
+    ``uncertainty`` maps "entropy" (and "mi", "expected_entropy" where written) to (H, W)
+    float32 maps in nats on the same grid, read from the predictions folder ({} where there are
+    none); ``max_nats`` is their largest possible value ln K (None without maps);
+    ``over_classes``: they are a multi-class prediction's, over all its classes.
     """
 
     case_id: str
@@ -48,6 +57,9 @@ class Example:
     prob: np.ndarray
     curves: dict[str, list[float]]
     note: str
+    uncertainty: Mapping[str, np.ndarray] = field(default_factory=dict)
+    max_nats: float | None = None
+    over_classes: bool = False
 
 
 def choose_cases(evaluation: Evaluation, task: str, n: int) -> list[tuple[str, str, float]]:
@@ -104,6 +116,7 @@ def load_examples(evaluation: Evaluation, n_cases: int) -> list[Example]:
                            f"{evaluation.root / 'summary.json'} has problems now")
     dataset = scan.dataset.select(case_ids=ids)
     by_id = {case.case_id: case for case in dataset.cases}
+    record = _prediction_record(evaluation)
     examples = []
     for task, chosen in wanted.items():
         for case_id, rank, qubiq in chosen:
@@ -115,10 +128,45 @@ def load_examples(evaluation: Evaluation, n_cases: int) -> list[Example]:
                     f"{'no such case' if case is None else 'no label'}; "
                     "evaluate again against this data folder, or pass --cases 0"
                 )
-            prob, _ = io.read_probability(prediction_path(evaluation, case_id, task))
+            path = prediction_path(evaluation, case_id, task)
+            prob, _ = io.read_probability(path)
             soft = labels.soft_label(case, task)
-            examples.append(_prepare(evaluation, case, task, rank, qubiq, soft, prob))
+            maps, top = uncertainty_maps(evaluation, record, case, task, path)
+            examples.append(_prepare(evaluation, case, task, rank, qubiq, soft, prob, maps, top,
+                                     over_classes=evaluation.result.classes is not None))
     return examples
+
+
+def _prediction_record(evaluation: Evaluation) -> dict[str, Any] | None:
+    """The predictions folder's predictions.json (None when absent or unreadable: the
+    examples are then shown without uncertainty maps)."""
+    try:
+        return read_record(evaluation.predictions / PREDICTIONS_FILE)
+    except SoftsegError as error:
+        log.warning("%s; the example cases are shown without uncertainty maps", error)
+        return None
+
+
+def uncertainty_maps(evaluation: Evaluation, record: Mapping[str, Any] | None, case, task: str,
+                     prediction: Path) -> tuple[dict[str, np.ndarray], float | None]:
+    """The uncertainty maps written beside ``prediction`` (the evaluated probability file) by
+    ``softseg predict --uncertainty``: kind -> ``(*spatial)`` float32 in nats, and their
+    maximum ln K from the record; ``({}, None)`` where the record names none or no file is
+    there (older predictions). A multi-class prediction's maps cover all classes
+    (``classes_entropy``), the same for every class's example."""
+    written = record.get("uncertainty") if isinstance(record, Mapping) else None
+    name = ALL_CLASSES if evaluation.result.classes is not None else task
+    maxima = written.get("max_nats") if isinstance(written, Mapping) else None
+    top = maxima.get(name) if isinstance(maxima, Mapping) else None
+    if not isinstance(top, (int, float)) or not top > 0:
+        return {}, None
+    suffix = io.map_suffix(case.geometry)
+    maps = {}
+    for kind in io.UNCERTAINTY_MAPS:
+        path = Path(prediction).parent / uncertainty_file(name, kind, suffix)
+        if path.is_file():
+            maps[kind] = io.read_map(path, upper=float(top))[0]
+    return maps, (float(top) if maps else None)
 
 
 def prediction_path(evaluation: Evaluation, case_id: str, task: str) -> Path:
@@ -139,26 +187,31 @@ def prediction_path(evaluation: Evaluation, case_id: str, task: str) -> Path:
     return path
 
 
-def _prepare(evaluation, case, task, rank, qubiq, soft, prob) -> Example:
+def _prepare(evaluation, case, task, rank, qubiq, soft, prob, uncertainty=None, max_nats=None,
+             over_classes=False) -> Example:
     soft = np.asarray(soft, dtype=np.float32)
     prob = np.asarray(prob, dtype=np.float32)
-    if prob.shape != soft.shape:
-        raise SoftsegError(
-            f"case {case.case_id!r}, task {task!r}: prediction shape {prob.shape} != soft "
-            f"label shape {soft.shape}; the predictions folder does not match the data "
-            "folder named in summary.json"
-        )
+    uncertainty = {kind: np.asarray(m, dtype=np.float32) for kind, m in (uncertainty or {}).items()}
+    for what, shape in [("prediction", prob.shape)] + [(f"{kind} map", m.shape) for kind, m in uncertainty.items()]:
+        if shape != soft.shape:
+            raise SoftsegError(
+                f"case {case.case_id!r}, task {task!r}: {what} shape {shape} != soft "
+                f"label shape {soft.shape}; the predictions folder does not match the data "
+                "folder named in summary.json"
+            )
     image = case.image
     notes = []
     if soft.ndim == 3:  # volumes: show the slice where the raters marked the most
         areas = soft.reshape(-1, soft.shape[-1]).sum(axis=0)
         index = int(np.argmax(areas)) if areas.max() > 0 else soft.shape[-1] // 2
         soft, prob, image = soft[..., index], prob[..., index], image[..., index]
+        uncertainty = {kind: m[..., index] for kind, m in uncertainty.items()}
         notes.append(f"slice {index} of {case.spatial_shape[-1]} (last axis); the slider's "
                      "precision and recall are the whole volume's")
     rgb = _display_image(image)
     if case.geometry.format == "nifti":  # nibabel's (x, y): show y upwards, x to the right
         soft, prob, rgb = (np.flipud(np.swapaxes(a, 0, 1)) for a in (soft, prob, rgb))
+        uncertainty = {kind: np.flipud(np.swapaxes(m, 0, 1)) for kind, m in uncertainty.items()}
     box = _region_of_interest(soft, prob)
     if box != (0, soft.shape[0], 0, soft.shape[1]):
         notes.append(f"cropped to rows {box[0]}–{box[1] - 1}, columns {box[2]}–{box[3] - 1}")
@@ -175,6 +228,9 @@ def _prepare(evaluation, case, task, rank, qubiq, soft, prob) -> Example:
         prob=np.ascontiguousarray(prob[r0:r1, c0:c1]),
         curves=_case_curves(evaluation, case.case_id, task),
         note="; ".join(notes),
+        uncertainty={kind: np.ascontiguousarray(m[r0:r1, c0:c1]) for kind, m in uncertainty.items()},
+        max_nats=max_nats if uncertainty else None,
+        over_classes=bool(uncertainty) and over_classes,
     )
 
 

@@ -184,6 +184,37 @@ def threshold_grid(example: Example) -> Figure:
     return figure
 
 
+# What each uncertainty map is, for its panel (softseg.inference.uncertainty).
+UNCERTAINTY_TITLES = {"entropy": "entropy", "mi": "mutual information\n(seeds' disagreement)",
+                      "expected_entropy": "expected entropy\n(each seed's own)"}
+
+
+def uncertainty_panels(example: Example) -> Figure:
+    """The probability map beside the uncertainty maps of one case as read (entropy, then
+    mutual information and expected entropy where written), each on the scale [0, ln K]
+    nats with a colour bar. Draws only what ``example.uncertainty`` holds."""
+    kinds = [kind for kind in UNCERTAINTY_TITLES if kind in example.uncertainty]
+    rows, cols = example.prob.shape
+    panel = 2.4
+    figure = Figure(figsize=(panel * (1 + len(kinds)) + 0.6 * len(kinds), panel * rows / cols + 1.0))
+    grid = figure.subplots(1, 1 + len(kinds), squeeze=False)[0]
+    shown = grid[0].imshow(example.prob, cmap="magma", vmin=0, vmax=1)
+    grid[0].set_title("probability", fontsize=9)
+    figure.colorbar(shown, ax=grid[0], fraction=0.046, pad=0.03)
+    for axes, kind in zip(grid[1:], kinds):
+        shown = axes.imshow(example.uncertainty[kind], cmap="viridis", vmin=0, vmax=example.max_nats)
+        axes.set_title(UNCERTAINTY_TITLES[kind], fontsize=9)
+        bar = figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.03)
+        bar.set_label("nats", fontsize=8)
+    for axes in grid:
+        axes.set_xticks([])
+        axes.set_yticks([])
+    figure.suptitle(f"{example.case_id}, {example.task}: probability and uncertainty (nats, "
+                    f"0 … ln K = {example.max_nats:.3f})", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
 def _nanmean(values: np.ndarray) -> float:
     values = values[np.isfinite(values)]
     return float(values.mean()) if values.size else float("nan")
