@@ -150,6 +150,7 @@ def test_threshold_with_risk_control_on_a_run(tmp_path, capsys, monkeypatch):
     assert point["threshold"] == expected.threshold
     assert point["risk"]["n"] == 11 and point["risk"]["calibration_risk"] == pytest.approx(expected.calibration_risk, abs=1e-6)
     assert payload["criterion"] == "risk_fnr" and payload["alpha"] == 0.3 and payload["risk"] == "fnr"
+    assert payload["n"] == 11 and payload["loss_bound"] == 1.0 and payload["delta"] is None
     assert "exchangeable" in point["risk"]["guarantee"]
 
     monkeypatch.setattr("softseg.cli._COMMAND_MODULES", ("_predict",))

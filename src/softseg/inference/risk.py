@@ -104,6 +104,7 @@ def risk_summary(risk: str, alpha: float, delta: float | None, n: int, n_tasks: 
                      "down at level delta, the lowest threshold rejected")
         jointly = f"all {n_tasks} task(s) at once with probability >= {1 - n_tasks * delta:g} (union bound)"
     return {"risk": risk, "alpha": float(alpha), "delta": None if delta is None else float(delta), "n": n,
+            "loss_bound": LOSS_BOUND,
             "loss": loss, "procedure": procedure, "jointly": jointly if n_tasks > 1 else None,
             "exchangeability": "the guarantee covers new images drawn like the calibration images "
                                "(same scanner, protocol, site and raters), not images from elsewhere"}
