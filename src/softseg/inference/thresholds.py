@@ -305,22 +305,7 @@ def choose_threshold(
     if risk == "fdr" and delta is None:
         raise SoftsegError("--risk fdr needs --delta, the probability that the guarantee fails (e.g. 0.1)")
     run_set = resolve_runs([run])
-    dataset = load_dataset(data, layout=layout)
-    if split is not None:
-        cases = dataset.select(split=split).cases
-        if not cases:
-            raise SoftsegError(f"{data}: no cases in split {split!r}; check --split")
-        chosen_by = f"split {split}"
-    else:
-        ids = _validation_ids(run_set.run_dirs)
-        cases = dataset.select(case_ids=ids).cases
-        missing = sorted(set(ids) - {c.case_id for c in cases})
-        if missing:
-            raise SoftsegError(
-                f"{data}: the run's validation cases {', '.join(missing[:10])} are not in this "
-                "dataset; give the data the run was trained on, or pass --split"
-            )
-        chosen_by = "the run's validation ids (split.json)"
+    cases, chosen_by = _threshold_cases(load_dataset(data, layout=layout), Path(data), split, run_set.run_dirs)
     loaded = load_models(run_set.run_dirs, device=options.device, checkpoint=checkpoint, temperature=temperature)
     tasks = loaded[0].tasks
     unlabelled = [f"{c.case_id} ({t})" for c in cases for t in tasks if not c.is_labelled(t)]
@@ -332,13 +317,7 @@ def choose_threshold(
     check_run_channels(cases, loaded[0])
     _check_unseen(run_set.run_dirs, [c.case_id for c in cases], refuse=risk is not None)
     if risk is not None:
-        no_masks = sorted({f"{c.case_id} ({t})" for c in cases for t in tasks if t not in c.masks})
-        if no_masks:
-            raise SoftsegError(
-                f"{len(no_masks)} case/task(s) have no individual rater masks ({', '.join(no_masks[:5])}): "
-                "the risk is each rater's false-negative or false-discovery rate; agreement maps alone "
-                "do not give it; calibrate on data with rater masks"
-            )
+        _check_rater_masks(cases, tasks)
     losses: dict[str, list[np.ndarray]] = {task: [] for task in tasks}
 
     zeros = lambda: np.zeros(len(FINE_THRESHOLDS), dtype=np.int64)  # noqa: E731
@@ -402,6 +381,36 @@ def choose_threshold(
     if risk is not None:
         payload.update(risk_summary(risk, target, delta, len(cases), len(tasks)))
     return payload, tables
+
+
+def _threshold_cases(dataset, data: Path, split: str | None, run_dirs: Sequence[Path]):
+    """The cases a threshold is chosen on, and how they were chosen: those of ``split``, or
+    else the runs' validation ids."""
+    if split is not None:
+        cases = dataset.select(split=split).cases
+        if not cases:
+            raise SoftsegError(f"{data}: no cases in split {split!r}; check --split")
+        return cases, f"split {split}"
+    ids = _validation_ids(run_dirs)
+    cases = dataset.select(case_ids=ids).cases
+    missing = sorted(set(ids) - {c.case_id for c in cases})
+    if missing:
+        raise SoftsegError(
+            f"{data}: the run's validation cases {', '.join(missing[:10])} are not in this "
+            "dataset; give the data the run was trained on, or pass --split"
+        )
+    return cases, "the run's validation ids (split.json)"
+
+
+def _check_rater_masks(cases, tasks: Sequence[str]) -> None:
+    """Risk control needs each rater's own mask: agreement maps alone do not give it."""
+    no_masks = sorted({f"{c.case_id} ({t})" for c in cases for t in tasks if t not in c.masks})
+    if no_masks:
+        raise SoftsegError(
+            f"{len(no_masks)} case/task(s) have no individual rater masks ({', '.join(no_masks[:5])}): "
+            "the risk is each rater's false-negative or false-discovery rate; agreement maps alone "
+            "do not give it; calibrate on data with rater masks"
+        )
 
 
 def point_at(table: Tradeoff, criterion: str, target: float | None, threshold: float) -> OperatingPoint:
