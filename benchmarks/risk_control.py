@@ -47,7 +47,9 @@ def held_out_losses(predictions: Path, data: Path, task: str) -> dict[str, np.nd
     from softseg.evaluation.matching import match_predictions
 
     dataset = load_dataset(data)
-    matched, _ = match_predictions(Path(predictions), dataset, (task,))
+    # the held-out cases are those with a map (a cross-validation pools its folds' maps there)
+    present = {folder.name for folder in Path(predictions).iterdir() if folder.is_dir()}
+    matched, _ = match_predictions(Path(predictions), dataset, (task,), present)
     maps, masks = [], []
     for pred in matched:
         prob, _ = io.read_probability(pred.path)
