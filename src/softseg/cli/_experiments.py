@@ -127,7 +127,9 @@ def _register_compare(subparsers) -> None:
                    help=f"methods to train: LABEL one of {', '.join(LABEL_MODES)}, LOSS one of "
                         f"{', '.join(LOSSES)} (default ce); @VARIANT predicts with that method's models "
                         f"by {', '.join(VARIANTS)} (flip TTA, temperature scaling cross-fitted on the "
-                        f"held-out cases); default: {' '.join(DEFAULT_METHODS)}")
+                        f"held-out cases); or ssn, the Stochastic Segmentation Network (Monteiro et al. "
+                        f"2020: low-rank Gaussian logits, one random rater per image per step, Monte Carlo "
+                        f"likelihood; see softseg train --head; ssn@tta, no @ts); default: {' '.join(DEFAULT_METHODS)}")
     p.add_argument("--reference", metavar="LABEL[:LOSS]",
                    help="the method the others are tested against; must be among --methods (default: "
                         f"{DEFAULT_REFERENCE}, softseg's default training, when among --methods, else the first "

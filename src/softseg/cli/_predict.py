@@ -70,6 +70,11 @@ def _register_predict(subparsers) -> None:
                         "classes_entropy over all classes); with several runs (seeds) also the mutual "
                         "information <task>_mi (the seeds' disagreement) and the expected entropy "
                         "<task>_expected_entropy, which add up to the entropy")
+    parser.add_argument("--samples", type=int, default=0, metavar="N",
+                        help="an SSN run (trained with --head ssn): also write N sampled masks "
+                        "<task>_sample-00 ... (sigmoid(eta) >= 0.5 of sampled logits eta; multi-class: "
+                        "label-map_sample-00 ...), the first draws of the seeded samples whose mean is "
+                        "the probability map; several runs take turns (default: none)")
     parser.add_argument("--qubiq", action="store_true",
                         help="write the QUBIQ submission layout OUT/<dataset>/<case>/<task>.nii.gz")
     add_temperature(parser)
@@ -83,7 +88,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from softseg.inference.predict import PredictOutputs, predict_folder
 
     outputs = PredictOutputs(std=args.std, masks=tuple(args.masks), use_run_threshold=args.run_threshold,
-                             qubiq=args.qubiq, uncertainty=args.uncertainty)
+                             qubiq=args.qubiq, uncertainty=args.uncertainty, samples=args.samples)
     path = predict_folder(args.runs, args.input, args.out, query=case_query(args), outputs=outputs,
                           options=run_options(args), overwrite=args.overwrite)
     summary = json.loads(path.read_text())
@@ -91,6 +96,8 @@ def run_predict(args: argparse.Namespace) -> int:
     if summary["run_threshold"]:
         chosen = ", ".join(f"{t} {v:g}" for t, v in summary["run_threshold"]["tasks"].items())
         print(f"masks at the run's operating threshold: {chosen}")
+    if summary.get("samples"):
+        print(f"{summary['samples']['count']} sampled mask(s) per case: {summary['samples']['files']}")
     if summary.get("uncertainty"):
         written = summary["uncertainty"]
         print(f"uncertainty maps ({written['unit']}, {written['models']} model(s)): {', '.join(written['maps'])}")

@@ -11,7 +11,7 @@ from softseg.cli._options import (
     add_device, add_encoder_weights, add_layout, add_overwrite, add_preset, add_progress, add_resume,
     add_seeds, config_default as d, keep_memory,
 )
-from softseg.model.config import BEST_METRICS, LABEL_MODES, LOSSES, PRECISIONS
+from softseg.model.config import BEST_METRICS, HEAD_KINDS, LABEL_MODES, LOSSES, PRECISIONS
 
 
 def register(subparsers) -> None:
@@ -64,6 +64,17 @@ def register(subparsers) -> None:
                    help=f"soft cross-entropy (the paper), the Dice semimetric loss, or their sum "
                         f"({d('loss')})")
     p.add_argument("--dml-weight", type=float, help=f"weight of the DML term in ce+dml ({d('dml_weight')})")
+    p.add_argument("--head", choices=HEAD_KINDS,
+                   help=f"deterministic: one logit per task (class), the paper's network; ssn: a Stochastic "
+                        f"Segmentation Network (Monteiro et al. 2020), the image's logits one low-rank Gaussian "
+                        f"(mean, rank-r factor, diagonal per pixel) trained by the Monte Carlo likelihood of "
+                        f"one rater's mask drawn per image per step (label mode random_rater, loss ce, set "
+                        f"for it); predict averages seeded samples, --samples N writes them ({d('head')})")
+    p.add_argument("--ssn-rank", type=int, metavar="R",
+                   help=f"ssn: rank r of the logits' covariance factor ({d('ssn_rank')})")
+    p.add_argument("--ssn-samples", type=int, metavar="M",
+                   help=f"ssn: Monte Carlo samples of the loss per image and step ({d('ssn_samples')}); "
+                        f"the samples a probability map averages: --set ssn_eval_samples=N ({d('ssn_eval_samples')})")
     p.add_argument("--precision", choices=PRECISIONS,
                    help=f"{d('precision')}: bf16 on a CPU with bf16, AMP on a GPU, else fp32")
     add_device(p)
@@ -86,7 +97,7 @@ def register(subparsers) -> None:
 _OVERRIDES = (
     "tasks", "epochs", "batch_size", "aug_copies", "crop_size", "resize", "spacing", "slice_axis", "dims", "patch_size",
     "base_filters", "lr", "lr_min", "vflip",
-    "label_mode", "loss", "dml_weight", "precision", "device", "val_every", "val_fraction", "best_metric", "encoder_weights",
+    "label_mode", "loss", "dml_weight", "head", "ssn_rank", "ssn_samples", "precision", "device", "val_every", "val_fraction", "best_metric", "encoder_weights",
 )
 
 

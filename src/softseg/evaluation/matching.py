@@ -6,9 +6,9 @@ Either layout ``softseg predict`` writes is read::
     PREDICTIONS/<dataset name>/<case_id>/<task>.nii.gz         ("qubiq", the submission layout)
 
 Side outputs (``<task>_std.*``, ``<task>_mask-*.*``, the uncertainty maps ``<task>_entropy.*``,
-``<task>_mi.*``, ``<task>_expected_entropy.*``) and files that are not maps are ignored,
-as are a multi-class prediction's background map and label map (the tasks of multi-class
-data are its foreground classes).
+``<task>_mi.*``, ``<task>_expected_entropy.*``, an SSN's samples ``<task>_sample-NN.*``) and
+files that are not maps are ignored, as are a multi-class prediction's background map and
+label map (the tasks of multi-class data are its foreground classes).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from softseg.errors import DatasetError, SoftsegError
 
 log = logging.getLogger(__name__)
 
-_SIDE_OUTPUT = re.compile(r"_(std|mask-[0-9.]+|" + "|".join(io.UNCERTAINTY_MAPS) + r")$")
+_SIDE_OUTPUT = re.compile(r"_(std|mask-[0-9.]+|sample-[0-9]+|" + "|".join(io.UNCERTAINTY_MAPS) + r")$")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ and padded, slice by slice, or by sliding windows), the run's temperature (logit
 the run has one) and its head's activation (:mod:`softseg.model.heads`), back onto the
 source grid, so every pixel of the source grid gets a probability. Runs are averaged in
 probability space (:func:`predict_images`); :func:`predict_ensemble` also returns each run's
-maps, for the uncertainty maps.
+maps, for the uncertainty maps. A sampling head's runs (the SSN) also give samples of their
+segmentation (:func:`predict_samples`).
 
 Test-time augmentation (``tta="flip"``) predicts each image also flipped, with the flips the
 run was trained with (see :func:`tta_flips`), un-flips each prediction and averages the
@@ -175,3 +176,44 @@ def predict_source_logits(run: LoadedRun, images: Sequence[np.ndarray],
     logits = mode_of(run.config).outputs(lambda batch: forward(batch).cpu(), inputs, run.config, run.device,
                                          clamp01=False)
     return _on_source_grids(logits, images, clamp01=False)
+
+
+def predict_samples(
+    loaded_runs: Sequence[LoadedRun], images: Sequence[np.ndarray], n: int,
+    spacings: Sequence[Sequence[float]] | None = None,
+) -> list[np.ndarray]:
+    """``n`` sampled probability maps ``(n, K, *spatial)`` float32 in [0, 1] per image, from
+    runs whose head samples (head ssn): the activation of sampled logits, on each image's grid.
+
+    Sample k comes from run ``k mod R`` of the R runs (its ``k // R``-th sample): the ensemble's
+    mixture, each run equally often. A run's samples are the first of those its probability
+    map averages (:meth:`softseg.model.heads.StochasticSegmentation.probabilities`: the same
+    seeded generator per image). They are drawn from the image itself: no test-time views and
+    no temperature. Volumes of a 2D run are sampled slice by slice (the slices' samples are
+    independent draws, as the 2D network models them).
+    """
+    runs = list(loaded_runs)
+    check_runs_compatible(runs)
+    flat = [run.run_dir for run in runs if not head_of(run.config).sampling]
+    if flat:
+        raise SoftsegError(
+            f"{flat[0]}: a deterministic run (head {head_of(runs[0].config).name}) predicts one map, not "
+            "samples; samples need a run trained with --head ssn (for the seeds' spread use --uncertainty)"
+        )
+    if n < 1:
+        raise SoftsegError(f"samples: expected at least 1, got {n}")
+    images = [np.asarray(image) for image in images]
+    inputs = _inputs(runs[0], images, spacings)
+    per_run = []
+    for index, run in enumerate(runs):
+        count = len(range(index, n, len(runs)))
+        head, logits_of = head_of(run.config), _logits(run)
+
+        def forward(batch: torch.Tensor, head=head, logits_of=logits_of, count=count) -> torch.Tensor:
+            return head.samples(logits_of(batch), count).flatten(1, 2).cpu()
+
+        maps = mode_of(run.config).outputs(forward, inputs, run.config, run.device, clamp01=True) if count else []
+        per_run.append([m.reshape(count, -1, *m.shape[1:]) for m in maps])
+    mixed = [torch.stack([per_run[k % len(runs)][i][k // len(runs)] for k in range(n)]).flatten(0, 1)
+             for i in range(len(images))]
+    return [m.reshape(n, -1, *m.shape[1:]) for m in _on_source_grids(mixed, images, clamp01=True)]

@@ -162,6 +162,7 @@ def calibrate(
               for run_dir in run_dirs]
     selections = []
     for one in loaded:
+        head_of(one.config).check_temperature(one.run_dir)  # before minutes of prediction
         cases, chosen_by = _calibration_cases(dataset, Path(data), one.run_dir, one.tasks, split, case_ids)
         check_run_channels(cases, one)
         selections.append((cases, chosen_by))

@@ -136,6 +136,7 @@ def export_onnx(
     loaded = load_models(run_set.run_dirs, device="cpu", checkpoint=checkpoint, temperature=temperature)
     first = loaded[0]
     mode_of(first.config).check_export(first.run_dir)
+    head_of(first.config).check_export(first.run_dir)
     for other in loaded[1:]:
         if (other.config.resize, other.config.normalization) != (
             first.config.resize, first.config.normalization

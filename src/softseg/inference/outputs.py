@@ -9,6 +9,7 @@ One probability map per case and task, plus the optional side outputs::
     OUT/<case_id>/<task>_entropy.<ext>     with ``uncertainty``: the entropy in nats; with
     OUT/<case_id>/<task>_mi.<ext>          several runs also the mutual information and the
     OUT/<case_id>/<task>_expected_entropy.<ext>   expected entropy (softseg.inference.uncertainty)
+    OUT/<case_id>/<task>_sample-00.<ext>   with ``samples`` (an SSN run): sample k's mask, as above
     OUT/predictions.json                   the record: runs, input, thresholds, cases, files
 
 A multi-class run writes one map per class instead (``<class>.<ext>``, background included,
@@ -16,7 +17,8 @@ summing to 1 per pixel; ``<class>_std`` with ``std=True``; masks per foreground 
 ``OUT/<case_id>/label-map.<ext>``: per pixel the most probable class's value (ties to the
 lower value), uint8 NIfTI or 8-bit PNG holding 0, 1, 2, ..., and with ``uncertainty`` the
 categorical maps over all classes ``classes_entropy.<ext>`` (``classes_mi``,
-``classes_expected_entropy``). Uncertainty maps are float32 NIfTI in nats, or 16-bit PNG
+``classes_expected_entropy``), and with ``samples`` each sample's label map
+``label-map_sample-00.<ext>``. Uncertainty maps are float32 NIfTI in nats, or 16-bit PNG
 holding ``round(value / ln K * 65535)`` (K = 2, or the number of classes; the record says).
 
 In the QUBIQ submission layout the maps are ``OUT/<dataset>/<case_id>/<task>.nii.gz`` and the
@@ -103,6 +105,7 @@ def case_outputs(
     folder: str | None = None,
     classes: Sequence[str] = (),
     per_run: np.ndarray | None = None,
+    samples: np.ndarray | None = None,
 ) -> list[tuple]:
     """What to write for one case: ``(relative path, (*spatial) array)`` pairs, and
     ``(relative path, array, upper)`` triples for maps in [0, upper] other than probabilities.
@@ -115,6 +118,8 @@ def case_outputs(
     ``per_run``: the ensemble's maps ``(M, T or C, *spatial)`` whose mean is ``probability``;
     with it the uncertainty maps of :func:`uncertainty.uncertainty_maps` are added (nats, upper
     ln K; the entropy alone when M = 1), per task or, for classes, one set over all of them.
+    ``samples``: sampled probability maps ``(n, T or C, *spatial)`` (an SSN run's); each is
+    written as a mask ``p >= 0.5`` per task (:func:`sample_name`), or for classes as a label map.
     """
     names = tuple(classes) or tuple(tasks)
     if probability.shape != (len(names), *case.spatial_shape):
@@ -144,7 +149,23 @@ def case_outputs(
             outputs.append((base / f"{task}_mask-{threshold_label(t)}{suffix}", mask))
     if per_run is not None and classes:
         outputs += _uncertainty_outputs(base, uncertainty.ALL_CLASSES, per_run, suffix, categorical=True)
+    if samples is not None:
+        if samples.shape[1:] != probability.shape:
+            raise SoftsegError(f"{case.case_id}: the samples {samples.shape} are not (n, *{probability.shape})")
+        n = len(samples)
+        for k, sample in enumerate(samples):
+            if classes:
+                outputs.append((base / f"{io.LABEL_MAP}_{sample_name(k, n)}{suffix}",
+                                np.argmax(sample, axis=0).astype(np.uint8)))
+            else:
+                outputs += [(base / f"{task}_{sample_name(k, n)}{suffix}", sample[index] >= np.float32(0.5))
+                            for index, task in enumerate(names)]
     return outputs
+
+
+def sample_name(k: int, n: int) -> str:
+    """Sample ``k`` of ``n`` in a file name: ``sample-03`` (at least two digits, all the same width)."""
+    return f"sample-{k:0{max(2, len(str(n - 1)))}d}"
 
 
 def _uncertainty_outputs(base: Path, name: str, per_run: np.ndarray, suffix: str,
@@ -230,13 +251,15 @@ class PredictOutputs:
     sqrt(p(1-p)), binary ``masks`` at thresholds in (0, 1], the run's stored operating
     threshold (``use_run_threshold``), ``uncertainty`` maps (the entropy in nats; with several
     runs also the mutual information and expected entropy, :mod:`softseg.inference.uncertainty`),
-    or instead the QUBIQ submission layout (``qubiq``: probability maps only)."""
+    ``samples``: that many sampled masks of an SSN run (0: none), or instead the QUBIQ
+    submission layout (``qubiq``: probability maps only)."""
 
     std: bool = False
     masks: Sequence[float] = ()
     use_run_threshold: bool = True
     qubiq: bool = False
     uncertainty: bool = False
+    samples: int = 0
 
 
 @dataclass(frozen=True)
@@ -244,13 +267,15 @@ class CaseFiles:
     """The files written per case once resolved: ``thresholds[task]`` the mask thresholds,
     ``run_threshold`` ``{"file", "tasks": {task: t}}`` when the run's stored operating
     threshold was applied (else None), ``submission`` the QUBIQ dataset name of the
-    submission layout (else None), ``uncertainty`` the uncertainty maps."""
+    submission layout (else None), ``uncertainty`` the uncertainty maps, ``samples`` how many
+    sampled masks (0: none)."""
 
     std: bool = False
     thresholds: Mapping[str, Sequence[float]] | None = None
     run_threshold: Mapping[str, Any] | None = None
     submission: str | None = None
     uncertainty: bool = False
+    samples: int = 0
 
 
 def prediction_record(
@@ -263,6 +288,7 @@ def prediction_record(
     files: Sequence[str],
     applied: Mapping[str, Any],
     uncertainty: Mapping[str, Any] | None = None,
+    samples: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ``predictions.json``, the same for ``softseg predict`` and experiments.
 
@@ -273,6 +299,7 @@ def prediction_record(
     T}}`` the logits were divided by (None: none); ``tta`` ``{"mode", "views": {run: [view
     names]}}`` (None is recorded as mode "none"). ``uncertainty``: what
     :func:`uncertainty.uncertainty_record` says of the uncertainty maps written (None: none).
+    ``samples``: what :func:`samples_record` says of the sampled masks written (None: none).
     """
     temperatures, tta = applied.get("temperatures"), applied.get("tta")
     thresholds = written.thresholds or {}
@@ -290,11 +317,28 @@ def prediction_record(
         "layout_written": "qubiq" if written.submission is not None else "cases",
         "std": written.std,
         "uncertainty": None if uncertainty is None else dict(uncertainty),
+        "samples": None if samples is None else dict(samples),
         "mask_thresholds": {task: list(values) for task, values in thresholds.items()},
         "run_threshold": None if written.run_threshold is None else dict(written.run_threshold),
         "temperatures": None if temperatures is None else {r: dict(t) for r, t in temperatures.items()},
         "tta": {"mode": "none", "views": {}} if tta is None else dict(tta),
         "files": list(files),
+    }
+
+
+def samples_record(n: int, runs: Mapping[str, Any], classes: bool) -> dict[str, Any]:
+    """What ``predictions.json`` says of ``n`` sampled masks per case: their files, values and
+    draws; ``runs`` maps each run folder (in prediction order) to its config (seed, samples)."""
+    return {
+        "count": n,
+        "files": f"{io.LABEL_MAP if classes else '<task>'}_{sample_name(0, n)}.<ext> ...",
+        "values": ("the most probable class of each sampled logit map" if classes else
+                   "binary masks sigmoid(eta) >= 0.5 of sampled logits eta (eta >= 0)"),
+        "draws": "sample k from run k mod R (R runs, in 'runs' order), its (k div R)-th draw of a generator "
+                 "seeded with its seed per image: the first draws of those its probability map averages; "
+                 "the image itself (no test-time views, no temperature)",
+        "runs": {run: {"seed": config.seed, "rank": config.ssn_rank, "map_samples": config.ssn_eval_samples}
+                 for run, config in runs.items()},
     }
 
 

@@ -26,7 +26,7 @@ from softseg.data.cases import Case, CaseQuery, check_channels
 from softseg.errors import SoftsegError
 from softseg.inference import BATCH_SIZE, RunOptions
 from softseg.files import prepare_out_dir
-from softseg.inference.arrays import FLIP_NAMES, predict_ensemble, predict_images, tta_flips
+from softseg.inference.arrays import FLIP_NAMES, predict_ensemble, predict_images, predict_samples, tta_flips
 from softseg.inference.inputs import load_input
 from softseg.inference.outputs import (
     PREDICTIONS_FILE,
@@ -40,6 +40,7 @@ from softseg.inference.outputs import (
     prediction_record,
     read_record,
     record_path,
+    samples_record,
     submission_files,
     submission_name,
     write_in_background,
@@ -72,16 +73,18 @@ def predict_cases(
     images at a time, averaged over ``loaded_runs`` (see :func:`softseg.inference.arrays.predict_images`).
 
     Logs a warning when a run's ``best`` checkpoint predicts its own validation cases."""
-    for case, prob, _ in _predicted(loaded_runs, cases, batch_size, progress, tta, each_run=False):
+    for case, prob, _, _ in _predicted(loaded_runs, cases, batch_size, progress, tta, each_run=False):
         yield case, prob
 
 
 def _predicted(
     loaded_runs: Sequence[LoadedRun], cases: Sequence[Case], batch_size: int, progress: bool, tta: str,
-    *, each_run: bool,
-) -> Iterator[tuple[Case, np.ndarray, np.ndarray | None]]:
+    *, each_run: bool, samples: int = 0,
+) -> Iterator[tuple[Case, np.ndarray, np.ndarray | None, np.ndarray | None]]:
     """:func:`predict_cases` with, when ``each_run``, every run's maps ``(M, T, *spatial)``
-    too (:func:`softseg.inference.arrays.predict_ensemble`; one run: its map is the mean)."""
+    too (:func:`softseg.inference.arrays.predict_ensemble`; one run: its map is the mean) and,
+    with ``samples``, that many sampled maps ``(n, T, *spatial)``
+    (:func:`softseg.inference.arrays.predict_samples`, a second pass of the network)."""
     if batch_size < 1:
         raise SoftsegError(f"--batch-size must be at least 1, got {batch_size}")
     warn_best_on_validation(loaded_runs, [case.case_id for case in cases], "predicting")
@@ -95,8 +98,10 @@ def _predicted(
             else:
                 maps = predict_images(loaded_runs, images, tta=tta, spacings=spacings)
                 per_run = [prob[None] if each_run else None for prob in maps]
-            for case, prob, runs in zip(batch, maps, per_run):
-                yield case, np.asarray(prob, dtype=np.float32), runs
+            drawn = (predict_samples(loaded_runs, images, samples, spacings=spacings) if samples
+                     else [None] * len(batch))
+            for case, prob, runs, sampled in zip(batch, maps, per_run, drawn):
+                yield case, np.asarray(prob, dtype=np.float32), runs, sampled
             bar.update(len(batch))
 
 
@@ -147,7 +152,8 @@ def write_predictions(
     ``options.tta`` as applied; see :func:`softseg.inference.arrays.predict_images`).
     ``written.thresholds[task]``: mask thresholds (default none). ``written.uncertainty``:
     also the runs' uncertainty maps (:mod:`softseg.inference.uncertainty`), recorded under
-    ``uncertainty``. ``written.submission``: the QUBIQ submission layout under that dataset
+    ``uncertainty``. ``written.samples``: that many sampled masks per case (runs with head
+    ssn only), recorded under ``samples``. ``written.submission``: the QUBIQ submission layout under that dataset
     name; then only the files this call would replace are refused, not a non-empty folder.
     ``options.batch_size`` images a step.
 
@@ -161,9 +167,10 @@ def write_predictions(
     tasks = loaded[0].tasks
     submission, tta, batch_size = written.submission, options.tta, options.batch_size
     check_run_channels(cases, loaded[0])
-    if submission is not None and written.uncertainty:
+    if submission is not None and (written.uncertainty or written.samples):
         raise SoftsegError("the QUBIQ submission layout holds probability maps only; predict the "
-                           "uncertainty maps without --qubiq into another folder")
+                           "uncertainty maps or samples without --qubiq into another folder")
+    check_samples(loaded, written.samples)
     if submission is not None and not head_of(loaded[0].config).one_map_per_task:
         raise SoftsegError(
             f"{loaded[0].run_dir}: a multi-class run; the QUBIQ submission layout holds one binary "
@@ -186,9 +193,9 @@ def write_predictions(
     classes = loaded[0].config.classes
     outputs = (
         (case.geometry, case_outputs(case, prob, tasks, std=written.std, thresholds=per_task, folder=folder(case),
-                                     classes=classes, per_run=per_run))
-        for case, prob, per_run in _predicted(loaded, cases, batch_size, options.progress, tta,
-                                              each_run=written.uncertainty)
+                                     classes=classes, per_run=per_run, samples=sampled))
+        for case, prob, per_run, sampled in _predicted(loaded, cases, batch_size, options.progress, tta,
+                                                       each_run=written.uncertainty, samples=written.samples)
     )
     # at most two batches of results wait for the writer thread
     files = write_in_background(out_dir, outputs, overwrite=overwrite, window=2 * batch_size)
@@ -199,8 +206,23 @@ def write_predictions(
                  "tta": tta_record(loaded, tta)},
         uncertainty=None if not written.uncertainty else uncertainty_record(
             len(loaded), [ALL_CLASSES] if classes else tasks, len(classes) or 2, categorical=bool(classes)),
+        samples=None if not written.samples else samples_record(
+            written.samples, {str(run.run_dir.resolve()): run.config for run in loaded}, bool(classes)),
     )
     return write_record(path, merge_records(earlier, record))
+
+
+def check_samples(loaded: Sequence[LoadedRun], samples: int) -> None:
+    """SoftsegError unless ``samples`` is 0 (none) or a count that every run can draw (head ssn)."""
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise SoftsegError(f"--samples: expected a number of samples >= 1 (or 0 for none), got {samples!r}")
+    flat = [run for run in loaded if not head_of(run.config).sampling]
+    if samples and flat:
+        raise SoftsegError(
+            f"--samples {samples}: {flat[0].run_dir} is a deterministic run (head {head_of(flat[0].config).name}) "
+            "that predicts one map per task, not samples; sample a run trained with --head ssn, or use "
+            "--uncertainty for the spread of several seeds"
+        )
 
 
 def predict_folder(
@@ -222,6 +244,7 @@ def predict_folder(
     run(s) by ``softseg threshold`` is added unless ``use_run_threshold`` is False; ``qubiq``
     is the QUBIQ submission layout (NIfTI input, probability maps only); ``uncertainty`` adds
     the entropy maps (and, with several runs, mutual information and expected entropy).
+    ``samples`` writes that many sampled masks of an SSN run (head ssn) per case and task.
     ``options``: see :class:`~softseg.inference.RunOptions`. Refuses a non-empty ``out_dir`` (with ``qubiq``:
     any submission file it would replace) unless ``overwrite``. Returns the path of the
     record (``predictions.json``).
@@ -229,10 +252,10 @@ def predict_folder(
     out_dir = Path(out_dir)
     std, qubiq, layout, split = outputs.std, outputs.qubiq, query.layout, query.split
     masks = check_thresholds(outputs.masks)
-    if qubiq and (std or masks or outputs.uncertainty):
+    if qubiq and (std or masks or outputs.uncertainty or outputs.samples):
         raise SoftsegError(
-            "--qubiq writes a submission (probability maps only); drop --std/--masks/--uncertainty, or "
-            "predict again without --qubiq into another folder for those"
+            "--qubiq writes a submission (probability maps only); drop --std/--masks/--uncertainty/--samples, "
+            "or predict again without --qubiq into another folder for those"
         )
     if not qubiq:
         # before minutes of loading and predicting; write_predictions asks again
@@ -258,7 +281,7 @@ def predict_folder(
             "tasks": {t: stored["tasks"][t]["threshold"] for t in stored["tasks"]},
         },
         submission=submission_name(dataset) if qubiq else None,
-        uncertainty=outputs.uncertainty,
+        uncertainty=outputs.uncertainty, samples=outputs.samples,
     )
     return write_predictions(
         loaded, dataset.cases, out_dir,

@@ -149,8 +149,9 @@ def check_runs_compatible(runs: Sequence[LoadedRun]) -> None:
             )
         if head_of(run.config).name != head_of(first.config).name:
             raise SoftsegError(
-                f"{run.run_dir} and {first.run_dir}: one is a multi-class (softmax) run, the other "
-                "binary (sigmoid); only runs with the same head can be averaged"
+                f"{run.run_dir} and {first.run_dir}: heads {head_of(run.config).name} and "
+                f"{head_of(first.config).name} (sigmoid: binary, softmax: multi-class, ssn: sampled "
+                "logits); only runs with the same head can be averaged"
             )
         if (run.config.dims, run.config.slice_axis, run.config.spacing) != (
                 first.config.dims, first.config.slice_axis, first.config.spacing):

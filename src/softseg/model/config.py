@@ -28,12 +28,19 @@ PRECISIONS = ("auto", "fp32", "bf16", "amp")
 BEST_METRICS = ("qubiq", "loss")
 NORMALIZATIONS = ("zscore",)
 DIMS = ("2d", "3d")
+HEAD_KINDS = ("deterministic", "ssn")
 
 # Defaults of the 3D mode where they differ from the paper's 2D procedure, applied under a
 # preset, a config file and the command line. batch_size 2: nnU-Net's 3D batch (the growing
 # batch makes it 8 patches a step). lr 1e-3: Adam's usual rate for a 3D U-Net with instance
 # norm; the paper's 1e-2 is for its 2D network with batch norm.
 DIMS_DEFAULTS: dict[str, dict[str, Any]] = {"2d": {}, "3d": {"batch_size": 2, "lr": 1e-3, "lr_min": 1e-5}}
+
+# Defaults of a head where they differ, applied like DIMS_DEFAULTS (under a preset, a config
+# file and the command line). The SSN learns the raters' spread from one rater's mask drawn per
+# image per step, and its loss is the Monte Carlo likelihood of the cross-entropy (see
+# softseg.model.ssn); validate() refuses other choices with it.
+HEAD_DEFAULTS: dict[str, dict[str, Any]] = {"deterministic": {}, "ssn": {"label_mode": "random_rater", "loss": "ce"}}
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,12 @@ class TrainConfig:
     from the training volumes' median spacing, and planned there too when ``patch_size`` is
     empty), with ``base_filters`` channels at full resolution. Both modes rotate volumes about
     ``slice_axis``, the through-plane axis.
+
+    ``head`` "deterministic" predicts one logit per output channel (a sigmoid per task, or a
+    softmax over ``classes``); "ssn" is a Stochastic Segmentation Network (Monteiro et al. 2020,
+    :mod:`softseg.model.ssn`): the logits of an image are one low-rank Gaussian, of rank
+    ``ssn_rank``, trained on ``ssn_samples`` Monte Carlo samples per image and step; its
+    probability map is the mean over ``ssn_eval_samples`` seeded samples.
     """
 
     # data
@@ -85,6 +98,12 @@ class TrainConfig:
     patch_size: tuple[int, ...] = ()
     voxel_spacing: tuple[float, ...] = ()  # 3D mode: the spacing (mm) the network was planned for
     base_filters: int = 32  # 3D mode: channels at full resolution (nnU-Net: 32)
+    # output head (softseg.model.heads): "deterministic" or "ssn"; the SSN's covariance rank,
+    # its Monte Carlo samples per training image and step, and per predicted image
+    head: str = "deterministic"
+    ssn_rank: int = 10
+    ssn_samples: int = 20
+    ssn_eval_samples: int = 100
     normalization: str = "zscore"
     val_fraction: float = 0.2
     # model
@@ -211,8 +230,9 @@ def resolve_config(
         from_file.pop("preset", None)
     given = _coerce({k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
     chosen = {**(PRESETS[task_name(name)] if name is not None else {}), **from_file, **given}
-    dims = chosen.get("dims", TrainConfig.dims)
-    config = TrainConfig(**_coerce(DIMS_DEFAULTS.get(dims, {}), f"{dims} defaults"))
+    dims, head = chosen.get("dims", TrainConfig.dims), chosen.get("head", TrainConfig.head)
+    config = TrainConfig(**_coerce({**DIMS_DEFAULTS.get(dims, {}), **HEAD_DEFAULTS.get(head, {})},
+                                   f"{dims} and {head} head defaults"))
     if name is not None:
         config = config.replace(**_coerce(PRESETS[task_name(name)], f"preset {name}"), preset=task_name(name))
     config = config.replace(**{**from_file, **given})
@@ -278,6 +298,18 @@ def validate(config: TrainConfig) -> None:
           f"spacing and resize: give one of them (both resample the grid), found spacing {c.spacing}, "
           f"resize {c.resize}")
     check(c.base_filters >= 1, f"base_filters: expected >= 1, found {c.base_filters}")
+    check(c.head in HEAD_KINDS, f"head: expected one of {HEAD_KINDS}, found {c.head!r}")
+    check(c.ssn_rank >= 1, f"ssn_rank: expected a covariance rank >= 1, found {c.ssn_rank}")
+    check(c.ssn_samples >= 1, f"ssn_samples: expected >= 1 Monte Carlo samples per step, found {c.ssn_samples}")
+    check(c.ssn_eval_samples >= 1,
+          f"ssn_eval_samples: expected >= 1 samples per predicted map, found {c.ssn_eval_samples}")
+    if c.head == "ssn":
+        check(c.label_mode == "random_rater",
+              f"label_mode: head ssn learns the raters' spread from one rater's mask drawn per image per "
+              f"step: expected 'random_rater', found {c.label_mode!r} (or leave label_mode unset)")
+        check(c.loss == "ce",
+              f"loss: head ssn trains on the Monte Carlo likelihood of the cross-entropy: expected 'ce', "
+              f"found {c.loss!r} (the Dice semimetric loss has no likelihood to integrate; leave loss unset)")
     check(c.in_channels >= 0, f"in_channels: expected >= 0, found {c.in_channels}")
     check(
         len(c.decoder_channels) == 5 and all(ch >= 1 for ch in c.decoder_channels),

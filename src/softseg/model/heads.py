@@ -6,6 +6,10 @@ and the temperature act on. Decided once from the run's configuration (:func:`he
 - :class:`SoftmaxClasses` (multi-class data, ``TrainConfig.classes`` set): one channel per
   class, background first, a softmax over them, one temperature shared by the softmax; targets
   are the raters' class distributions; ``tasks`` are the foreground classes.
+- :class:`StochasticSegmentation` (``TrainConfig.head`` "ssn"): either of the above whose
+  logits are a low-rank Gaussian over the image (:mod:`softseg.model.ssn`); its loss is the
+  Monte Carlo likelihood of a drawn rater's mask, its probabilities the mean over seeded
+  samples; no temperature, no ONNX export.
 
 A new head is one class with these methods plus its entry in :data:`HEADS` (the head there
 that ``claims`` a configuration is its head); training, validation, prediction,
@@ -19,6 +23,8 @@ from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 import numpy as np
 import torch
 
+from softseg.errors import SoftsegError
+from softseg.model import ssn
 from softseg.model.losses import loss_function
 
 if TYPE_CHECKING:
@@ -43,9 +49,28 @@ class Head(Protocol):
     exported_values: str
     #: one probability map per task and nothing else (what the QUBIQ submission layout holds)
     one_map_per_task: bool
+    #: whether the head draws samples of its segmentation (:meth:`samples`)
+    sampling: bool
 
     def outputs(self, config: TrainConfig) -> tuple[str, ...]:
-        """The model's output channels by name."""
+        """The probability maps' channels by name (those of the deterministic heads' network)."""
+        ...
+
+    def channels(self, config: TrainConfig) -> int:
+        """How many output channels the network has (the logits :meth:`probabilities` takes)."""
+        ...
+
+    def samples(self, logits: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` sampled probability maps ``(N, n, K, *spatial)`` of ``(N, channels, *spatial)``
+        logits (a sampling head's; SoftsegError for the others)."""
+        ...
+
+    def check_temperature(self, run_dir) -> None:
+        """Raise SoftsegError when temperature scaling does not apply to this head."""
+        ...
+
+    def check_export(self, run_dir) -> None:
+        """Raise SoftsegError when this head's prediction is not one ONNX forward pass."""
         ...
 
     def task_channels(self) -> slice:
@@ -88,7 +113,25 @@ class Head(Protocol):
         ...
 
 
-class SigmoidTasks:
+class _Deterministic:
+    """What the deterministic heads share: one logit per output channel."""
+
+    sampling = False
+
+    def channels(self, config: TrainConfig) -> int:
+        return len(self.outputs(config))
+
+    def samples(self, logits, n):
+        raise SoftsegError(f"a {self.name} head predicts one map, not samples; sampling needs head ssn")
+
+    def check_temperature(self, run_dir):
+        return None
+
+    def check_export(self, run_dir):
+        return None
+
+
+class SigmoidTasks(_Deterministic):
     name = "sigmoid"
     temperature_method = "sigmoid(logit / T)"
     temperature_objective = "mean soft binary cross-entropy of sigmoid(logit / T) against the soft label"
@@ -101,7 +144,7 @@ class SigmoidTasks:
 
     @staticmethod
     def claims(config: TrainConfig) -> bool:
-        return not config.classes
+        return config.head == "deterministic" and not config.classes
 
     def outputs(self, config: TrainConfig) -> tuple[str, ...]:
         return tuple(config.tasks)
@@ -158,7 +201,7 @@ class SigmoidTasks:
                 for task in config.tasks}
 
 
-class SoftmaxClasses:
+class SoftmaxClasses(_Deterministic):
     name = "softmax"
     temperature_method = "softmax(logits / T), one T for all classes"
     temperature_objective = ("mean soft cross-entropy of softmax(logits / T) against the raters' class "
@@ -172,7 +215,7 @@ class SoftmaxClasses:
 
     @staticmethod
     def claims(config: TrainConfig) -> bool:
-        return bool(config.classes)
+        return config.head == "deterministic" and bool(config.classes)
 
     def outputs(self, config: TrainConfig) -> tuple[str, ...]:
         return tuple(config.classes)
@@ -228,6 +271,95 @@ class SoftmaxClasses:
                                     np.concatenate(dist, axis=1), classes)
 
 
+class StochasticSegmentation:
+    """A Stochastic Segmentation Network (Monteiro et al. 2020) over the sigmoid or softmax head
+    of the data: the network predicts each logit channel's mean, rank-r factor and diagonal
+    (:mod:`softseg.model.ssn`); targets, rater draws and the maps' names are the underlying
+    head's. Probabilities are the mean of the activation over ``ssn_eval_samples`` samples
+    drawn from a generator seeded with the run's seed (deterministic, per image)."""
+
+    name = "ssn"
+    sampling = True
+    temperature_method = temperature_objective = "none (a Stochastic Segmentation Network's spread is its calibration)"
+    exported_values = "none (an SSN run is not exported)"
+
+    def __init__(self, config: TrainConfig):
+        self._base = (SoftmaxClasses if config.classes else SigmoidTasks)(config)
+        self._k = len(self._base.outputs(config))
+        self._joint = bool(config.classes)  # a softmax's classes share one Gaussian
+        self._rank, self._train_samples = config.ssn_rank, config.ssn_samples
+        self._eval_samples, self._seed = config.ssn_eval_samples, config.seed
+        self.one_map_per_task = self._base.one_map_per_task
+
+    @staticmethod
+    def claims(config: TrainConfig) -> bool:
+        return config.head == "ssn"
+
+    def outputs(self, config: TrainConfig) -> tuple[str, ...]:
+        return self._base.outputs(config)
+
+    def channels(self, config: TrainConfig) -> int:
+        return ssn.channels(self._k, self._rank)
+
+    def task_channels(self) -> slice:
+        return self._base.task_channels()
+
+    def _sampled(self, logits: torch.Tensor, n: int, mean: bool) -> torch.Tensor:
+        return ssn.sampled_probabilities(logits, self._k, self._rank, self._joint, n, self._seed,
+                                         lambda eta: self._base.probabilities(eta, dim=0), mean=mean)
+
+    def probabilities(self, logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        if dim not in (0, 1):
+            raise ValueError(f"an SSN's logits have their channels on axis 0 or 1, not {dim}")
+        batched = logits if dim == 1 else logits[None]
+        prob = self._sampled(batched, self._eval_samples, mean=True)
+        return prob if dim == 1 else prob[0]
+
+    def samples(self, logits: torch.Tensor, n: int) -> torch.Tensor:
+        return self._sampled(logits, n, mean=False)
+
+    def temperature_divisor(self, temperatures, spatial, device):
+        raise SoftsegError(self._no_temperature("a temperature.json"))
+
+    def check_temperature(self, run_dir):
+        raise SoftsegError(self._no_temperature(str(run_dir)))
+
+    @staticmethod
+    def _no_temperature(what: str) -> str:
+        return (f"{what}: an SSN run (head ssn) has no temperature: its probability map is the mean over "
+                "sampled logits whose spread was fitted to the raters, and temperature scaling divides "
+                "one logit per pixel; predict it without --temperature / @ts, or calibrate a deterministic run")
+
+    def check_export(self, run_dir):
+        raise SoftsegError(
+            f"{run_dir}: an SSN run (head ssn) predicts the mean over seeded Monte Carlo samples of "
+            "its logits, which one deterministic ONNX forward pass does not hold; predict it with "
+            "softseg predict (--samples N writes its samples)"
+        )
+
+    def loss_targets(self, labels: torch.Tensor) -> torch.Tensor:
+        return self._base.loss_targets(labels)
+
+    def loss(self, config: TrainConfig, batch_sum: Callable | None = None) -> Callable:
+        # per image: no batch sums to complete over DDP processes (batch_sum unused)
+        def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            return ssn.mc_nll(logits, targets, self._k, self._rank, self._train_samples, self._joint)
+
+        return loss
+
+    def targets(self, case: Case, config: TrainConfig, label_mode: str) -> np.ndarray:
+        return self._base.targets(case, config, label_mode)
+
+    def rater_masks(self, case: Case, config: TrainConfig) -> list[torch.Tensor]:
+        return self._base.rater_masks(case, config)
+
+    def draw_rater(self, masks, generator):
+        return self._base.draw_rater(masks, generator)
+
+    def fit_temperatures(self, pairs, config: TrainConfig) -> dict[str, dict]:
+        raise SoftsegError(self._no_temperature("calibrate"))
+
+
 def as_class_distribution(labels: torch.Tensor) -> torch.Tensor:
     """Multi-class targets ``(N, C, *spatial)`` renormalised to sum to 1 per pixel after
     cropping and warping (bilinear weights keep the sum up to rounding); a pixel with no
@@ -242,11 +374,14 @@ def as_class_distribution(labels: torch.Tensor) -> torch.Tensor:
 
 
 #: every head by name; exactly one claims any configuration
-HEADS: dict[str, type] = {cls.name: cls for cls in (SoftmaxClasses, SigmoidTasks)}
+HEADS: dict[str, type] = {cls.name: cls for cls in (StochasticSegmentation, SoftmaxClasses, SigmoidTasks)}
 
 
 def head_of(config: TrainConfig) -> Head:
     """The head of a run, the one place that decides it: the one of :data:`HEADS` that
-    claims ``config`` (a softmax over ``config.classes`` for multi-class data, else a sigmoid
-    per task)."""
-    return next(cls(config) for cls in HEADS.values() if cls.claims(config))
+    claims ``config`` (an SSN for ``config.head`` "ssn", else a softmax over
+    ``config.classes`` for multi-class data, else a sigmoid per task)."""
+    head = next((cls(config) for cls in HEADS.values() if cls.claims(config)), None)
+    if head is None:
+        raise SoftsegError(f"head {config.head!r}: no head predicts it; expected deterministic or ssn")
+    return head

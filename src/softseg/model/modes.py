@@ -142,7 +142,7 @@ class _Planar:
     def create_network(self, config, encoder_weights):
         from softseg.model.network import create_model
 
-        return create_model(config.in_channels, len(head_of(config).outputs(config)), encoder=config.encoder,
+        return create_model(config.in_channels, head_of(config).channels(config), encoder=config.encoder,
                             decoder_channels=config.decoder_channels, encoder_weights=encoder_weights,
                             bn_momentum=config.bn_momentum)
 
@@ -274,7 +274,7 @@ class Volume3D:
     def create_network(self, config, encoder_weights):
         from softseg.model.network3d import create_model_3d
 
-        return create_model_3d(config.in_channels, len(head_of(config).outputs(config)), config.patch_size,
+        return create_model_3d(config.in_channels, head_of(config).channels(config), config.patch_size,
                                config.voxel_spacing, config.base_filters)
 
     def memory_format(self, precision, device):

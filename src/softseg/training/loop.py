@@ -121,12 +121,13 @@ def train_step(state: LoopState, data: TrainData, indices: list[int]) -> float:
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     state.optimizer.zero_grad(set_to_none=True)
-    # Stochastic depth draws from torch's global generators: seeded for this step, and the
-    # caller's state restored afterwards.
-    with seeded_global_rng(seed, device), autocast(state.precision, device):
-        logits = state.wrapped(images)
+    # Stochastic depth and a sampling head's loss (the SSN's Monte Carlo samples) draw from
+    # torch's global generators: seeded for this step, and the caller's state restored afterwards.
     batch_sum = _distributed.sum_over_processes if state.dist.world > 1 else None
-    loss = head.loss(c, batch_sum)(logits, labels)
+    with seeded_global_rng(seed, device):
+        with autocast(state.precision, device):
+            logits = state.wrapped(images)
+        loss = head.loss(c, batch_sum)(logits, labels)  # float32: the losses leave autocast
     if state.scaler is not None:
         state.scaler.scale(loss).backward()
         state.scaler.step(state.optimizer)
@@ -182,7 +183,8 @@ def validate(state: LoopState, data: TrainData) -> tuple[float, float]:
     for image, soft in zip(data.images, data.source_labels):
         (logits,) = mode.outputs(forward, [image], config, state.device, clamp01=False)
         logits = resample(logits, tuple(soft.shape[1:]))  # a run's spacing undone
-        losses.append(float(loss_fn(logits[None], soft[None])))
+        with seeded_global_rng(config.seed):  # a sampling loss: the same draws every validation
+            losses.append(float(loss_fn(logits[None], soft[None])))
         prob = head.probabilities(logits, dim=0)[tasks].numpy()
         scores.extend(qubiq_score(p, g) for p, g in zip(prob, soft[tasks].numpy()))
     model.train(was_training)

@@ -111,7 +111,7 @@ def compare(
     write_json_atomic(out / "compare.json", {
         "data": str(Path(dataset.root).resolve()),
         "methods": [{"name": m.name, "folder": m.folder, "label_mode": m.label_mode, "loss": m.loss,
-                     "variant": m.variant, "models": m.trained.folder} for m in methods],
+                     "head": m.head, "variant": m.variant, "models": m.trained.folder} for m in methods],
         "reference": reference.name, "seeds": list(seeds), "fractions": list(fractions),
         "split": plan.note, "left_out": list(plan.left_out), "config": _config_dict(options.config),
     })
@@ -175,6 +175,9 @@ def _note(plan: SplitPlan, c: TrainConfig, seeds: Sequence[int]) -> str:
         "soft = mean of the raters' masks; majority = majority vote (ties to foreground); random_rater = "
         "one rater drawn per sample per step; staple = STAPLE consensus ≥ 0.5. Losses: ce = soft "
         f"cross-entropy; dml = Dice semimetric loss; ce+dml = their sum (DML weight {c.dml_weight:g}). "
+        f"ssn = Stochastic Segmentation Network (rank {c.ssn_rank} logit covariance, one rater drawn per "
+        f"image per step, {c.ssn_samples}-sample Monte Carlo likelihood; maps: mean of {c.ssn_eval_samples} "
+        "seeded samples). "
         "Variants (@) predict with the trained method's models: tta = mean over the training flips; "
         "ts = temperature scaling, each half of a fold's held-out cases scaled by the temperature "
         "fitted on the other half. "
