@@ -95,6 +95,16 @@ def mask_thresholds(
     return out
 
 
+@dataclass(frozen=True)
+class CaseDraws:
+    """What beside the mean map one case's files come from: ``per_run`` the ensemble's maps
+    ``(M, T or C, *spatial)`` (for the uncertainty maps), ``samples`` sampled probability maps
+    ``(n, T or C, *spatial)`` (an SSN run's); None where not asked for."""
+
+    per_run: np.ndarray | None = None
+    samples: np.ndarray | None = None
+
+
 def case_outputs(
     case: Case,
     probability: np.ndarray,
@@ -104,8 +114,7 @@ def case_outputs(
     thresholds: Mapping[str, Sequence[float]] | None = None,
     folder: str | None = None,
     classes: Sequence[str] = (),
-    per_run: np.ndarray | None = None,
-    samples: np.ndarray | None = None,
+    draws: CaseDraws = CaseDraws(),
 ) -> list[tuple]:
     """What to write for one case: ``(relative path, (*spatial) array)`` pairs, and
     ``(relative path, array, upper)`` triples for maps in [0, upper] other than probabilities.
@@ -115,13 +124,14 @@ def case_outputs(
     and the label map is added. ``thresholds[task]`` lists the mask thresholds of that task. Masks are bool
     (``p >= t``), which :func:`io.write_map` stores as binary masks. ``folder`` replaces
     ``case.case_id`` as the case's sub-folder (QUBIQ layout: ``<dataset>/<case_id>``).
-    ``per_run``: the ensemble's maps ``(M, T or C, *spatial)`` whose mean is ``probability``;
+    ``draws.per_run``: the ensemble's maps ``(M, T or C, *spatial)`` whose mean is ``probability``;
     with it the uncertainty maps of :func:`uncertainty.uncertainty_maps` are added (nats, upper
     ln K; the entropy alone when M = 1), per task or, for classes, one set over all of them.
-    ``samples``: sampled probability maps ``(n, T or C, *spatial)`` (an SSN run's); each is
+    ``draws.samples``: sampled probability maps ``(n, T or C, *spatial)`` (an SSN run's); each is
     written as a mask ``p >= 0.5`` per task (:func:`sample_name`), or for classes as a label map.
     """
     names = tuple(classes) or tuple(tasks)
+    per_run, samples = draws.per_run, draws.samples
     if probability.shape != (len(names), *case.spatial_shape):
         raise SoftsegError(
             f"{case.case_id}: prediction shape {probability.shape} != "
@@ -287,8 +297,7 @@ def prediction_record(
     written: CaseFiles,
     files: Sequence[str],
     applied: Mapping[str, Any],
-    uncertainty: Mapping[str, Any] | None = None,
-    samples: Mapping[str, Any] | None = None,
+    maps: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ``predictions.json``, the same for ``softseg predict`` and experiments.
 
@@ -297,11 +306,14 @@ def prediction_record(
     than a folder it read). ``written``: what was written per case (:class:`CaseFiles`;
     its thresholds per task). ``applied``: ``checkpoint``; ``temperatures`` ``{run: {task:
     T}}`` the logits were divided by (None: none); ``tta`` ``{"mode", "views": {run: [view
-    names]}}`` (None is recorded as mode "none"). ``uncertainty``: what
-    :func:`uncertainty.uncertainty_record` says of the uncertainty maps written (None: none).
-    ``samples``: what :func:`samples_record` says of the sampled masks written (None: none).
+    names]}}`` (None is recorded as mode "none"). ``maps``: the maps written beyond the
+    probabilities, ``uncertainty`` (what :func:`uncertainty.uncertainty_record` says of the
+    uncertainty maps) and ``samples`` (what :func:`samples_record` says of the sampled masks);
+    a missing one is recorded as None.
     """
     temperatures, tta = applied.get("temperatures"), applied.get("tta")
+    maps = maps or {}
+    uncertainty, samples = maps.get("uncertainty"), maps.get("samples")
     thresholds = written.thresholds or {}
     return {
         "softseg_version": __version__,

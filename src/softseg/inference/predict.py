@@ -30,6 +30,7 @@ from softseg.inference.arrays import FLIP_NAMES, predict_ensemble, predict_image
 from softseg.inference.inputs import load_input
 from softseg.inference.outputs import (
     PREDICTIONS_FILE,
+    CaseDraws,
     CaseFiles,
     PredictOutputs,
     case_outputs,
@@ -193,7 +194,7 @@ def write_predictions(
     classes = loaded[0].config.classes
     outputs = (
         (case.geometry, case_outputs(case, prob, tasks, std=written.std, thresholds=per_task, folder=folder(case),
-                                     classes=classes, per_run=per_run, samples=sampled))
+                                     classes=classes, draws=CaseDraws(per_run, sampled)))
         for case, prob, per_run, sampled in _predicted(loaded, cases, batch_size, options.progress, tta,
                                                        each_run=written.uncertainty, samples=written.samples)
     )
@@ -204,10 +205,12 @@ def write_predictions(
         written=CaseFiles(written.std, per_task, written.run_threshold, submission), files=files,
         applied={"checkpoint": options.checkpoint, "temperatures": applied_temperatures(loaded),
                  "tta": tta_record(loaded, tta)},
-        uncertainty=None if not written.uncertainty else uncertainty_record(
-            len(loaded), [ALL_CLASSES] if classes else tasks, len(classes) or 2, categorical=bool(classes)),
-        samples=None if not written.samples else samples_record(
-            written.samples, {str(run.run_dir.resolve()): run.config for run in loaded}, bool(classes)),
+        maps={
+            "uncertainty": None if not written.uncertainty else uncertainty_record(
+                len(loaded), [ALL_CLASSES] if classes else tasks, len(classes) or 2, categorical=bool(classes)),
+            "samples": None if not written.samples else samples_record(
+                written.samples, {str(run.run_dir.resolve()): run.config for run in loaded}, bool(classes)),
+        },
     )
     return write_record(path, merge_records(earlier, record))
 
