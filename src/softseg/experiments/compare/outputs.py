@@ -21,6 +21,7 @@ import numpy as np
 from softseg.errors import DatasetError, SoftsegError
 from softseg.evaluation.registry import ALL_CLASSES, better_sentence, spec
 from softseg.evaluation.rows import CLASSES_FILE, csv_text, read_class_rows, read_rows
+from softseg.experiments.cells import format_diff
 from softseg.experiments.compare.statistics import (
     ALPHA, CI_METHOD, CLASS_METRICS, CONFIDENCE, METRICS, N_RESAMPLES, CaseValues, PairedComparison,
 )
@@ -161,15 +162,11 @@ def write_statistics(out: Path, comparisons: Sequence[PairedComparison], note: s
     return paths
 
 
-def _signed(value: float, digits: int) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:+.{digits}f}".replace("-", "−")
-
-
 def _cell(c: PairedComparison) -> str:
     shown = spec(c.metric)
     digits = shown.digits
-    diff = _signed(c.mean_difference * shown.scale, digits)
-    ci = f"[{_signed(c.ci_low * shown.scale, digits)}, {_signed(c.ci_high * shown.scale, digits)}]"
+    diff = format_diff(c.mean_difference * shown.scale, digits)
+    ci = f"[{format_diff(c.ci_low * shown.scale, digits)}, {format_diff(c.ci_high * shown.scale, digits)}]"
     p = "p n/a" if not math.isfinite(c.p_holm) else f"Holm p {c.p_holm:.3g}"
     text = f"{diff} {ci}, {p}"
     if c.significant:
