@@ -36,7 +36,13 @@ import numpy as np
 
 from softseg.evaluation.metrics import FINE_THRESHOLDS
 from softseg.errors import SoftsegError
-from softseg.inference.risk import crc_threshold, empirical_threshold, losses_of, ltt_threshold
+from softseg.inference.risk import (
+    crc_threshold,
+    empirical_threshold,
+    empirical_threshold_from_top,
+    losses_of,
+    ltt_threshold,
+)
 
 
 def held_out_losses(predictions: Path, data: Path, task: str) -> dict[str, np.ndarray]:
@@ -76,18 +82,6 @@ def synthetic_losses(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {risk: losses_of(risk, maps, masks, FINE_THRESHOLDS) for risk in ("fnr", "fdr")}
 
 
-def _empirical_fdr(losses: np.ndarray, alpha: float) -> float:
-    """Today's way for a non-monotone risk: from the most confident threshold down while the
-    mean calibration FDR stays <= alpha; the lowest such threshold (NaN if the top fails)."""
-    mean = losses.mean(axis=0)
-    chosen = np.nan
-    for index in range(len(FINE_THRESHOLDS) - 1, -1, -1):
-        if mean[index] > alpha:
-            break
-        chosen = FINE_THRESHOLDS[index]
-    return float(chosen)
-
-
 def splits(losses: dict[str, np.ndarray], alpha: float, delta: float, n_splits: int, fraction: float,
            seed: int) -> dict[str, list[tuple[float, float]]]:
     """Per method, ``(threshold, mean test loss)`` of each random calibration/test split; a
@@ -111,7 +105,7 @@ def splits(losses: dict[str, np.ndarray], alpha: float, delta: float, n_splits: 
             picks["LTT fdr"] = ltt_threshold(losses["fdr"][cal], FINE_THRESHOLDS, alpha, delta).threshold
         except SoftsegError:
             pass
-        picks["empirical fdr"] = _empirical_fdr(losses["fdr"][cal], alpha)
+        picks["empirical fdr"] = empirical_threshold_from_top(losses["fdr"][cal], FINE_THRESHOLDS, alpha)
         for method, t in picks.items():
             if np.isnan(t):
                 continue

@@ -110,10 +110,11 @@ def risk_summary(risk: str, alpha: float, delta: float | None, n: int, n_tasks: 
                                "(same scanner, protocol, site and raters), not images from elsewhere"}
 
 
-def _sorted_hits(prob: np.ndarray, mask: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """How many pixels of ``prob[mask]`` are ``>= t`` for each level (exact comparisons at the
-    map's own precision, as :mod:`softseg.evaluation.metrics` makes them)."""
-    values = np.sort(prob[mask])
+def count_at_least(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """How many of ``values`` are ``>= t`` for each of the increasing ``levels``, int64: sorted
+    once, each level found by binary search (exact comparisons at the values' own precision, as
+    :mod:`softseg.evaluation.metrics` makes them: cast ``levels`` to that dtype first)."""
+    values = np.sort(np.ravel(values))
     return len(values) - np.searchsorted(values, levels, side="left")
 
 
@@ -136,7 +137,7 @@ def false_negative_rates(prob: np.ndarray, masks: np.ndarray, thresholds: np.nda
     for mask in masks:
         size = int(mask.sum())
         if size:
-            loss += (size - _sorted_hits(prob, mask, levels)) / size
+            loss += (size - count_at_least(prob[mask], levels)) / size
     return loss / len(masks)
 
 
@@ -145,10 +146,10 @@ def false_discovery_rates(prob: np.ndarray, masks: np.ndarray, thresholds: np.nd
     ``prob >= t`` outside each rater's foreground, averaged over the raters; 0 where nothing
     is predicted. float64 in [0, 1], not monotone in t."""
     prob, masks, levels = _checked(prob, masks, thresholds)
-    predicted = _sorted_hits(prob, np.ones(prob.shape, bool), levels)
+    predicted = count_at_least(prob, levels)
     loss = np.zeros(len(levels))
     for mask in masks:
-        true = _sorted_hits(prob, mask, levels)
+        true = count_at_least(prob[mask], levels)
         loss += np.where(predicted > 0, (predicted - true) / np.maximum(predicted, 1), 0.0)
     return loss / len(masks)
 
@@ -161,11 +162,8 @@ def crc_threshold(losses: np.ndarray, thresholds: np.ndarray, alpha: float,
 
     Raises SoftsegError when ``alpha`` cannot be met: n < B/α − 1 (then only t = 0, no
     threshold at all, would meet it) or no threshold of the grid meets it."""
-    losses = np.asarray(losses, dtype=np.float64)
-    thresholds = np.asarray(thresholds, dtype=np.float64)
+    losses, thresholds = _checked_losses(losses, thresholds)
     _check_alpha(alpha)
-    if losses.ndim != 2 or losses.shape[1] != len(thresholds) or not len(losses):
-        raise SoftsegError(f"expected losses (n, {len(thresholds)}) of n >= 1 images, found {losses.shape}")
     n = len(losses)
     if bound / (n + 1) > alpha:
         need = math.ceil(bound / alpha - 1)
@@ -178,14 +176,13 @@ def crc_threshold(losses: np.ndarray, thresholds: np.ndarray, alpha: float,
     corrected = n / (n + 1) * mean + bound / (n + 1)
     # the feasible thresholds: the prefix of the grid where the corrected risk stays <= alpha
     # (the whole prefix: a loss sampled on a grid is monotone, but rounding must not skip a gap)
-    feasible = np.cumprod(corrected <= alpha + 1e-12).astype(bool)
-    if not feasible.any():
+    index = _prefix_end(corrected <= alpha + 1e-12)
+    if index is None:
         raise SoftsegError(
             f"no threshold in {thresholds[0]:g}..{thresholds[-1]:g} keeps the corrected false-negative "
             f"rate <= {alpha:g} (at {thresholds[0]:g} it is {corrected[0]:.4f} over {n} images); "
             "use a larger --alpha or more calibration cases"
         )
-    index = int(np.flatnonzero(feasible)[-1])
     return RiskControl("fnr", float(alpha), None, n, float(thresholds[index]), float(mean[index]),
                        float(corrected[index]))
 
@@ -209,21 +206,14 @@ def ltt_threshold(losses: np.ndarray, thresholds: np.ndarray, alpha: float, delt
     down at level ``delta``; the lowest threshold rejected before the first non-rejection.
 
     Raises SoftsegError when not even the highest threshold can be shown to meet ``alpha``."""
-    losses = np.asarray(losses, dtype=np.float64)
-    thresholds = np.asarray(thresholds, dtype=np.float64)
+    losses, thresholds = _checked_losses(losses, thresholds)
     _check_alpha(alpha)
     if not (0.0 < delta < 1.0):
         raise SoftsegError(f"--delta must be in (0, 1), got {delta}")
-    if losses.ndim != 2 or losses.shape[1] != len(thresholds) or not len(losses):
-        raise SoftsegError(f"expected losses (n, {len(thresholds)}) of n >= 1 images, found {losses.shape}")
     n = len(losses)
     mean = losses.mean(axis=0)
     pvalues = hoeffding_bentkus_pvalue(mean, n, alpha)
-    chosen = None
-    for index in range(len(thresholds) - 1, -1, -1):  # the most confident threshold first
-        if pvalues[index] > delta:
-            break
-        chosen = index
+    chosen = _suffix_start(pvalues <= delta)  # tested from the most confident threshold down
     if chosen is None:
         top = len(thresholds) - 1
         raise SoftsegError(
@@ -237,11 +227,40 @@ def ltt_threshold(losses: np.ndarray, thresholds: np.ndarray, alpha: float, delt
 
 
 def empirical_threshold(losses: np.ndarray, thresholds: np.ndarray, alpha: float) -> float:
-    """What the mean alone would pick, for comparison: the largest t of the grid prefix whose
-    mean calibration loss is <= ``alpha`` (no correction; no guarantee). NaN if none."""
-    mean = np.asarray(losses, dtype=np.float64).mean(axis=0)
-    feasible = np.cumprod(mean <= alpha + 1e-12).astype(bool)
-    return float(np.asarray(thresholds)[np.flatnonzero(feasible)[-1]]) if feasible.any() else math.nan
+    """What the mean alone would pick for a loss that grows with t (FNR), for comparison: the
+    largest t of the grid prefix whose mean calibration loss is <= ``alpha`` (no correction;
+    no guarantee). NaN if none."""
+    index = _prefix_end(np.asarray(losses, dtype=np.float64).mean(axis=0) <= alpha + 1e-12)
+    return math.nan if index is None else float(np.asarray(thresholds)[index])
+
+
+def empirical_threshold_from_top(losses: np.ndarray, thresholds: np.ndarray, alpha: float) -> float:
+    """The same for a loss that is not monotone (FDR), walking as Learn-then-Test does: from
+    the most confident threshold down while the mean calibration loss stays <= ``alpha``; the
+    lowest such t (no correction; no guarantee). NaN if the top one fails."""
+    index = _suffix_start(np.asarray(losses, dtype=np.float64).mean(axis=0) <= alpha)
+    return math.nan if index is None else float(np.asarray(thresholds)[index])
+
+
+def _prefix_end(ok: np.ndarray) -> int | None:
+    """The last index of the leading run of True in ``ok``; None if ``ok[0]`` is False."""
+    run = np.cumprod(ok).astype(bool)
+    return int(np.flatnonzero(run)[-1]) if run.any() else None
+
+
+def _suffix_start(ok: np.ndarray) -> int | None:
+    """The first index of the trailing run of True in ``ok``; None if ``ok[-1]`` is False."""
+    end = _prefix_end(ok[::-1])
+    return None if end is None else len(ok) - 1 - end
+
+
+def _checked_losses(losses: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 ``losses`` (n, T) of n >= 1 images on the grid ``thresholds`` (T,)."""
+    losses = np.asarray(losses, dtype=np.float64)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if losses.ndim != 2 or losses.shape[1] != len(thresholds) or not len(losses):
+        raise SoftsegError(f"expected losses (n, {len(thresholds)}) of n >= 1 images, found {losses.shape}")
+    return losses, thresholds
 
 
 def losses_of(risk: str, maps: Sequence[np.ndarray], masks: Sequence[np.ndarray],

@@ -47,7 +47,7 @@ from softseg.errors import SoftsegError
 from softseg.data.cases import CaseQuery
 from softseg.inference import RunOptions
 from softseg.evaluation.metrics import FINE_THRESHOLDS
-from softseg.inference.risk import RiskControl, control, losses_of, risk_summary
+from softseg.inference.risk import RiskControl, control, count_at_least, losses_of, risk_summary
 from softseg.model.heads import head_of
 
 log = logging.getLogger(__name__)
@@ -120,14 +120,10 @@ def pooled_counts(
                 "predict on the same grid as the labels"
             )
         levels = thresholds.astype(prob.dtype)
-        positives = np.sort(prob[ref])
-        negatives = np.sort(prob[~ref])
-        # count of values >= t = n - count of values < t
-        found = len(positives) - np.searchsorted(positives, levels, side="left")
-        false = len(negatives) - np.searchsorted(negatives, levels, side="left")
+        found = count_at_least(prob[ref], levels)
         tp += found
-        fn += len(positives) - found
-        fp += false
+        fn += int(ref.sum()) - found
+        fp += count_at_least(prob[~ref], levels)
     return tp, fp, fn
 
 
