@@ -284,7 +284,8 @@ class StochasticSegmentation:
     exported_values = "none (an SSN run is not exported)"
 
     def __init__(self, config: TrainConfig):
-        self._base = (SoftmaxClasses if config.classes else SigmoidTasks)(config)
+        # the data's own head decides targets, draws and names: the one head_of gives without SSN
+        self._base = head_of(config.replace(head="deterministic"))
         self._k = len(self._base.outputs(config))
         self._joint = bool(config.classes)  # a softmax's classes share one Gaussian
         self._rank, self._train_samples = config.ssn_rank, config.ssn_samples
