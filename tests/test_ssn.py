@@ -3,6 +3,7 @@ prediction of samples and mean maps, and what it refuses (temperature, ONNX, --s
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -278,6 +279,20 @@ def test_predict_writes_n_samples_and_a_mean_map(ssn_run, shapes, tmp_path, caps
     # the evaluation reads the mean maps and leaves the samples aside
     assert main(["evaluate", str(out), str(shapes), "--out", str(tmp_path / "eval"), "--split", "Validation",
                  "--no-progress"]) == 0
+    # with --samples it scores the run's own draws, not level sets of the mean map
+    assert main(["evaluate", str(out), str(shapes), "--out", str(tmp_path / "drawn"), "--split", "Validation",
+                 "--samples", "2", "--no-progress"]) == 0
+    from softseg.evaluation import hypotheses
+    from softseg.evaluation.result import read_result
+
+    expected = hypotheses.sampled_scores(np.stack(masks[:2]).astype(bool), case.masks["task01"])
+    row = next(r for r in csv.DictReader(open(tmp_path / "drawn" / "cases.csv")) if r["task"] == "task01")
+    assert float(row["ged_2"]) == pytest.approx(expected["ged"], abs=1e-12)
+    assert float(row["hmiou_2"]) == pytest.approx(expected["hmiou"], abs=1e-12)
+    assert "own samples" in read_result(tmp_path / "drawn").conventions["hypotheses"]
+    assert main(["evaluate", str(out), str(shapes), "--out", str(tmp_path / "more"), "--split", "Validation",
+                 "--samples", "5", "--no-progress"]) == 2
+    assert "rerun softseg predict with --samples 5" in capsys.readouterr().err
 
 
 def test_samples_of_several_runs_take_turns(ssn_run, shapes, tmp_path):
@@ -291,14 +306,13 @@ def test_samples_of_several_runs_take_turns(ssn_run, shapes, tmp_path):
     np.testing.assert_allclose(mixed[1::2], own1, atol=1e-6)
 
 
-def test_predict_refuses_samples_of_a_deterministic_run_and_in_the_submission_layout(shapes, ssn_run, tmp_path):
-    deterministic = make_run(tmp_path / "det")
-    with pytest.raises(SoftsegError, match="det is a deterministic run \\(head sigmoid\\).*--head ssn"):
-        from softseg.inference.outputs import PredictOutputs
-        from softseg.inference.predict import predict_folder
+def test_predict_refuses_samples_of_mixed_heads_and_in_the_submission_layout(shapes, ssn_run, tmp_path):
+    from softseg.inference.predict import check_samples
 
-        predict_folder([deterministic], shapes, tmp_path / "p", outputs=PredictOutputs(samples=2))
-    assert not (tmp_path / "p").exists()
+    deterministic = make_run(tmp_path / "det", tasks=("task01", "task02"))
+    with pytest.raises(SoftsegError, match="det predicts one map \\(head sigmoid\\).*separate folders"):
+        check_samples([load_run(ssn_run), load_run(deterministic)], 2)
+    check_samples([load_run(deterministic)], 2)  # one kind: level sets of the map
     assert main(["predict", str(ssn_run), str(shapes), "--out", str(tmp_path / "q"), "--qubiq", "--samples",
                  "2"]) == 2
 

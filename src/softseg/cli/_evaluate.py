@@ -28,6 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default=None,
                         help="evaluate only this split, e.g. Validation (default: every "
                         "labelled case)")
+    parser.add_argument("--samples", type=int, nargs="+", default=(), metavar="N",
+                        help="also score N hypotheses per case the way the LIDC benchmark does "
+                        "(Probabilistic U-Net, PHiSeg, SSN): D²_GED over N hypotheses and all rater pairs, "
+                        "i = i' kept (ged_N), the hypotheses' diversity (diversity_N), Hungarian-matched "
+                        "IoU (hmiou_N), and the D²_GED of the map at 0.5 alone (ged_map); several N at "
+                        "once, e.g. 16 100. Hypotheses: an SSN run's own samples when softseg predict "
+                        "--samples wrote at least N, else N stratified level sets p >= (k - 1/2)/N of "
+                        "the map, whose per-pixel share is p (default: none)")
     add_overwrite(parser, "write into a non-empty --out, replacing files of the same names")
     add_progress(parser)
     parser.set_defaults(func=run_evaluate)
@@ -37,6 +45,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from softseg.evaluation.evaluate import evaluate
 
     out = evaluate(args.predictions, args.data, args.out, query=case_query(args),
-                   overwrite=args.overwrite, progress=args.progress)
+                   samples=tuple(args.samples), overwrite=args.overwrite, progress=args.progress)
     print((out / "tables.md").read_text(encoding="utf-8"), end="")
     return 0

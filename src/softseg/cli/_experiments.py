@@ -149,6 +149,11 @@ def _register_compare(subparsers) -> None:
     p.add_argument("--fractions", type=float, nargs="+", metavar="F", default=[1.0],
                    help="also train on nested subsets of each fold's training patients, e.g. 0.25 0.5 1.0; "
                         "1.0 (the ordinary run) is always included (default: 1.0 only)")
+    p.add_argument("--samples", type=int, nargs="+", metavar="N", default=[],
+                   help="also score N hypotheses per held-out case as the LIDC benchmark does (softseg "
+                        "evaluate --samples): D²_GED of the map at 0.5 alone and, per N, D²_GED, HM-IoU "
+                        "(both tested) and diversity; hypotheses are an SSN's own draws, and level sets "
+                        "of the map for every other method (default: none)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--group-regex", metavar="REGEX",
                        help="patient id = the first group (or whole match) of REGEX in the case id")
@@ -178,7 +183,7 @@ def run_compare(args: argparse.Namespace) -> int:
         config=config, methods=tuple(args.methods), reference=args.reference, seeds=tuple(args.seeds),
         folds=args.folds, run_folds=None if args.run_folds is None else tuple(args.run_folds),
         split_seed=args.split_seed, group_regex=args.group_regex, patients_csv=args.patients_csv,
-        split_csv=args.split_csv, fractions=tuple(args.fractions),
+        split_csv=args.split_csv, fractions=tuple(args.fractions), samples=tuple(args.samples),
     )
     paths = compare(dataset, args.out, options, resume=args.resume, progress=args.progress)
     print(paths["md"].read_text(encoding="utf-8"))

@@ -89,6 +89,12 @@ def stem(path: str | os.PathLike) -> str:
     return Path(name).stem
 
 
+def sample_name(k: int, n: int) -> str:
+    """Sample ``k`` of ``n`` in a file name: ``sample-03`` (at least two digits, all the same
+    width); ``softseg predict --samples`` writes ``<task>_sample-03.<ext>``."""
+    return f"sample-{k:0{max(2, len(str(n - 1)))}d}"
+
+
 def map_suffix(geometry: Geometry) -> str:
     """The suffix an output in this geometry gets: ``.nii.gz`` or ``.png``."""
     return ".nii.gz" if geometry.format == "nifti" else ".png"

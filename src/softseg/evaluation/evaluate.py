@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from softseg import __version__
 from softseg.data import io
-from softseg.evaluation import metrics
+from softseg.evaluation import metrics, sampled
 from softseg.data.cases import CaseQuery, Dataset
 from softseg.data.datasets import load_dataset
 from softseg.errors import DatasetError, SoftsegError
@@ -223,6 +223,7 @@ def summarise_task(results: list[dict]) -> TaskResult:
             mean_soft=_defined(mean_soft),
         ),
     )
+    with_samples = [r["sampled"] for r in results if r.get("sampled") is not None]
     return TaskResult(
         n_cases=len(results),
         table2=Table2(**table2),
@@ -238,6 +239,7 @@ def summarise_task(results: list[dict]) -> TaskResult:
         hd95_undefined=int(undefined.sum()),
         hd95_undefined_cases=int(undefined.any(axis=1).sum()),
         hd95_rows=int(undefined.size),
+        sampled={key: _mean_std([v[key] for v in with_samples]) for key in with_samples[0]} if with_samples else None,
     )
 
 
@@ -247,6 +249,7 @@ def evaluate(
     out: str | Path,
     *,
     query: CaseQuery = CaseQuery(),
+    samples: Sequence[int] = (),
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -256,7 +259,10 @@ def evaluate(
     :class:`Dataset` (e.g. a subset from ``Dataset.select``). The query's ``tasks`` limits the
     tasks (default: all of the dataset); its ``split`` keeps one split ("Validation", ...) and
     its ``case_ids`` given cases (predictions of the dataset's other cases are skipped). Every
-    labelled case and task of the selection needs a prediction. Refuses a non-empty ``out``
+    labelled case and task of the selection needs a prediction. ``samples`` (hypothesis
+    counts N) adds the LIDC benchmark's D²_GED, HM-IoU and diversity over N hypotheses per case
+    (:mod:`softseg.evaluation.sampled`: a sampling run's draws, else level sets of the map) and
+    the D²_GED of the map at 0.5 to cases.csv and the summary. Refuses a non-empty ``out``
     unless ``overwrite`` (then files of the same names are replaced, others kept). Raises
     DatasetError listing every problem before anything is written. Returns ``out``.
     """
@@ -276,6 +282,10 @@ def evaluate(
                                f"{', '.join(dataset.tasks)}")
     chosen = tuple(tasks) if tasks else dataset.tasks
     matched, pred_layout = match_predictions(Path(predictions), dataset, chosen, wanted)
+    counts = sampled.check_counts(samples)
+    source = sampled.source_of(Path(predictions)) if counts else None
+    if counts:
+        sampled.check_source(source, counts, Path(predictions))
 
     problems: list[str] = []
     rows: dict[str, list] = {"metrics": [], "cases": [], "curves": []}
@@ -295,13 +305,16 @@ def evaluate(
         if dataset.classes and maps is None:
             continue  # the case's problem is recorded once, naming its folder
         try:
-            result = evaluate_prediction(pred, maps[pred.task] if maps else None)
+            prob = maps[pred.task] if maps else (io.read_probability(pred.path)[0] if counts else None)
+            result = evaluate_prediction(pred, prob)
+            if counts:
+                result["sampled"] = sampled.case_scores(pred, prob, counts, source, maps)
         except SoftsegError as error:
             problems.append(str(error))
             continue
         metric_rows, case_row, curve_rows = prediction_rows(pred.case.case_id, pred.task, result)
         rows["metrics"] += metric_rows
-        rows["cases"].append(case_row)
+        rows["cases"].append({**case_row, **result.get("sampled", {})})
         rows["curves"] += curve_rows
         by_task[pred.task].append(result)
     if problems:
@@ -324,6 +337,8 @@ def evaluate(
             for t in chosen
         },
         conventions={**CONVENTIONS, **(CLASS_CONVENTIONS if dataset.classes else {}),
+                     **({"hypotheses": f"{sampled.CONVENTION}; here: {source.description}",
+                         "hypothesis_counts": list(counts)} if counts else {}),
                      "ece_bins": metrics.ECE_BINS, "hd95_percentile": 95, "hd95_directions": "max"},
         tasks={t: summarise_task(r) for t, r in by_task.items() if r},
         classes=summarise_classes(dataset.classes, [r for _, r in by_case]) if by_case else None,
@@ -331,7 +346,8 @@ def evaluate(
     tmp = temp_folder(out)
     try:
         write_text_atomic(tmp / "metrics.csv", csv_text(METRICS_COLUMNS, rows["metrics"]))
-        write_text_atomic(tmp / "cases.csv", csv_text(CASES_COLUMNS, rows["cases"]))
+        write_text_atomic(tmp / "cases.csv", csv_text(
+            CASES_COLUMNS + (sampled.keys(counts) if counts else ()), rows["cases"]))
         write_text_atomic(tmp / "curves.csv", csv_text(CURVES_COLUMNS, rows["curves"]))
         if by_case:
             write_text_atomic(tmp / CLASSES_FILE, csv_text(

@@ -16,6 +16,7 @@ Values are stored in native units (fractions, pixels, millimetres); a metric who
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -98,12 +99,35 @@ SPECS: dict[str, MetricSpec] = _specs(
 )
 
 
+# the LIDC benchmark's scores of N hypotheses per case (softseg.evaluation.sampled), one key
+# per N: ged_16, hmiou_16, diversity_16, ...; ged_map is the D²_GED of the map at 0.5 alone
+_SAMPLED = re.compile(r"^(ged|hmiou|diversity)_([1-9][0-9]*)$")
+GED_MAP = MetricSpec("ged_map", "D²_GED one map", "", 4, "lower", title="D²_GED of the map at 0.5 (i = i′ kept)")
+
+
+def sampled_spec(key: str) -> MetricSpec | None:
+    """The spec of a hypothesis score key (``ged_16``, ``hmiou_100``, ``diversity_16``,
+    ``ged_map``), or None for any other key."""
+    if key == GED_MAP.key:
+        return GED_MAP
+    match = _SAMPLED.match(key)
+    if match is None:
+        return None
+    kind, n = match.group(1), match.group(2)
+    if kind == "ged":
+        return MetricSpec(key, f"D²_GED {n}", "", 4, "lower", title=f"D²_GED over {n} hypotheses (i = i′ kept)")
+    if kind == "hmiou":
+        return MetricSpec(key, f"HM-IoU {n}", PERCENT, 2, "higher", title=f"HM-IoU of {n} hypotheses")
+    return MetricSpec(key, f"diversity {n}", "", 4, title=f"diversity of {n} hypotheses (i = i′ kept)")
+
+
 def spec(key: str) -> MetricSpec:
     """The :class:`MetricSpec` of ``key``; KeyError naming the known keys otherwise."""
-    try:
-        return SPECS[key]
-    except KeyError:
-        raise KeyError(f"no metric {key!r} in the registry; known: {', '.join(SPECS)}") from None
+    found = SPECS.get(key) or sampled_spec(key)
+    if found is None:
+        raise KeyError(f"no metric {key!r} in the registry; known: {', '.join(SPECS)}, "
+                       "ged_map, ged_N, hmiou_N, diversity_N")
+    return found
 
 
 def specs(*keys: str) -> tuple[MetricSpec, ...]:

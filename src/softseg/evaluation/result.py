@@ -123,7 +123,8 @@ class TaskResult:
     thresholds), ``table2_over_cases`` each case's mean over thresholds then mean ± std over
     cases. ``table3`` is None for agreement maps, ``table3_note`` then says why.
     ``hd95_undefined`` counts case x threshold rows with HD95 undefined, in
-    ``hd95_undefined_cases`` cases, of ``hd95_rows`` rows.
+    ``hd95_undefined_cases`` cases, of ``hd95_rows`` rows. ``sampled``: the scores of
+    hypothesis sets (:mod:`softseg.evaluation.sampled`), mean ± std over cases, or None.
     """
 
     n_cases: int
@@ -137,6 +138,8 @@ class TaskResult:
     hd95_undefined: int
     hd95_undefined_cases: int
     hd95_rows: int
+    # with hypotheses (evaluate --samples): ged_map and ged_N, hmiou_N, diversity_N per count N
+    sampled: Mapping[str, MeanStd] | None = field(default=None, metadata=_OPTIONAL)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def train_or_resume(
 
 def predict_cases(
     run_dirs: Sequence[Path], cases: Sequence[Case], out_dir: Path, *, tta: str = "none",
-    temperature: Sequence[float] | None = None, progress: bool = True,
+    temperature: Sequence[float] | None = None, progress: bool = True, samples: int = 0,
 ) -> Path:
     """Probability maps of ``cases`` from ``run_dirs`` (averaged) into ``out_dir/<case>/<task>.*``.
 
@@ -60,12 +60,14 @@ def predict_cases(
     held-out predictions there); ``predictions.json`` lists every case written so far and is
     rewritten last. Uses the checkpoint :data:`EVAL_CHECKPOINT`. A ``temperature.json`` in a
     run is ignored: an experiment applies exactly ``temperature`` (one T per task, the runs'
-    task order; None for none) and ``tta`` ("none" or "flip"). The one prediction path of
+    task order; None for none) and ``tta`` ("none" or "flip"). ``samples``: that many
+    hypotheses per case beside the maps (a sampling run's draws). The one prediction path of
     ``softseg predict`` (:func:`softseg.inference.predict.write_predictions`) does the work.
     """
     import dataclasses
 
     from softseg.inference import RunOptions
+    from softseg.inference.outputs import CaseFiles
     from softseg.inference.predict import selection_source, write_predictions
     from softseg.inference.runs import load_models
 
@@ -77,7 +79,8 @@ def predict_cases(
     # resume: the folder collects the folds; overwrite: a resumed fold may have written
     # some of its cases before it was interrupted
     options = RunOptions(checkpoint=EVAL_CHECKPOINT, temperature="off", tta=tta, progress=progress)
-    write_predictions(loaded, cases, out_dir, source=selection_source(cases), options=options,
+    written = CaseFiles(samples=samples)
+    write_predictions(loaded, cases, out_dir, source=selection_source(cases), written=written, options=options,
                       overwrite=True, resume=True)
     return Path(out_dir)
 
@@ -94,10 +97,12 @@ def fitted_temperatures(run_dir: Path, cases: Sequence[Case], *, progress: bool 
 
 
 def evaluate_predictions(
-    pred_dir: Path, dataset: Dataset, case_ids: Sequence[str], eval_dir: Path, *, progress: bool = True
+    pred_dir: Path, dataset: Dataset, case_ids: Sequence[str], eval_dir: Path, *, progress: bool = True,
+    samples: Sequence[int] = (),
 ) -> Path:
     """Evaluate the predictions of ``case_ids`` against ``dataset`` into ``eval_dir``
-    (``softseg.evaluation.evaluate.evaluate``); an existing complete evaluation is kept."""
+    (``softseg.evaluation.evaluate.evaluate``, with ``samples`` its hypothesis counts); an
+    existing complete evaluation is kept."""
     from softseg.data.cases import CaseQuery
     from softseg.evaluation.evaluate import evaluate
 
@@ -106,7 +111,8 @@ def evaluate_predictions(
         return eval_dir
     # evaluate publishes its folder only when complete, so an existing one without
     # summary.json is not its output: leave it to the user rather than delete it
-    evaluate(pred_dir, dataset, eval_dir, query=CaseQuery(case_ids=tuple(case_ids)), progress=progress)
+    evaluate(pred_dir, dataset, eval_dir, query=CaseQuery(case_ids=tuple(case_ids)), samples=tuple(samples),
+             progress=progress)
     return eval_dir
 
 
@@ -152,7 +158,8 @@ def task_values(result: EvaluationResult, task: str) -> dict[str, tuple[float, f
     Table 2 values are means over cases and thresholds, Table 3 means over cases, the QUBIQ
     score and calibration as evaluated; ``hd95_undefined`` counts cases x thresholds where
     HD95 is undefined (one mask empty); ``dice_at_0.5`` is the mean over cases of
-    Dice(prediction >= 0.5, soft label >= 0.5).
+    Dice(prediction >= 0.5, soft label >= 0.5); with hypotheses (evaluate --samples) also
+    ``ged_map`` and ``ged_N``, ``hmiou_N``, ``diversity_N``.
     """
     entry = result.tasks.get(task)
     if entry is None:
@@ -167,4 +174,5 @@ def task_values(result: EvaluationResult, task: str) -> dict[str, tuple[float, f
     values["hd95_undefined"] = mean_and_spread(entry.hd95_undefined)
     if 0.5 in entry.table2_by_threshold.threshold:
         values["dice_at_0.5"] = mean_and_spread(entry.table2_by_threshold.at("dice", 0.5))
+    values.update({key: mean_and_spread(v) for key, v in (entry.sampled or {}).items()})
     return values

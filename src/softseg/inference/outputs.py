@@ -128,7 +128,7 @@ def case_outputs(
     with it the uncertainty maps of :func:`uncertainty.uncertainty_maps` are added (nats, upper
     ln K; the entropy alone when M = 1), per task or, for classes, one set over all of them.
     ``draws.samples``: sampled probability maps ``(n, T or C, *spatial)`` (an SSN run's); each is
-    written as a mask ``p >= 0.5`` per task (:func:`sample_name`), or for classes as a label map.
+    written as a mask ``p >= 0.5`` per task (:func:`softseg.data.io.sample_name`), or for classes as a label map.
     """
     names = tuple(classes) or tuple(tasks)
     per_run, samples = draws.per_run, draws.samples
@@ -165,17 +165,12 @@ def case_outputs(
         n = len(samples)
         for k, sample in enumerate(samples):
             if classes:
-                outputs.append((base / f"{io.LABEL_MAP}_{sample_name(k, n)}{suffix}",
+                outputs.append((base / f"{io.LABEL_MAP}_{io.sample_name(k, n)}{suffix}",
                                 np.argmax(sample, axis=0).astype(np.uint8)))
             else:
-                outputs += [(base / f"{task}_{sample_name(k, n)}{suffix}", sample[index] >= np.float32(0.5))
+                outputs += [(base / f"{task}_{io.sample_name(k, n)}{suffix}", sample[index] >= np.float32(0.5))
                             for index, task in enumerate(names)]
     return outputs
-
-
-def sample_name(k: int, n: int) -> str:
-    """Sample ``k`` of ``n`` in a file name: ``sample-03`` (at least two digits, all the same width)."""
-    return f"sample-{k:0{max(2, len(str(n - 1)))}d}"
 
 
 def _uncertainty_outputs(base: Path, name: str, per_run: np.ndarray, suffix: str,
@@ -338,12 +333,24 @@ def prediction_record(
     }
 
 
-def samples_record(n: int, runs: Mapping[str, Any], classes: bool) -> dict[str, Any]:
-    """What ``predictions.json`` says of ``n`` sampled masks per case: their files, values and
-    draws; ``runs`` maps each run folder (in prediction order) to its config (seed, samples)."""
+def samples_record(n: int, runs: Mapping[str, Any], classes: bool, drawn: bool = True) -> dict[str, Any]:
+    """What ``predictions.json`` says of ``n`` hypotheses per case: their files, values and
+    origin (``source``): a sampling run's draws ("drawn"; ``runs`` maps each run folder, in
+    prediction order, to its config: seed, rank, samples), or the map's level sets ("level-set")."""
+    files = f"{io.LABEL_MAP if classes else '<task>'}_{io.sample_name(0, n)}.<ext> ..."
+    if not drawn:
+        return {
+            "count": n, "source": "level-set", "scheme": "stratified", "files": files,
+            "values": ("label maps: per pixel the class at level u_k = (k + 1/2)/n of the class CDF taken from "
+                       "the last class down (P(class c) = p_c)" if classes else
+                       "binary masks p >= u_k, u_k = (k + 1/2)/n, of the probability map written beside them"),
+            "draws": "none: nested level sets of the map (after test-time views, temperature and the runs' mean); "
+                     "each pixel is in a share p of them",
+        }
     return {
         "count": n,
-        "files": f"{io.LABEL_MAP if classes else '<task>'}_{sample_name(0, n)}.<ext> ...",
+        "source": "drawn",
+        "files": files,
         "values": ("the most probable class of each sampled logit map" if classes else
                    "binary masks sigmoid(eta) >= 0.5 of sampled logits eta (eta >= 0)"),
         "draws": "sample k from run k mod R (R runs, in 'runs' order), its (k div R)-th draw of a generator "

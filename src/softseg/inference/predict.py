@@ -84,12 +84,14 @@ def _predicted(
 ) -> Iterator[tuple[Case, np.ndarray, np.ndarray | None, np.ndarray | None]]:
     """:func:`predict_cases` with, when ``each_run``, every run's maps ``(M, T, *spatial)``
     too (:func:`softseg.inference.arrays.predict_ensemble`; one run: its map is the mean) and,
-    with ``samples``, that many sampled maps ``(n, T, *spatial)``
-    (:func:`softseg.inference.arrays.predict_samples`, a second pass of the network)."""
+    with ``samples``, that many sampled maps ``(n, T, *spatial)``: a sampling run's draws
+    (:func:`softseg.inference.arrays.predict_samples`, a second pass of the network), else the
+    map's level sets (:func:`level_set_draws`)."""
     if batch_size < 1:
         raise SoftsegError(f"--batch-size must be at least 1, got {batch_size}")
     warn_best_on_validation(loaded_runs, [case.case_id for case in cases], "predicting")
     several = each_run and len(loaded_runs) > 1
+    sampling, classes = head_of(loaded_runs[0].config).sampling, bool(loaded_runs[0].config.classes)
     with tqdm(total=len(cases), desc="predict", unit="image", disable=not progress) as bar:
         for start in range(0, len(cases), batch_size):
             batch = cases[start : start + batch_size]
@@ -99,10 +101,13 @@ def _predicted(
             else:
                 maps = predict_images(loaded_runs, images, tta=tta, spacings=spacings)
                 per_run = [prob[None] if each_run else None for prob in maps]
-            drawn = (predict_samples(loaded_runs, images, samples, spacings=spacings) if samples
+            drawn = (predict_samples(loaded_runs, images, samples, spacings=spacings) if samples and sampling
                      else [None] * len(batch))
             for case, prob, runs, sampled in zip(batch, maps, per_run, drawn):
-                yield case, np.asarray(prob, dtype=np.float32), runs, sampled
+                prob = np.asarray(prob, dtype=np.float32)
+                if samples and not sampling:
+                    sampled = level_set_draws(prob, samples, classes)
+                yield case, prob, runs, sampled
             bar.update(len(batch))
 
 
@@ -153,8 +158,8 @@ def write_predictions(
     ``options.tta`` as applied; see :func:`softseg.inference.arrays.predict_images`).
     ``written.thresholds[task]``: mask thresholds (default none). ``written.uncertainty``:
     also the runs' uncertainty maps (:mod:`softseg.inference.uncertainty`), recorded under
-    ``uncertainty``. ``written.samples``: that many sampled masks per case (runs with head
-    ssn only), recorded under ``samples``. ``written.submission``: the QUBIQ submission layout under that dataset
+    ``uncertainty``. ``written.samples``: that many hypotheses per case (an SSN run's draws;
+    level sets of the map for other runs), recorded under ``samples``. ``written.submission``: the QUBIQ submission layout under that dataset
     name; then only the files this call would replace are refused, not a non-empty folder.
     ``options.batch_size`` images a step.
 
@@ -209,23 +214,37 @@ def write_predictions(
             "uncertainty": None if not written.uncertainty else uncertainty_record(
                 len(loaded), [ALL_CLASSES] if classes else tasks, len(classes) or 2, categorical=bool(classes)),
             "samples": None if not written.samples else samples_record(
-                written.samples, {str(run.run_dir.resolve()): run.config for run in loaded}, bool(classes)),
+                written.samples, {str(run.run_dir.resolve()): run.config for run in loaded}, bool(classes),
+                drawn=head_of(loaded[0].config).sampling),
         },
     )
     return write_record(path, merge_records(earlier, record))
 
 
 def check_samples(loaded: Sequence[LoadedRun], samples: int) -> None:
-    """SoftsegError unless ``samples`` is 0 (none) or a count that every run can draw (head ssn)."""
+    """SoftsegError unless ``samples`` is 0 (none) or a count >= 1 for runs that either all
+    draw samples (head ssn) or all predict one map (level sets of it are written)."""
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
         raise SoftsegError(f"--samples: expected a number of samples >= 1 (or 0 for none), got {samples!r}")
-    flat = [run for run in loaded if not head_of(run.config).sampling]
-    if samples and flat:
+    kinds = {head_of(run.config).sampling for run in loaded}
+    if samples and len(kinds) > 1:
+        flat = next(run for run in loaded if not head_of(run.config).sampling)
         raise SoftsegError(
-            f"--samples {samples}: {flat[0].run_dir} is a deterministic run (head {head_of(flat[0].config).name}) "
-            "that predicts one map per task, not samples; sample a run trained with --head ssn, or use "
-            "--uncertainty for the spread of several seeds"
+            f"--samples {samples}: {flat.run_dir} predicts one map (head {head_of(flat.config).name}) while "
+            "other runs draw samples (head ssn); predict the two kinds of run into separate folders"
         )
+
+
+def level_set_draws(prob: np.ndarray, n: int, classes: bool) -> np.ndarray:
+    """``n`` stratified level sets of one case's map as ``(n, T or C, *spatial)`` float32 0/1,
+    the form :func:`outputs.case_outputs` writes samples in: per task ``p >= (k + 1/2)/n``,
+    or for classes the one-hot label maps of :func:`softseg.evaluation.hypotheses.level_set_labels`."""
+    from softseg.evaluation import hypotheses
+
+    if classes:
+        labels = hypotheses.level_set_labels(prob, n)
+        return (labels[:, None] == np.arange(len(prob)).reshape(1, -1, *([1] * (prob.ndim - 1)))).astype(np.float32)
+    return np.stack([hypotheses.level_set_masks(p, n) for p in prob], axis=1).astype(np.float32)
 
 
 def predict_folder(

@@ -30,18 +30,20 @@ from tqdm import tqdm
 
 from softseg.data.cases import Dataset
 from softseg.evaluation.registry import ALL_CLASSES
+from softseg.evaluation.sampled import check_counts
 from softseg.experiments import pipeline as steps
 from softseg.experiments.cells import cells
 from softseg.experiments.compare import outputs as files
 from softseg.experiments.compare.fractions import FULL, check_fractions, fraction_folder, prepare_fractions
 from softseg.experiments.compare.methods import DEFAULT_METHODS, Method, parse_methods
 from softseg.experiments.compare.splits import SplitPlan, plan_splits, save_plan
-from softseg.experiments.compare.statistics import CLASS_METRICS, paired_statistics
+from softseg.experiments.compare.statistics import CLASS_METRICS, METRICS, paired_statistics
 from softseg.experiments.compare.tables import class_cells, write_comparison
 from softseg.experiments.compare.variants import predict_crossfitted
 from softseg.files import prepare_out_dir, write_json_atomic
 from softseg.inference.outputs import PREDICTIONS_FILE, read_record
 from softseg.model.config import TrainConfig
+from softseg.model.heads import head_of
 
 __all__ = ["compare", "CompareOptions"]
 
@@ -65,6 +67,9 @@ class CompareOptions:
     split_csv: Path | None = None  # columns case,split; replaces the dataset's own split
     fractions: tuple[float, ...] = (FULL,)  # of each fold's training patients; 1.0 always run
     bootstrap_seed: int = 0
+    # hypothesis counts N scored as the LIDC benchmark does (evaluate --samples): D²_GED of the
+    # map at 0.5 and, per N, D²_GED, HM-IoU and diversity; none by default
+    samples: tuple[int, ...] = ()
 
 
 def compare(
@@ -94,6 +99,7 @@ def compare(
     methods, reference = parse_methods(options.methods, options.reference)
     seeds = steps.check_seeds(options.seeds)
     fractions = check_fractions(options.fractions)
+    check_counts(options.samples)
     out = prepare_out_dir(Path(out), overwrite=None, resume=resume, what="compare", create=False)
     tasks = tuple(options.config.tasks or dataset.tasks)
     plan = plan_splits(
@@ -114,6 +120,7 @@ def compare(
                      "head": m.head, "variant": m.variant, "models": m.trained.folder} for m in methods],
         "reference": reference.name, "seeds": list(seeds), "fractions": list(fractions),
         "split": plan.note, "left_out": list(plan.left_out), "config": _config_dict(options.config),
+        "samples": list(options.samples),
     })
     results, eval_dirs = {}, {}
     jobs = [(m, s, f) for m in methods for s in seeds for f in reversed(fractions)]
@@ -124,7 +131,7 @@ def compare(
             folds = [(f.name, subsets[f.name][fraction], f.test) for f in plan.folds]
             config = method.config(options.config, seed)
             result = _compare_one(dataset, base, runs, folds, config, tasks, method, plan.tag,
-                                  options.split_seed, progress)
+                                  options.split_seed, progress, options.samples)
         results[(method.name, fraction, seed)] = result
         eval_dirs[(method.name, fraction, seed)] = base / f"eval{plan.tag}"
     return _write_outputs(out, plan, methods, reference, seeds, fractions, tasks, results, eval_dirs, options,
@@ -140,18 +147,20 @@ def _write_outputs(
     calibration over all classes, as the row group ``ALL_CLASSES`` after the tasks."""
     table = {task: {m.name: cells([results[(m.name, FULL, s)][task] for s in seeds]) for m in methods}
              for task in tasks}
-    case_values = {run: files.read_case_values(path, tasks) for run, path in eval_dirs.items()}
-    groups, columns = tuple(tasks), files.FOLD_COLUMNS
+    samples = options.samples
+    case_values = {run: files.read_case_values(path, tasks, METRICS + files.sampled_columns(samples))
+                   for run, path in eval_dirs.items()}
+    groups, columns = tuple(tasks), files.FOLD_COLUMNS + files.sampled_columns(samples)
     if classes:
         for run, path in eval_dirs.items():
             case_values[run] = {**case_values[run], **files.read_class_values(path)}
         table[ALL_CLASSES] = {m.name: class_cells([case_values[(m.name, FULL, s)] for s in seeds]) for m in methods}
         groups, columns = (*groups, ALL_CLASSES), (*columns, *CLASS_METRICS)
     written = {"per_fold": files.write_csv(out / "per_fold.csv", columns,
-                                           files.per_fold_rows(case_values, plan.folds, groups))}
+                                           files.per_fold_rows(case_values, plan.folds, groups, samples))}
     per_seed = {m.name: [case_values[(m.name, FULL, s)] for s in seeds] for m in methods}
     comparisons = [c for group in groups for c in paired_statistics(
-        per_seed, reference.name, [group], files.task_metrics(group), seed=options.bootstrap_seed)]
+        per_seed, reference.name, [group], files.task_metrics(group, samples), seed=options.bootstrap_seed)]
     stats_note = files.conventions(reference.name, options.bootstrap_seed)
     written["statistics_csv"], written["statistics_json"] = files.write_statistics(out, comparisons, stats_note)
     paired = files.write_paired_figures(out, comparisons, groups)
@@ -194,10 +203,12 @@ def _seed_dir(out: Path, method: Method, seed: int, fraction: float) -> Path:
 def _compare_one(
     dataset: Dataset, seed_dir: Path, runs_dir: Path, folds: Sequence[tuple[str, Sequence[str], Sequence[str]]],
     config: TrainConfig, tasks: Sequence[str], method: Method, tag: str = "", split_seed: int = 0,
-    progress: bool = True,
+    progress: bool = True, samples: Sequence[int] = (),
 ) -> dict:
     """Train (in ``runs_dir``: the trained method's folder), predict and evaluate (in
-    ``seed_dir``: this method's) every fold; an inference variant reuses the trained runs."""
+    ``seed_dir``: this method's) every fold; an inference variant reuses the trained runs.
+    With ``samples`` a sampling head's predictions also write max(samples) draws per case
+    (other heads' hypotheses are level sets of their maps, computed by the evaluation)."""
     pred_dir, eval_dir = seed_dir / "predictions", seed_dir / f"eval{tag}"
     tested: list[str] = []
     for name, train_ids, test_ids in folds:
@@ -210,9 +221,10 @@ def _compare_one(
             predict_crossfitted(dataset, run_dir, test_ids, pred_dir, fold=name, split_seed=split_seed,
                                 tta=method.tta, progress=progress)
         else:
+            draws = max(samples) if samples and head_of(config).sampling else 0
             steps.predict_cases([run_dir], dataset.select(case_ids=list(test_ids)).cases, pred_dir,
-                                tta=method.tta, progress=progress)
-    steps.evaluate_predictions(pred_dir, dataset, tested, eval_dir, progress=progress)
+                                tta=method.tta, progress=progress, samples=draws)
+    steps.evaluate_predictions(pred_dir, dataset, tested, eval_dir, progress=progress, samples=samples)
     summary = steps.read_summary(eval_dir)
     result = {task: steps.task_values(summary, task) for task in tasks}
     write_json_atomic(seed_dir / f"result{tag}.json", result)

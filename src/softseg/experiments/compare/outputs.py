@@ -21,6 +21,7 @@ import numpy as np
 from softseg.errors import DatasetError, SoftsegError
 from softseg.evaluation.registry import ALL_CLASSES, better_sentence, spec
 from softseg.evaluation.rows import CLASSES_FILE, csv_text, read_class_rows, read_rows
+from softseg.evaluation.sampled import keys as sampled_keys
 from softseg.experiments.cells import format_diff
 from softseg.experiments.compare.statistics import (
     ALPHA, CI_METHOD, CLASS_METRICS, CONFIDENCE, METRICS, N_RESAMPLES, CaseValues, PairedComparison,
@@ -85,9 +86,22 @@ def read_class_values(eval_dir: Path) -> CaseValues:
                           for case, e, b in zip(table["case"], table["classwise_ece"], table["brier"])}}
 
 
-def task_metrics(task: str) -> tuple[str, ...]:
-    """The metrics compare tests for ``task``: the per-task ones, or those over all classes."""
-    return CLASS_METRICS if task == ALL_CLASSES else METRICS
+def task_metrics(task: str, samples: Sequence[int] = ()) -> tuple[str, ...]:
+    """The metrics compare tests for ``task``: the per-task ones (with ``samples``, hypothesis
+    counts, also the one-map and sampled D²_GED and the HM-IoU), or those over all classes."""
+    if task == ALL_CLASSES:
+        return CLASS_METRICS
+    return METRICS + tuple(k for k in sampled_columns(samples) if spec(k).better)
+
+
+def sampled_columns(samples: Sequence[int]) -> tuple[str, ...]:
+    """The hypothesis scores of ``samples`` (none without): ged_map, ged_N, hmiou_N, diversity_N."""
+    return sampled_keys(samples) if samples else ()
+
+
+def _diversity(task: str, samples: Sequence[int]) -> tuple[str, ...]:
+    """The hypotheses' diversity columns: reported per fold, not tested (no better direction)."""
+    return () if task == ALL_CLASSES else tuple(k for k in sampled_columns(samples) if not spec(k).better)
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -97,7 +111,7 @@ def _nanmean(values: Sequence[float]) -> float:
 
 
 def per_fold_rows(
-    case_values: Mapping[Run, CaseValues], folds: Sequence, tasks: Sequence[str]
+    case_values: Mapping[Run, CaseValues], folds: Sequence, tasks: Sequence[str], samples: Sequence[int] = (),
 ) -> list[dict]:
     """One row per run, fold and task: the fold's held-out cases found in the run's
     evaluation (``n_cases``) and the mean over them of each of the task's metrics
@@ -110,7 +124,8 @@ def per_fold_rows(
                 found = [values.get(task, {})[c] for c in fold.test if c in values.get(task, {})]
                 rows.append({"method": method, "fraction": fraction, "seed": seed, "fold": fold.name,
                              "task": task, "n_cases": len(found),
-                             **{m: _nanmean([v[m] for v in found]) for m in task_metrics(task)}})
+                             **{m: _nanmean([v[m] for v in found])
+                                for m in task_metrics(task, samples) + _diversity(task, samples)}})
     return _ordered(rows, tasks)
 
 

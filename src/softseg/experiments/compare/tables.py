@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from softseg.evaluation.registry import ALL_CLASSES, MetricSpec, spec, specs
+from softseg.evaluation.registry import ALL_CLASSES, MetricSpec, sampled_spec, spec, specs
 from softseg.experiments.cells import Cell, aggregate, format_cell, row_order, scaled, write_table_files
 from softseg.experiments.compare.statistics import CLASS_METRICS
 from softseg.experiments.paper import CALIBRATION, TABLE2, TABLE3
@@ -98,7 +98,22 @@ def comparison_markdown(rows: list[dict], note: str = "") -> str:
                 cells.append({True: "yes", False: "no", None: "n/a"}[r["below_diversity"]])
             out.append("| " + " | ".join([r["method"]] + cells) + " |")
         out.append("")
+        out += _hypotheses_markdown([r for r in rows if r["task"] == task])
     return "\n".join(out)
+
+
+def _hypotheses_markdown(rows: list[dict]) -> list[str]:
+    """compare --samples: the task's hypothesis scores (extras of its rows), one line per method."""
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if sampled_spec(k) is not None]
+    if not keys:
+        return []
+    header = ["Method"] + [spec(k).label for k in keys]
+    out = [f"### {rows[0]['task']}: hypotheses (D²_GED and diversity keep i = i′; one map = the map at 0.5)", "",
+           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [spec(k).format(r.get(k)) for k in keys]
+        out.append("| " + " | ".join([r["method"]] + cells) + " |")
+    return out + [""]
 
 
 def write_comparison(
