@@ -125,7 +125,7 @@ def test_multiclass_level_sets_are_label_maps_with_the_class_marginals(tmp_path)
     assert float(row["ged_8"]) == pytest.approx(expected["ged"], abs=1e-12)
 
 
-def test_compare_samples_scores_level_sets_and_an_ssns_draws_with_paired_statistics(tmp_path):
+def test_compare_samples_scores_level_sets_and_an_ssns_draws_with_paired_statistics(tmp_path, capsys):
     from test_experiments import write_rater_folders
 
     data = write_rater_folders(tmp_path / "data")  # 3 raters: 4 hypotheses match at lcm(4, 3)
@@ -151,3 +151,14 @@ def test_compare_samples_scores_level_sets_and_an_ssns_draws_with_paired_statist
             assert float(row[column]) == pytest.approx(np.mean([float(c[metric]) for c in cases]))
     assert "diversity_4" in next(csv.DictReader(open(out / "per_fold.csv", newline="")))
     assert "### task01: hypotheses" in (out / "comparison.md").read_text()
+    # more hypotheses than the SSN drew: its evaluation is redone only from new draws, never
+    # from level sets of its mean map
+    import shutil
+
+    shutil.rmtree(out / "ssn" / "seed0" / "eval-fold0")
+    (out / "ssn" / "seed0" / "result-fold0.json").unlink()
+    assert main(["compare", str(data), "--out", str(out), "--folds", "2", "--run-folds", "0", "--group-regex",
+                 r"^(p\d+)_", "--seeds", "0", "--methods", "soft:ce", "ssn", "--samples", "2", "8",
+                 "--epochs", "1", "--crop-size", "32", "--encoder-weights", "none", "--device", "cpu",
+                 "--config", str(config), "--resume", "--no-progress"]) == 2
+    assert "predictions hold 4 per case" in capsys.readouterr().err

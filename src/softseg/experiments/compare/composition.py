@@ -40,6 +40,7 @@ from softseg.experiments.compare.splits import SplitPlan, plan_splits, save_plan
 from softseg.experiments.compare.statistics import CLASS_METRICS, METRICS, paired_statistics
 from softseg.experiments.compare.tables import class_cells, write_comparison
 from softseg.experiments.compare.variants import predict_crossfitted
+from softseg.errors import SoftsegError
 from softseg.files import prepare_out_dir, write_json_atomic
 from softseg.inference.outputs import PREDICTIONS_FILE, read_record
 from softseg.model.config import TrainConfig
@@ -224,11 +225,25 @@ def _compare_one(
             draws = max(samples) if samples and head_of(config).sampling else 0
             steps.predict_cases([run_dir], dataset.select(case_ids=list(test_ids)).cases, pred_dir,
                                 tta=method.tta, progress=progress, samples=draws)
+    if samples and head_of(config).sampling:
+        _check_draws(pred_dir, eval_dir, max(samples))
     steps.evaluate_predictions(pred_dir, dataset, tested, eval_dir, progress=progress, samples=samples)
     summary = steps.read_summary(eval_dir)
     result = {task: steps.task_values(summary, task) for task in tasks}
     write_json_atomic(seed_dir / f"result{tag}.json", result)
     return result
+
+
+def _check_draws(pred_dir: Path, eval_dir: Path, needed: int) -> None:
+    """A sampling method's hypotheses are its own draws: refuse predictions written without
+    enough of them (an earlier run without --samples), rather than score level sets of its map."""
+    record = read_record(pred_dir / PREDICTIONS_FILE) or {}
+    drawn = record.get("samples") or {}
+    if drawn.get("source", "drawn") != "drawn" or drawn.get("count", 0) < needed:
+        raise SoftsegError(
+            f"{pred_dir}: --samples {needed} scores this method's own draws, but its predictions hold "
+            f"{drawn.get('count', 0)} per case (written without --samples {needed}); delete {pred_dir} and "
+            f"{eval_dir} and rerun with --resume (the trained models are kept)")
 
 
 def _fold_predicted(pred_dir: Path, test_ids: Sequence[str]) -> bool:
