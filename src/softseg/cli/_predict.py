@@ -71,10 +71,12 @@ def _register_predict(subparsers) -> None:
                         "information <task>_mi (the seeds' disagreement) and the expected entropy "
                         "<task>_expected_entropy, which add up to the entropy")
     parser.add_argument("--samples", type=int, default=0, metavar="N",
-                        help="an SSN run (trained with --head ssn): also write N sampled masks "
-                        "<task>_sample-00 ... (sigmoid(eta) >= 0.5 of sampled logits eta; multi-class: "
-                        "label-map_sample-00 ...), the first draws of the seeded samples whose mean is "
-                        "the probability map; several runs take turns (default: none)")
+                        help="also write N hypotheses per case and task, <task>_sample-00 ... (multi-class: "
+                        "label maps label-map_sample-00 ...), for evaluate --samples: for a deterministic run "
+                        "the level sets p >= (k + 1/2)/N of the map written beside them (each pixel lies in a "
+                        "share p of them); for an SSN run (--head ssn) its own draws, sigmoid(eta) >= 0.5 of "
+                        "sampled logits eta, the first of the seeded samples whose mean is the probability "
+                        "map, several runs taking turns (default: none)")
     parser.add_argument("--qubiq", action="store_true",
                         help="write the QUBIQ submission layout OUT/<dataset>/<case>/<task>.nii.gz")
     add_temperature(parser)
@@ -97,7 +99,9 @@ def run_predict(args: argparse.Namespace) -> int:
         chosen = ", ".join(f"{t} {v:g}" for t, v in summary["run_threshold"]["tasks"].items())
         print(f"masks at the run's operating threshold: {chosen}")
     if summary.get("samples"):
-        print(f"{summary['samples']['count']} sampled mask(s) per case: {summary['samples']['files']}")
+        origin = ("the run's own draws" if summary["samples"].get("source", "drawn") == "drawn"
+                  else "level sets of the map")
+        print(f"{summary['samples']['count']} sampled mask(s) per case: {summary['samples']['files']} ({origin})")
     if summary.get("uncertainty"):
         written = summary["uncertainty"]
         print(f"uncertainty maps ({written['unit']}, {written['models']} model(s)): {', '.join(written['maps'])}")

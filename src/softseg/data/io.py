@@ -55,6 +55,10 @@ SUPPORTED = "NIfTI (.nii, .nii.gz) or PNG (.png)"
 # maps: written by inference, skipped as a task by evaluation, refused as a class name.
 LABEL_MAP = "label-map"
 
+# The record softseg predict writes beside its maps (softseg.inference.outputs writes it;
+# evaluation reads where a folder's hypotheses came from).
+PREDICTIONS_FILE = "predictions.json"
+
 # The endings of a prediction's uncertainty maps' stems: <task>_entropy, <task>_mi,
 # <task>_expected_entropy (softseg.inference.uncertainty): written by inference, skipped as
 # tasks by evaluation, refused as the end of a class name.

@@ -15,6 +15,7 @@ self-pairs i = i′ (the field's convention, :mod:`hypotheses`), unlike Table 3'
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -27,7 +28,6 @@ from softseg.evaluation import hypotheses
 from softseg.evaluation.matching import Prediction
 
 METRICS = ("ged", "hmiou", "diversity")
-RECORD = "predictions.json"  # the record softseg predict writes beside the maps
 CONVENTION = (
     "hypotheses: N per case, from a sampling run's own draws (predictions.json samples.source "
     "'drawn': the first N written) or else N stratified level sets p >= (k - 1/2)/N of the map "
@@ -69,11 +69,9 @@ class Source:
 
 def source_of(predictions: Path) -> Source:
     """The :class:`Source` of a prediction folder, from its record (none: level sets)."""
-    path = Path(predictions) / RECORD
+    path = Path(predictions) / io.PREDICTIONS_FILE
     if not path.is_file():
         return Source()
-    import json
-
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as error:
@@ -90,7 +88,7 @@ def check_source(source: Source, counts: Sequence[int], predictions: Path) -> No
     if source.drawn and max(counts) > source.drawn:
         raise SoftsegError(
             f"{predictions}: --samples {max(counts)} needs {max(counts)} hypotheses per case, but the sampling "
-            f"run's prediction wrote {source.drawn} ({RECORD}); rerun softseg predict with --samples {max(counts)}")
+            f"run's prediction wrote {source.drawn} ({io.PREDICTIONS_FILE}); rerun softseg predict with --samples {max(counts)}")
 
 
 def _drawn(pred: Prediction, n: int, source: Source, class_index: int | None) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 
 from tqdm import tqdm
 
+from softseg.data import io
 from softseg.data.cases import Dataset
 from softseg.errors import SoftsegError
 from softseg.experiments import pipeline as steps
@@ -150,7 +151,7 @@ def _reproduce_task(
         run_dir = task_dir / f"seed{seed}"
         pred_dir, eval_dir = task_dir / "predictions" / f"seed{seed}", task_dir / "eval" / f"seed{seed}"
         if not (eval_dir / "summary.json").is_file():
-            if not (pred_dir / "predictions.json").is_file():
+            if not (pred_dir / io.PREDICTIONS_FILE).is_file():
                 steps.train_or_resume(_reproduce_config(task, seed, options), dataset, run_dir, train_ids,
                                       val_ids, progress=progress)
                 steps.predict_cases([run_dir], dataset.select(case_ids=val_ids).cases, pred_dir,

@@ -194,11 +194,12 @@ def predict_samples(
     """
     runs = list(loaded_runs)
     check_runs_compatible(runs)
-    flat = [run.run_dir for run in runs if not head_of(run.config).sampling]
+    flat = [run for run in runs if not head_of(run.config).sampling]
     if flat:
         raise SoftsegError(
-            f"{flat[0]}: a deterministic run (head {head_of(runs[0].config).name}) predicts one map, not "
-            "samples; samples need a run trained with --head ssn (for the seeds' spread use --uncertainty)"
+            f"{flat[0].run_dir}: a deterministic run (head {head_of(flat[0].config).name}) predicts one map, "
+            "not samples; samples need a run trained with --head ssn (its level sets: "
+            "softseg.evaluation.hypotheses; for the seeds' spread use --uncertainty)"
         )
     if n < 1:
         raise SoftsegError(f"samples: expected at least 1, got {n}")

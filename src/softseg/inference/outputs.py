@@ -9,7 +9,8 @@ One probability map per case and task, plus the optional side outputs::
     OUT/<case_id>/<task>_entropy.<ext>     with ``uncertainty``: the entropy in nats; with
     OUT/<case_id>/<task>_mi.<ext>          several runs also the mutual information and the
     OUT/<case_id>/<task>_expected_entropy.<ext>   expected entropy (softseg.inference.uncertainty)
-    OUT/<case_id>/<task>_sample-00.<ext>   with ``samples`` (an SSN run): sample k's mask, as above
+    OUT/<case_id>/<task>_sample-00.<ext>   with ``samples``: hypothesis k's mask, as above (level
+                                           sets of the map, or an SSN run's draws)
     OUT/predictions.json                   the record: runs, input, thresholds, cases, files
 
 A multi-class run writes one map per class instead (``<class>.<ext>``, background included,
@@ -47,7 +48,7 @@ from softseg.errors import SoftsegError
 from softseg.files import write_json_atomic
 from softseg.inference import uncertainty
 
-PREDICTIONS_FILE = "predictions.json"
+PREDICTIONS_FILE = io.PREDICTIONS_FILE
 
 # The record's lists that several predictions into one folder add up (see merge_records).
 _LISTS = ("runs", "tasks", "cases", "files")
@@ -98,8 +99,9 @@ def mask_thresholds(
 @dataclass(frozen=True)
 class CaseDraws:
     """What beside the mean map one case's files come from: ``per_run`` the ensemble's maps
-    ``(M, T or C, *spatial)`` (for the uncertainty maps), ``samples`` sampled probability maps
-    ``(n, T or C, *spatial)`` (an SSN run's); None where not asked for."""
+    ``(M, T or C, *spatial)`` (for the uncertainty maps), ``samples`` the hypotheses
+    ``(n, T or C, *spatial)`` (an SSN run's sampled maps, or the map's level sets as 0/1);
+    None where not asked for."""
 
     per_run: np.ndarray | None = None
     samples: np.ndarray | None = None
@@ -127,7 +129,7 @@ def case_outputs(
     ``draws.per_run``: the ensemble's maps ``(M, T or C, *spatial)`` whose mean is ``probability``;
     with it the uncertainty maps of :func:`uncertainty.uncertainty_maps` are added (nats, upper
     ln K; the entropy alone when M = 1), per task or, for classes, one set over all of them.
-    ``draws.samples``: sampled probability maps ``(n, T or C, *spatial)`` (an SSN run's); each is
+    ``draws.samples``: hypotheses ``(n, T or C, *spatial)`` (an SSN run's sampled maps, or level sets); each is
     written as a mask ``p >= 0.5`` per task (:func:`softseg.data.io.sample_name`), or for classes as a label map.
     """
     names = tuple(classes) or tuple(tasks)
@@ -256,7 +258,8 @@ class PredictOutputs:
     sqrt(p(1-p)), binary ``masks`` at thresholds in (0, 1], the run's stored operating
     threshold (``use_run_threshold``), ``uncertainty`` maps (the entropy in nats; with several
     runs also the mutual information and expected entropy, :mod:`softseg.inference.uncertainty`),
-    ``samples``: that many sampled masks of an SSN run (0: none), or instead the QUBIQ
+    ``samples``: that many hypotheses per case (level sets of the map, or an SSN run's draws;
+    0: none), or instead the QUBIQ
     submission layout (``qubiq``: probability maps only)."""
 
     std: bool = False
@@ -273,7 +276,7 @@ class CaseFiles:
     ``run_threshold`` ``{"file", "tasks": {task: t}}`` when the run's stored operating
     threshold was applied (else None), ``submission`` the QUBIQ dataset name of the
     submission layout (else None), ``uncertainty`` the uncertainty maps, ``samples`` how many
-    sampled masks (0: none)."""
+    hypotheses (0: none)."""
 
     std: bool = False
     thresholds: Mapping[str, Sequence[float]] | None = None

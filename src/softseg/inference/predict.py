@@ -266,7 +266,8 @@ def predict_folder(
     run(s) by ``softseg threshold`` is added unless ``use_run_threshold`` is False; ``qubiq``
     is the QUBIQ submission layout (NIfTI input, probability maps only); ``uncertainty`` adds
     the entropy maps (and, with several runs, mutual information and expected entropy).
-    ``samples`` writes that many sampled masks of an SSN run (head ssn) per case and task.
+    ``samples`` writes that many hypotheses per case and task: level sets of the map, or an
+    SSN run's (head ssn) own draws.
     ``options``: see :class:`~softseg.inference.RunOptions`. Refuses a non-empty ``out_dir`` (with ``qubiq``:
     any submission file it would replace) unless ``overwrite``. Returns the path of the
     record (``predictions.json``).
